@@ -1,0 +1,172 @@
+"""Read one H2Crop ``.h5`` sample: only the months and modalities asked for, every check, clear errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import h5py
+import numpy as np
+
+from h2crop_core.data.schema import H2CROP_SPEC, KEY_SPELLINGS, MODALITIES, Sample, SampleSpec, window_months
+from h2crop_core.taxonomy import UNLABELLED, Taxonomy
+
+if TYPE_CHECKING:
+    from h2crop_core.data.stats import NormStats
+
+
+class SampleError(ValueError):
+    """A sample file that is unreadable or does not match what the benchmark specifies.
+
+    Attributes:
+        path: the file.
+        key: the HDF5 key concerned, or None for the file as a whole.
+        expected: what was expected.
+        found: what was found.
+    """
+
+    def __init__(self, path: str | Path, key: str | None, expected: str, found: str):
+        self.path, self.key, self.expected, self.found = str(path), key, expected, found
+        where = f"{self.path}" + (f" [{key}]" if key else "")
+        super().__init__(f"{where}: expected {expected}; found {found}")
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"path": self.path, "key": self.key, "expected": self.expected, "found": self.found}
+
+
+def sample_name(path: str | Path) -> str:
+    """The sample name: the file name without ``.h5``."""
+    return Path(path).stem
+
+
+def find_key(handle: h5py.File, modality: str) -> str | None:
+    """The key under which ``modality`` is stored in an open file (either spelling), or None."""
+    for key in KEY_SPELLINGS[modality]:
+        if key in handle:
+            return key
+    return None
+
+
+@dataclass(frozen=True)
+class SampleReader:
+    """Reads samples with a fixed window, modality set, taxonomy and normalisation.
+
+    Args:
+        window: temporal window (``jun``/``aug``/``oct``/``dec`` or 1..12 months); only those S2 frames
+            are read from disk.
+        modalities: any of ``s2``, ``enmap``, ``prior``, ``label``; others are not read.
+        taxonomy: when given, label and prior values are checked against its class counts (255 allowed).
+        stats: when given, ``s2`` and ``enmap`` are z-scored to float32; otherwise returned as stored (int16).
+        spec: expected shapes; the benchmark's by default.
+    """
+
+    window: str | int = "dec"
+    modalities: tuple[str, ...] = MODALITIES
+    taxonomy: Taxonomy | None = None
+    stats: NormStats | None = None
+    spec: SampleSpec = H2CROP_SPEC
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}; expected a subset of {MODALITIES}")
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        window_months(self.window)  # fail early on a bad window
+
+    @property
+    def months(self) -> int:
+        return window_months(self.window)
+
+    def __call__(self, path: str | Path) -> Sample:
+        return self.read(path)
+
+    def read(self, path: str | Path) -> Sample:
+        """Read and check one file.
+
+        Raises:
+            SampleError: the file is missing, truncated or corrupt, or a key is missing or has the wrong
+                shape, dtype or values.
+        """
+        path = Path(path)
+        sample: Sample = {"name": sample_name(path)}
+        try:
+            handle = h5py.File(path, "r")
+        except FileNotFoundError:
+            raise SampleError(path, None, "an existing HDF5 file", "no such file") from None
+        except OSError as error:
+            raise SampleError(path, None, "a readable HDF5 file", f"{_short(error)} (truncated or corrupt?)") from None
+        with handle:
+            for modality in self.modalities:
+                sample[modality] = self._read_array(handle, path, modality)
+        if self.taxonomy is not None:
+            for modality in ("label", "prior"):
+                if modality in sample:
+                    check_class_range(sample[modality], self.taxonomy, path, modality)
+        if self.stats is not None:
+            sample = self.stats.normalise(sample)
+        return sample
+
+    def _read_array(self, handle: h5py.File, path: Path, modality: str) -> np.ndarray:
+        key = find_key(handle, modality)
+        spellings = " or ".join(repr(k) for k in KEY_SPELLINGS[modality])
+        if key is None:
+            raise SampleError(path, KEY_SPELLINGS[modality][0], f"a dataset named {spellings}", f"keys {sorted(handle.keys())}")
+        dataset = handle[key]
+        if not isinstance(dataset, h5py.Dataset):
+            raise SampleError(path, key, "a dataset", f"a {type(dataset).__name__}")
+        expected_shape = self.spec.shape(modality)
+        if dataset.shape != expected_shape:
+            raise SampleError(path, key, f"shape {expected_shape}", f"shape {dataset.shape}")
+        expected_dtype = self.spec.dtype(modality)
+        if dataset.dtype != expected_dtype:
+            raise SampleError(path, key, f"dtype {expected_dtype}", f"dtype {dataset.dtype}")
+        # Read straight into the final array; for S2 only the window's frames (an HDF5 hyperslab), so
+        # the rest of the file is never touched.
+        if modality == "s2":
+            out = np.empty(self.spec.shape("s2", self.months), dtype=expected_dtype)
+            selection = np.s_[: self.months]
+        else:
+            out = np.empty(expected_shape, dtype=expected_dtype)
+            selection = np.s_[...]
+        try:
+            dataset.read_direct(out, source_sel=selection)
+        except (OSError, RuntimeError) as error:
+            raise SampleError(path, key, "readable data", f"a read error: {_short(error)} (truncated or corrupt?)") from None
+        return out
+
+
+def read_sample(
+    path: str | Path,
+    window: str | int = "dec",
+    modalities: Iterable[str] = MODALITIES,
+    *,
+    taxonomy: Taxonomy | None = None,
+    stats: NormStats | None = None,
+    spec: SampleSpec = H2CROP_SPEC,
+) -> Sample:
+    """Read one sample; see :class:`SampleReader`."""
+    return SampleReader(window, tuple(modalities), taxonomy, stats, spec).read(path)
+
+
+def check_class_range(stack: np.ndarray, taxonomy: Taxonomy, path: str | Path, modality: str) -> None:
+    """Raise :class:`SampleError` if a level holds an id beyond the taxonomy (255 = unlabelled is allowed)."""
+    key = KEY_SPELLINGS[modality][0]
+    for k, num_classes in enumerate(taxonomy.num_classes):
+        counts = np.bincount(stack[k].ravel(), minlength=256)
+        counts[UNLABELLED] = 0
+        bad = np.flatnonzero(counts[num_classes:]) + num_classes
+        if bad.size:
+            raise SampleError(
+                path,
+                key,
+                f"level{k + 1} ids 0..{num_classes - 1} or 255 (unlabelled), as the taxonomy has "
+                f"{num_classes - 1} level-{k + 1} classes",
+                f"id(s) {bad[:8].tolist()} on {int(counts[bad].sum())} pixel(s)",
+            )
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().replace("\n", " ")
+    return text if len(text) < 300 else text[:300] + "..."

@@ -1,0 +1,128 @@
+"""The ``h2crop`` command: thin subcommands that parse, call ``h2crop_core`` / the pipelines, and print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from h2crop_core.data.index import DatasetError, DatasetIndex
+from h2crop_core.data.reader import SampleError
+from h2crop_core.taxonomy import TaxonomyError, load_taxonomy
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit code 2."""
+
+
+def _default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 1)))
+
+
+# ------------------------------------------------------------------------------------------ commands
+def cmd_synth(args: argparse.Namespace) -> int:
+    from h2crop_core.data.synth import synthesize_dataset
+    from h2crop_core.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.from_csv(args.taxonomy) if args.taxonomy else None
+    result = synthesize_dataset(
+        args.out,
+        args.samples,
+        seed=args.seed,
+        taxonomy=taxonomy,
+        key_style=args.key_style,
+        region_size=None if args.region_size == 0 else args.region_size,
+        progress=not args.quiet,
+    )
+    counts = ", ".join(f"{split} {len(names)}" for split, names in result.splits.items())
+    print(f"wrote {args.samples} samples to {result.root / 'h5_data'} ({counts}); taxonomy {result.taxonomy.summary()}")
+    if result.region:
+        print(f"wrote a {result.region['size']}x{result.region['size']} px region ({result.region['crs']}) to {result.region['dir']}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from h2crop_core.data.validate import VALIDATION_FILENAME, validate_dataset
+
+    taxonomy = load_taxonomy(args.data, args.taxonomy)
+    report = validate_dataset(args.data, args.split, taxonomy=taxonomy, workers=args.workers, progress=not args.quiet)
+    output = Path(args.report) if args.report else Path(args.data) / VALIDATION_FILENAME
+    report.to_json(output)
+    print(report.summary())
+    print(f"taxonomy: {taxonomy.summary()}")
+    print(f"report: {output}")
+    return 0 if report.ok else 1
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from h2crop_core.data.stats import compute_norm_stats
+
+    index = DatasetIndex(args.data)
+    paths = index.split_paths(args.split)
+    stats = compute_norm_stats(
+        paths, workers=args.workers, progress=not args.quiet, meta={"split": args.split, "dataset_fingerprint": index.fingerprint()}
+    )
+    output = Path(args.output) if args.output else index.norm_stats_path
+    stats.to_json(output)
+    print(f"per-band statistics of {len(paths)} {args.split} samples written to {output}")
+    print("  S2 mean " + " ".join(f"{v:.0f}" for v in stats.s2_mean) + " | std " + " ".join(f"{v:.0f}" for v in stats.s2_std))
+    print(f"  EnMAP mean {stats.enmap_mean.min():.0f}..{stats.enmap_mean.max():.0f}, std {stats.enmap_std.min():.0f}..{stats.enmap_std.max():.0f} over {len(stats.enmap_mean)} bands")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="h2crop",
+        description="Four-level crop type mapping from EnMAP + Sentinel-2 (H2Crop benchmark), at scale on Ray.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write a synthetic dataset (and region) with the benchmark's exact layout")
+    p.add_argument("--out", required=True, type=Path, help="dataset root to create")
+    p.add_argument("--samples", type=int, default=32, help="number of samples (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--taxonomy", type=Path, help="taxonomy CSV to generate classes from (default: a generated 6/36/82/101 tree)")
+    p.add_argument("--key-style", choices=("files", "readme"), default="files", help="HDF5 key spelling: as the files ship (S2_data, ...) or as the README documents (S2, ...)")
+    p.add_argument("--region-size", type=int, default=1008, help="side of the synthetic mapping region in S2 pixels, a multiple of 3; 0 for none (default 1008)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("validate", help="check every sample file; write validation.json; exit 1 if any is bad")
+    p.add_argument("--data", required=True, type=Path, help="dataset root")
+    p.add_argument("--split", choices=("train", "val", "test"), help="only this split (default: every file)")
+    p.add_argument("--taxonomy", type=Path, help="taxonomy CSV (default: <data>/cascade_labels.csv)")
+    p.add_argument("--report", type=Path, help="where to write the JSON report (default: <data>/validation.json)")
+    p.add_argument("--workers", type=int, default=_default_workers(), help="reader processes (default: CPU count, at most 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("stats", help="per-band mean/std over the training split, written to <data>/norm_stats.json")
+    p.add_argument("--data", required=True, type=Path, help="dataset root")
+    p.add_argument("--split", choices=("train", "val", "test"), default="train")
+    p.add_argument("--output", type=Path, help="where to write (default: <data>/norm_stats.json)")
+    p.add_argument("--workers", type=int, default=_default_workers(), help="reader processes (default: CPU count, at most 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, DatasetError, SampleError, TaxonomyError, FileNotFoundError, ValueError) as error:
+        print(f"h2crop {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"h2crop {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())
