@@ -18,7 +18,7 @@ writes datasets with its exact layout, key names, dtypes and shapes, whose conte
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -85,7 +85,8 @@ class SyntheticWorld:
     enmap_signature: np.ndarray  # (n_leaves + 1, enmap_bands) reflectance (before transmission)
     transmission: np.ndarray  # (enmap_bands,) atmospheric transmission (water-vapour dips)
     predecessor: np.ndarray  # (n_leaves + 1,) the crop the rotation puts before each leaf
-    s2_confused: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # per leaf: S2 alone confuses it with a sibling
+    s2_confused: np.ndarray  # (n_leaves + 1,) bool: S2 alone confuses the leaf with a sibling
+    faint_groups: frozenset  # {(level index 2|3, parent id)}: sibling groups that look alike in S2
 
     @classmethod
     def create(cls, taxonomy: Taxonomy, spec: SampleSpec = H2CROP_SPEC, seed: int = 0) -> SyntheticWorld:
@@ -112,18 +113,25 @@ class SyntheticWorld:
             curve = _sigmoid((t - start) * 1.5) * _sigmoid((start + length - t) * 1.5)
             level1_curve[l1] = rng.uniform(0.3, 1.0) * curve + rng.uniform(0.0, 0.2)
         # Fine levels: per-node band effects that appear from the node's onset month on. About half of
-        # the level-3/4 nodes get almost no S2 effect: S2 confuses them with their siblings.
+        # the sibling groups at levels 3-4 get almost no S2 effect: S2 confuses those siblings.
         node_effect = [{} for _ in range(NUM_LEVELS)]
-        s2_faint = [{} for _ in range(NUM_LEVELS)]
+        faint_groups = set()  # (level index k, parent id at k-1) whose children look alike in S2
         for k in range(1, NUM_LEVELS):
             low, high = ONSET_RANGE[k]
             for node in np.unique(paths[1:, k]):
+                parent = int(paths[np.argmax(paths[:, k] == node), k - 1])
+                siblings = np.unique(paths[1:, k][paths[1:, k - 1] == parent])
+                if k >= 2 and len(siblings) > 1 and node == siblings[0] and rng.random() < 0.5:
+                    faint_groups.add((k, parent))
                 onset = rng.uniform(low, high)
                 ramp = np.clip((t - onset + 1) / 2, 0, 1)
-                faint = k >= 2 and rng.random() < 0.5
-                amplitude = S2_AMPLITUDE[k] * (0.08 if faint else 1.0)
-                node_effect[k][node] = amplitude * ramp[:, None] * rng.choice([-1, 1], spec.s2_bands) * rng.uniform(0.5, 1, spec.s2_bands)
-                s2_faint[k][node] = faint
+                node_effect[k][node] = S2_AMPLITUDE[k] * ramp[:, None] * rng.choice([-1, 1], spec.s2_bands) * rng.uniform(0.5, 1, spec.s2_bands)
+        # A faint group stays faint all the way down: its members' descendants differ in EnMAP only.
+        for k in (2, 3):
+            for node in np.unique(paths[1:, k]):
+                path = paths[np.argmax(paths[:, k] == node)]
+                if any((j, int(path[j - 1])) in faint_groups for j in range(2, k + 1)):
+                    node_effect[k][node] *= 0.08
         for leaf in range(1, n + 1):
             path = paths[leaf]
             green = level1_curve[path[0]][:, None]
@@ -134,7 +142,7 @@ class SyntheticWorld:
         s2 = np.clip(s2, 0.005, 0.9)
         s2_confused = np.zeros(n + 1, bool)
         for leaf in range(1, n + 1):
-            s2_confused[leaf] = any(s2_faint[k][paths[leaf, k]] for k in (2, 3))
+            s2_confused[leaf] = any((k, int(paths[leaf, k - 1])) in faint_groups for k in (2, 3))
 
         # EnMAP: 218 bands 420-2450 nm; broad features for coarse levels, narrow ones for fine levels.
         bands = spec.enmap_bands
@@ -177,7 +185,7 @@ class SyntheticWorld:
                 cycle = members[start : start + rng.integers(2, 6)]
                 predecessor[cycle] = np.roll(cycle, 1)
                 start += len(cycle)
-        return cls(taxonomy, spec, freq, s2, enmap, transmission, predecessor, s2_confused)
+        return cls(taxonomy, spec, freq, s2, enmap, transmission, predecessor, s2_confused, frozenset(faint_groups))
 
     # --------------------------------------------------------------------------------------- scenes
     def scene(self, height: int, width: int, rng: np.random.Generator, parcel_spacing: float = 22.0) -> dict:
