@@ -57,7 +57,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from h2crop_core.data.stats import compute_norm_stats
+    from h2crop_core.data.stats import NormStats, compute_norm_stats, plot_norm_stats
 
     index = DatasetIndex(args.data)
     paths = index.split_paths(args.split)
@@ -66,7 +66,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     )
     output = Path(args.output) if args.output else index.norm_stats_path
     stats.to_json(output)
-    print(f"per-band statistics of {len(paths)} {args.split} samples written to {output}")
+    reference = NormStats.from_json(args.compare) if args.compare else None
+    plot = plot_norm_stats(stats, output.with_suffix(".png"), reference)
+    print(f"per-band statistics of {len(paths)} {args.split} samples written to {output}; plot {plot}")
     print("  S2 mean " + " ".join(f"{v:.0f}" for v in stats.s2_mean) + " | std " + " ".join(f"{v:.0f}" for v in stats.s2_std))
     print(f"  EnMAP mean {stats.enmap_mean.min():.0f}..{stats.enmap_mean.max():.0f}, std {stats.enmap_std.min():.0f}..{stats.enmap_std.max():.0f} over {len(stats.enmap_mean)} bands")
     return 0
@@ -102,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="per-band mean/std over the training split, written to <data>/norm_stats.json")
     p.add_argument("--data", required=True, type=Path, help="dataset root")
     p.add_argument("--split", choices=("train", "val", "test"), default="train")
-    p.add_argument("--output", type=Path, help="where to write (default: <data>/norm_stats.json)")
+    p.add_argument("--output", type=Path, help="where to write (default: <data>/norm_stats.json; a .png plot beside it)")
+    p.add_argument("--compare", type=Path, help="statistics JSON to plot beside ours (e.g. the published ones)")
     p.add_argument("--workers", type=int, default=_default_workers(), help="reader processes (default: CPU count, at most 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_stats)

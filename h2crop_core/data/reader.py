@@ -41,12 +41,14 @@ def sample_name(path: str | Path) -> str:
     return Path(path).stem
 
 
-def find_key(handle: h5py.File, modality: str) -> str | None:
-    """The key under which ``modality`` is stored in an open file (either spelling), or None."""
+def find_dataset(handle: h5py.File, modality: str) -> tuple[str, object] | tuple[None, None]:
+    """The key and node under which ``modality`` is stored in an open file (either spelling), or Nones."""
+    # one HDF5 lookup per spelling tried (``get`` rather than ``in`` then ``[]``): this is the hot path
     for key in KEY_SPELLINGS[modality]:
-        if key in handle:
-            return key
-    return None
+        node = handle.get(key)
+        if node is not None:
+            return key, node
+    return None, None
 
 
 @dataclass(frozen=True)
@@ -109,11 +111,10 @@ class SampleReader:
         return sample
 
     def _read_array(self, handle: h5py.File, path: Path, modality: str) -> np.ndarray:
-        key = find_key(handle, modality)
-        spellings = " or ".join(repr(k) for k in KEY_SPELLINGS[modality])
+        key, dataset = find_dataset(handle, modality)
         if key is None:
+            spellings = " or ".join(repr(k) for k in KEY_SPELLINGS[modality])
             raise SampleError(path, KEY_SPELLINGS[modality][0], f"a dataset named {spellings}", f"keys {sorted(handle.keys())}")
-        dataset = handle[key]
         if not isinstance(dataset, h5py.Dataset):
             raise SampleError(path, key, "a dataset", f"a {type(dataset).__name__}")
         expected_shape = self.spec.shape(modality)
@@ -153,6 +154,10 @@ def read_sample(
 def check_class_range(stack: np.ndarray, taxonomy: Taxonomy, path: str | Path, modality: str) -> None:
     """Raise :class:`SampleError` if a level holds an id beyond the taxonomy (255 = unlabelled is allowed)."""
     key = KEY_SPELLINGS[modality][0]
+    # Fast path: uint8 arithmetic wraps 255 (unlabelled) to 0, so max(v + 1) - 1 is the largest real id.
+    largest = (stack + np.uint8(1)).reshape(len(stack), -1).max(axis=1).astype(np.int64) - 1
+    if np.all(largest < np.asarray(taxonomy.num_classes)):
+        return
     for k, num_classes in enumerate(taxonomy.num_classes):
         counts = np.bincount(stack[k].ravel(), minlength=256)
         counts[UNLABELLED] = 0

@@ -162,3 +162,30 @@ def compute_norm_stats(paths: list[Path], *, workers: int = 1, progress: bool = 
         enmap.merge(enmap_part)
     info = {"n_samples": len(paths), "s2_values_per_band": s2.count, "enmap_values_per_band": enmap.count}
     return moments_to_stats(s2, enmap, meta={**info, **(meta or {})})
+
+
+def plot_norm_stats(stats: NormStats, path: str | Path, reference: NormStats | None = None) -> Path:
+    """Per-band mean ± std of S2 and EnMAP as a PNG (optionally beside reference statistics, e.g. the
+    published ones): a glance shows a wrong band order, a unit change or broken water-vapour bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 3]})
+    for ax, prefix, title in ((axes[0], "s2", "Sentinel-2 bands"), (axes[1], "enmap", "EnMAP bands")):
+        for source, label, colour in ((stats, "this dataset", "tab:blue"), (reference, "reference", "tab:grey")):
+            if source is None:
+                continue
+            mean, std = getattr(source, f"{prefix}_mean"), getattr(source, f"{prefix}_std")
+            bands = range(1, len(mean) + 1)
+            ax.plot(bands, mean, color=colour, label=f"{label} mean")
+            ax.fill_between(bands, mean - std, mean + std, color=colour, alpha=0.2, label=f"{label} ± std")
+        ax.set_title(title)
+        ax.set_xlabel("band")
+        ax.set_ylabel("raw value")
+    axes[1].legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)

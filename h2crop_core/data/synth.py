@@ -147,9 +147,10 @@ class SyntheticWorld:
         # EnMAP: 218 bands 420-2450 nm; broad features for coarse levels, narrow ones for fine levels.
         bands = spec.enmap_bands
         b = np.arange(bands)
-        soil_spec = np.interp(b, [0, bands * 0.3, bands], [0.08, 0.2, 0.3])
-        red_edge = _sigmoid((b - bands * 0.2) / 2.5)
-        veg_spec = 0.05 + 0.4 * red_edge - 0.25 * _sigmoid((b - bands * 0.62) / 6)
+        # shapes loosely follow the published band means: red edge near band 54, SWIR falling off
+        soil_spec = np.interp(b, [0, bands * 0.3, bands * 0.6, bands], [0.05, 0.16, 0.2, 0.12])
+        red_edge = _sigmoid((b - bands * 0.245) / 2.5)
+        veg_spec = 0.04 + 0.36 * red_edge - 0.3 * _sigmoid((b - bands * 0.6) / 6)
         enmap = np.zeros((n + 1, bands))
         features = [{} for _ in range(NUM_LEVELS)]
         for k in range(NUM_LEVELS):

@@ -60,6 +60,10 @@ def test_stats_writes_norm_stats_json(writable_root, capsys):
     assert len(stats.s2_mean) == 10 and len(stats.enmap_std) == 218
     assert stats.meta["split"] == "train" and stats.meta["n_samples"] >= 1
     assert "norm_stats.json" in capsys.readouterr().out
+    from PIL import Image
+
+    with Image.open(writable_root / "norm_stats.png") as image:
+        assert image.size[0] > 500 and image.size[1] > 200
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
