@@ -10,6 +10,7 @@ from pathlib import Path
 
 from h2crop_core.data.index import DatasetError, DatasetIndex
 from h2crop_core.data.reader import SampleError
+from h2crop_core.evaluation import PredictionError
 from h2crop_core.taxonomy import TaxonomyError, load_taxonomy
 
 
@@ -74,6 +75,30 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from h2crop_core.evaluation import score_predictions
+    from h2crop_core.report import build_metrics, format_summary, write_report
+
+    taxonomy = load_taxonomy(args.data, args.taxonomy)
+    confusion = score_predictions(args.data, args.split, args.predictions, taxonomy, progress=not args.quiet)
+    metrics = build_metrics(
+        confusion, args.split, ignore_background=args.ignore_background, mmseg_f1=args.mmseg_f1, extra={"predictions": str(args.predictions)}
+    )
+    written = write_report(metrics, confusion, args.output, taxonomy)
+    print(format_summary(metrics))
+    print(f"wrote {written['metrics']} and {len(written) - 1} more files (CSVs, confusion.npz, plots) to {args.output}")
+    return 0
+
+
+def add_metric_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ignore-background", action="store_true", help="leave class 0 out of the means and OA (stricter)")
+    p.add_argument(
+        "--mmseg-f1",
+        action="store_true",
+        help="reproduce the research code's F1 exactly: classes present but never correctly predicted are skipped (inflates mF1)",
+    )
+
+
 # ------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -109,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=_default_workers(), help="reader processes (default: CPU count, at most 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("score", help="score external predictions (<sample>.npy (4,H,W) uint8 or <sample>.h5 'pred') against a split")
+    p.add_argument("--data", required=True, type=Path, help="dataset root")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--predictions", required=True, type=Path, help="folder of <sample>.npy or <sample>.h5 files")
+    p.add_argument("--output", required=True, type=Path, help="folder for metrics.json, per-class CSVs and plots")
+    p.add_argument("--taxonomy", type=Path, help="taxonomy CSV (default: <data>/cascade_labels.csv)")
+    add_metric_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_score)
     return parser
 
 
@@ -117,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, DatasetError, SampleError, TaxonomyError, FileNotFoundError, ValueError) as error:
+    except (CliError, DatasetError, SampleError, TaxonomyError, PredictionError, FileNotFoundError, ValueError) as error:
         print(f"h2crop {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -52,6 +52,8 @@ def generate_taxonomy(counts: tuple[int, ...] = DEFAULT_TREE, seed: int = 0) -> 
     for k in range(1, NUM_LEVELS):
         n_parent, n_child = counts[k - 1], counts[k]
         weights = rng.dirichlet(np.full(n_parent, 0.6))
+        if k == 1:
+            weights = np.sort(weights)[::-1]  # "arable", the first level-1 class, holds the most leaves
         extra = rng.choice(n_parent, size=n_child - n_parent, p=weights)
         assignment = np.concatenate([np.arange(n_parent), extra])
         parents.append(np.sort(assignment) + 1)  # child i (1-based) -> parent id

@@ -1,0 +1,111 @@
+"""Scoring predictions against a split's labels (external predictions; model evaluation builds on it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from h2crop_core.data.index import DatasetIndex
+from h2crop_core.data.reader import SampleReader
+from h2crop_core.data.schema import H2CROP_SPEC, SampleSpec
+from h2crop_core.metrics import HierarchicalConfusion
+from h2crop_core.taxonomy import NUM_LEVELS, Taxonomy
+
+PREDICTION_KEY = "pred"
+
+
+class PredictionError(ValueError):
+    """Predictions that are missing or do not match the labels they are scored against."""
+
+
+def prediction_path(folder: Path, name: str) -> Path | None:
+    """``<folder>/<name>.npy`` or ``<folder>/<name>.h5`` (dataset ``pred``), whichever exists."""
+    for suffix in (".npy", ".h5"):
+        path = folder / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _prediction_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    if path.suffix == ".npy":
+        array = np.load(path, mmap_mode="r")
+        return array.shape, array.dtype
+    with h5py.File(path, "r") as handle:
+        if PREDICTION_KEY not in handle:
+            raise PredictionError(f"{path}: expected a dataset {PREDICTION_KEY!r}; found keys {sorted(handle)}")
+        return handle[PREDICTION_KEY].shape, handle[PREDICTION_KEY].dtype
+
+
+def load_prediction(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.load(path)
+    with h5py.File(path, "r") as handle:
+        return handle[PREDICTION_KEY][...]
+
+
+def check_predictions(folder: Path, names: list[str], spec: SampleSpec = H2CROP_SPEC) -> dict[str, Path]:
+    """Find every sample's prediction file and check its shape and dtype without reading it.
+
+    Raises:
+        PredictionError: listing every missing or misshaped prediction in one message.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PredictionError(f"{folder}: predictions folder not found")
+    expected = (NUM_LEVELS, spec.size, spec.size)
+    found, problems = {}, []
+    for name in names:
+        path = prediction_path(folder, name)
+        if path is None:
+            problems.append(f"{folder / name}.npy (or .h5): missing")
+            continue
+        try:
+            shape, dtype = _prediction_header(path)
+        except PredictionError as error:
+            problems.append(str(error))
+            continue
+        except (OSError, ValueError) as error:
+            problems.append(f"{path}: unreadable ({error})")
+            continue
+        if tuple(shape) != expected:
+            problems.append(f"{path}: expected shape {expected}; found {tuple(shape)}")
+        elif dtype.kind not in "ui":
+            problems.append(f"{path}: expected integer class ids (uint8); found dtype {dtype}")
+        else:
+            found[name] = path
+    if problems:
+        shown = "\n  ".join(problems[:30])
+        more = f"\n  ... and {len(problems) - 30} more" if len(problems) > 30 else ""
+        raise PredictionError(f"{len(problems)} of {len(names)} prediction(s) missing or misshaped:\n  {shown}{more}")
+    return found
+
+
+def score_predictions(
+    root: str | Path,
+    split: str,
+    predictions: str | Path,
+    taxonomy: Taxonomy,
+    *,
+    progress: bool = True,
+) -> HierarchicalConfusion:
+    """Stream every sample of ``split``: its labels and priors from the dataset, its prediction from
+    ``predictions``; return the filled confusion matrices."""
+    from tqdm.auto import tqdm
+
+    index = DatasetIndex(root)
+    names = index.split_names(split)
+    paths = index.split_paths(split)
+    found = check_predictions(Path(predictions), names)
+    reader = SampleReader(modalities=("label", "prior"), taxonomy=taxonomy)
+    confusion = HierarchicalConfusion(taxonomy.num_classes, taxonomy)
+    for name, path in tqdm(list(zip(names, paths)), desc="score", unit="sample", disable=not progress, dynamic_ncols=True):
+        sample = reader.read(path)
+        prediction = load_prediction(found[name])
+        try:
+            confusion.update(prediction, sample["label"], sample["prior"])
+        except ValueError as error:
+            raise PredictionError(f"{found[name]}: {error}") from None
+    return confusion
