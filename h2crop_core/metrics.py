@@ -42,11 +42,24 @@ class HierarchicalConfusion:
         device: where the matrices live (the predictions' device avoids copies).
     """
 
-    def __init__(self, num_classes: tuple[int, ...], taxonomy: Taxonomy | None = None, device: str | torch.device = "cpu"):
-        self.num_classes = tuple(int(n) for n in num_classes)
-        if len(self.num_classes) != NUM_LEVELS:
-            raise ValueError(f"need class counts for {NUM_LEVELS} levels, got {self.num_classes}")
-        self.taxonomy = taxonomy
+    def __init__(
+        self,
+        num_classes: tuple[int, ...],
+        taxonomy: Taxonomy | None = None,
+        device: str | torch.device = "cpu",
+        levels: tuple[int, ...] = (1, 2, 3, 4),
+    ):
+        all_classes = tuple(int(n) for n in num_classes)
+        if len(all_classes) != NUM_LEVELS:
+            raise ValueError(f"need class counts for {NUM_LEVELS} levels, got {all_classes}")
+        if not levels or any(level not in range(1, NUM_LEVELS + 1) for level in levels):
+            raise ValueError(f"levels must be a subset of 1..{NUM_LEVELS}, got {levels}")
+        self.levels = tuple(levels)
+        self.all_num_classes = all_classes
+        self.num_classes = tuple(all_classes[level - 1] for level in self.levels)
+        self.names = taxonomy.names if taxonomy is not None else None
+        self.taxonomy = taxonomy if len(self.levels) == NUM_LEVELS else None  # consistency needs all four
+        taxonomy = self.taxonomy
         self.matrices = {
             area: [torch.zeros((n, n), dtype=torch.int64, device=device) for n in self.num_classes] for area in AREAS
         }
@@ -67,31 +80,36 @@ class HierarchicalConfusion:
         """Add a batch.
 
         Args:
-            prediction: (B, 4, H, W) integer class ids per level (or (4, H, W) for one sample).
-            label: same shape; 255 = unlabelled (ignored).
-            prior: same shape, last year's crops; enables the changed / unchanged areas.
+            prediction: (B, L, H, W) integer class ids for the L scored levels (or (L, H, W) for one sample).
+            label: (B, 4, H, W) labels of all four levels; 255 = unlabelled (ignored).
+            prior: (B, 4, H, W) last year's crops; enables the changed / unchanged areas.
         """
         prediction, label = _batched(prediction), _batched(label)
-        if prediction.shape != label.shape:
-            raise ValueError(f"prediction shape {tuple(prediction.shape)} differs from label shape {tuple(label.shape)}")
-        if prediction.shape[1] != NUM_LEVELS:
-            raise ValueError(f"expected {NUM_LEVELS} levels on axis 1, got shape {tuple(prediction.shape)}")
+        if prediction.shape[0] != label.shape[0] or prediction.shape[2:] != label.shape[2:]:
+            raise ValueError(f"prediction shape {tuple(prediction.shape)} does not match label shape {tuple(label.shape)}")
+        if prediction.shape[1] != len(self.levels) or label.shape[1] != NUM_LEVELS:
+            raise ValueError(
+                f"expected predictions for levels {self.levels} and labels for {NUM_LEVELS} levels on axis 1; "
+                f"got {tuple(prediction.shape)} and {tuple(label.shape)}"
+            )
         prior = _batched(prior) if prior is not None else None
         device = self.matrices["all"][0].device
         prediction, label = prediction.to(device=device, dtype=torch.int64), label.to(device=device, dtype=torch.int64)
         for k, n in enumerate(self.num_classes):
-            pred_k, label_k = prediction[:, k], label[:, k]
+            level_index = self.levels[k] - 1
+            pred_k, label_k = prediction[:, k], label[:, level_index]
+            name = f"level{self.levels[k]}"
             out_of_range = (pred_k < 0) | (pred_k >= n)
             if out_of_range.any():
                 bad = torch.unique(pred_k[out_of_range])[:8].tolist()
-                raise ValueError(f"level{k + 1} predictions must be ids 0..{n - 1}; found {bad}")
+                raise ValueError(f"{name} predictions must be ids 0..{n - 1}; found {bad}")
             labelled = label_k != UNLABELLED
             bad_label = labelled & ((label_k < 0) | (label_k >= n))
             if bad_label.any():
-                raise ValueError(f"level{k + 1} labels must be ids 0..{n - 1} or 255; found {torch.unique(label_k[bad_label])[:8].tolist()}")
+                raise ValueError(f"{name} labels must be ids 0..{n - 1} or 255; found {torch.unique(label_k[bad_label])[:8].tolist()}")
             masks = {"all": labelled}
             if prior is not None:
-                prior_k = prior[:, k].to(device=device, dtype=torch.int64)
+                prior_k = prior[:, level_index].to(device=device, dtype=torch.int64)
                 known = labelled & (prior_k != UNLABELLED)
                 masks["changed"] = known & (label_k != prior_k)
                 masks["unchanged"] = known & (label_k == prior_k)
@@ -108,8 +126,8 @@ class HierarchicalConfusion:
 
     def merge(self, other: HierarchicalConfusion) -> HierarchicalConfusion:
         """Add ``other``'s counts into this one (workers, ranks or batches)."""
-        if other.num_classes != self.num_classes:
-            raise ValueError(f"cannot merge matrices of {other.num_classes} classes into {self.num_classes}")
+        if other.num_classes != self.num_classes or other.levels != self.levels:
+            raise ValueError(f"cannot merge levels {other.levels} of {other.num_classes} classes into levels {self.levels} of {self.num_classes}")
         for area in AREAS:
             for mine, theirs in zip(self.matrices[area], other.matrices[area]):
                 mine += theirs.to(mine.device)
@@ -121,7 +139,8 @@ class HierarchicalConfusion:
     def state(self) -> dict:
         """Plain NumPy/int state (picklable, e.g. to return from a Ray task)."""
         return {
-            "num_classes": self.num_classes,
+            "num_classes": self.all_num_classes,
+            "levels": self.levels,
             "matrices": {area: [m.cpu().numpy() for m in ms] for area, ms in self.matrices.items()},
             "consistent_pixels": self.consistent_pixels,
             "predicted_pixels": self.predicted_pixels,
@@ -130,7 +149,7 @@ class HierarchicalConfusion:
 
     @classmethod
     def from_state(cls, state: dict, taxonomy: Taxonomy | None = None) -> HierarchicalConfusion:
-        confusion = cls(state["num_classes"], taxonomy)
+        confusion = cls(state["num_classes"], taxonomy, levels=tuple(state.get("levels", (1, 2, 3, 4))))
         for area, matrices in state["matrices"].items():
             confusion.matrices[area] = [torch.as_tensor(m) for m in matrices]
         confusion.consistent_pixels = state["consistent_pixels"]
@@ -158,13 +177,13 @@ class HierarchicalConfusion:
         out = {}
         for area in AREAS:
             levels = {
-                f"level{k + 1}": level_metrics(
+                f"level{level}": level_metrics(
                     m.cpu().numpy(),
                     ignore_background=ignore_background,
                     mmseg_f1=mmseg_f1,
-                    names=self.taxonomy.class_names(k + 1) if self.taxonomy else None,
+                    names=self.names[level - 1] if self.names else None,
                 )
-                for k, m in enumerate(self.matrices[area])
+                for level, m in zip(self.levels, self.matrices[area])
             }
             out[area] = {"levels": levels, "mean": summarise(levels)}
         out["consistency"] = self.consistent_pixels / self.predicted_pixels if self.predicted_pixels else float("nan")
@@ -239,7 +258,7 @@ def level_metrics(confusion: np.ndarray, *, ignore_background: bool = False, mms
 
 
 def summarise(levels: dict) -> dict:
-    """The benchmark's reported number: the mean of the four levels' summaries."""
+    """The benchmark's reported number: the mean of the (four) levels' summaries."""
     return {key: _nanmean(np.array([levels[name][key] for name in levels])) for key in ("oa", "miou", "mf1")}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from h2crop_core.metrics import HierarchicalConfusion
-from h2crop_core.taxonomy import NUM_LEVELS, Taxonomy
+from h2crop_core.taxonomy import Taxonomy
 
 CONFUSION_TOP_CLASSES = 20
 F1_TOP_CLASSES = 40
@@ -23,7 +23,7 @@ def build_metrics(confusion: HierarchicalConfusion, split: str, *, ignore_backgr
     return {
         "split": split,
         "n_samples": confusion.samples,
-        "n_pixels": levels["level1"]["n_pixels"],
+        "n_pixels": levels[f"level{confusion.levels[0]}"]["n_pixels"],
         "levels": levels,
         "mean": computed["all"]["mean"],
         "changed": computed["changed"],
@@ -44,7 +44,7 @@ def write_report(metrics: dict, confusion: HierarchicalConfusion, out_dir: str |
     written: dict[str, Path] = {}
     written["metrics"] = out / "metrics.json"
     written["metrics"].write_text(json.dumps(_json_safe(metrics), indent=1))
-    for k in range(1, NUM_LEVELS + 1):
+    for k in confusion.levels:
         path = out / f"per_class_level{k}.csv"
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
@@ -53,7 +53,10 @@ def write_report(metrics: dict, confusion: HierarchicalConfusion, out_dir: str |
                 writer.writerow([row["id"], row["name"]] + [_fmt(row[m]) for m in ("iou", "precision", "recall", "f1")] + [row["support"]])
         written[f"per_class_level{k}"] = path
     written["confusion"] = out / "confusion.npz"
-    np.savez_compressed(written["confusion"], **{f"{area}_level{k + 1}": m.cpu().numpy() for area, ms in confusion.matrices.items() for k, m in enumerate(ms)})
+    np.savez_compressed(
+        written["confusion"],
+        **{f"{area}_level{level}": m.cpu().numpy() for area, ms in confusion.matrices.items() for level, m in zip(confusion.levels, ms)},
+    )
     written.update(plot_report(metrics, confusion, out, taxonomy))
     return written
 
@@ -66,10 +69,11 @@ def plot_report(metrics: dict, confusion: HierarchicalConfusion, out: Path, taxo
     import matplotlib.pyplot as plt
 
     written = {}
-    for k in range(NUM_LEVELS):
-        level = f"level{k + 1}"
-        names = taxonomy.class_names(k + 1) if taxonomy else tuple(str(i) for i in range(confusion.num_classes[k]))
-        matrix = confusion.matrices["all"][k].cpu().numpy().astype(np.float64)
+    for index, level_number in enumerate(confusion.levels):
+        k = level_number - 1
+        level = f"level{level_number}"
+        names = taxonomy.class_names(level_number) if taxonomy else tuple(str(i) for i in range(confusion.num_classes[index]))
+        matrix = confusion.matrices["all"][index].cpu().numpy().astype(np.float64)
         support = matrix.sum(axis=1)
         top = [int(c) for c in np.argsort(-support, kind="stable")[:CONFUSION_TOP_CLASSES] if support[c] > 0]
         if top:
@@ -111,12 +115,13 @@ def plot_report(metrics: dict, confusion: HierarchicalConfusion, out: Path, taxo
 
     fig, ax = plt.subplots(figsize=(6, 4))
     width = 0.38
+    names = list(metrics["levels"])
     for offset, area, colour in ((-width / 2, "changed", "tab:orange"), (width / 2, "unchanged", "tab:blue")):
-        values = [metrics[area]["levels"][f"level{k + 1}"]["mf1"] for k in range(NUM_LEVELS)]
+        values = [metrics[area]["levels"][name]["mf1"] for name in names]
         values = [0.0 if _isnan(v) else v for v in values]
-        bars = ax.bar(np.arange(NUM_LEVELS) + offset, values, width, label=area, color=colour)
+        bars = ax.bar(np.arange(len(names)) + offset, values, width, label=area, color=colour)
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.set_xticks(range(NUM_LEVELS), [f"level{k + 1}" for k in range(NUM_LEVELS)])
+    ax.set_xticks(range(len(names)), names)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("mF1")
     ax.set_title("crop changed vs unchanged since last year", fontsize=9)
@@ -132,9 +137,7 @@ def format_summary(metrics: dict) -> str:
     """A short table for the terminal."""
     lines = [f"{metrics['split']}: {metrics['n_samples']} samples, {metrics['n_pixels']:,} labelled pixels"]
     lines.append(f"{'':10}{'OA':>8}{'mIoU':>8}{'mF1':>8}{'changed mF1':>13}{'unchanged mF1':>15}")
-    for k in range(1, NUM_LEVELS + 1):
-        level = f"level{k}"
-        row = metrics["levels"][level]
+    for level, row in metrics["levels"].items():
         lines.append(
             f"{level:10}{_pct(row['oa'])}{_pct(row['miou'])}{_pct(row['mf1'])}"
             f"{_pct(metrics['changed']['levels'][level]['mf1'], 13)}{_pct(metrics['unchanged']['levels'][level]['mf1'], 15)}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import colorsys
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,16 +69,25 @@ class Taxonomy:
         if not path.is_file():
             raise TaxonomyError(f"{path}: taxonomy file not found (expected a CSV with columns {', '.join(CSV_COLUMNS)})")
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [c for c in CSV_COLUMNS if c not in header]
-            if missing:
-                raise TaxonomyError(f"{path}: missing column(s) {missing}; found {header}")
-            reader.fieldnames = header
-            rows = []
-            for row_number, raw in enumerate(reader, start=1):
-                rows.append((row_number, {k: (v or "").strip() for k, v in raw.items() if k is not None}))
-        return cls.from_rows(rows, source=str(path))
+            return cls._parse(handle, str(path))
+
+    @classmethod
+    def from_csv_text(cls, text: str, source: str = "embedded") -> Taxonomy:
+        """Parse CSV text in the benchmark's format (e.g. the copy embedded in a checkpoint)."""
+        return cls._parse(io.StringIO(text), source)
+
+    @classmethod
+    def _parse(cls, handle, where: str) -> Taxonomy:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in CSV_COLUMNS if c not in header]
+        if missing:
+            raise TaxonomyError(f"{where}: missing column(s) {missing}; found {header}")
+        reader.fieldnames = header
+        rows = []
+        for row_number, raw in enumerate(reader, start=1):
+            rows.append((row_number, {k: (v or "").strip() for k, v in raw.items() if k is not None}))
+        return cls.from_rows(rows, source=where)
 
     @classmethod
     def from_rows(cls, rows: list[tuple[int, dict[str, str]]], source: str | None = None) -> Taxonomy:
@@ -241,16 +251,21 @@ class Taxonomy:
         """Write the taxonomy in the benchmark's CSV format."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(CSV_COLUMNS)
-            for leaf in range(1, len(self.paths)):
-                row = [self.codes[leaf]]
-                for k in range(NUM_LEVELS):
-                    class_id = int(self.paths[leaf, k])
-                    row += [class_id, self.names[k][class_id]]
-                writer.writerow(row)
+        path.write_text(self.to_csv_text(), encoding="utf-8")
         return path
+
+    def to_csv_text(self) -> str:
+        """The taxonomy as CSV text in the benchmark's format."""
+        handle = io.StringIO()
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for leaf in range(1, len(self.paths)):
+            row = [self.codes[leaf]]
+            for k in range(NUM_LEVELS):
+                class_id = int(self.paths[leaf, k])
+                row += [class_id, self.names[k][class_id]]
+            writer.writerow(row)
+        return handle.getvalue()
 
     def summary(self) -> str:
         """One line: classes per level without background, and the tree check."""

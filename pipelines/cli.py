@@ -90,6 +90,42 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipelines.train import TrainSettings, parse_overrides, run_training
+
+    settings = TrainSettings(
+        data=str(args.data),
+        preset=args.preset,
+        overrides=parse_overrides(args.set or []),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        workers=args.workers,
+        use_gpu=args.use_gpu,
+        cpus_per_worker=args.cpus_per_worker,
+        grad_accum=args.grad_accum,
+        cutmix_p=args.cutmix,
+        input_mode=args.input_mode,
+        loader_workers=args.loader_workers,
+        seed=args.seed,
+        run_name=args.run_name or "",
+        storage=str(args.storage),
+        output=str(args.output or ""),
+        tracking_uri=args.tracking_uri or "",
+        experiment=args.experiment,
+        max_failures=args.max_failures,
+        taxonomy=str(args.taxonomy or ""),
+        warmup_iters=args.warmup_iters,
+    )
+    outcome = run_training(settings)
+    best = outcome.best_metrics
+    print(f"run {outcome.run_name}: {outcome.epochs_done} epoch(s); best val mF1 {best.get('val_mf1', float('nan')):.4f} at epoch {best.get('epoch')}")
+    print(f"  best checkpoint  {outcome.best_checkpoint}")
+    print(f"  best report      {outcome.output / 'metrics.json'} (+ per-class CSVs and plots)")
+    print(f"  MLflow           {outcome.tracking_uri}  run {outcome.mlflow_run_id}  (mlflow ui --backend-store-uri {outcome.tracking_uri})")
+    return 0
+
+
 def add_metric_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ignore-background", action="store_true", help="leave class 0 out of the means and OA (stricter)")
     p.add_argument(
@@ -144,6 +180,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_metric_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("train", help="train a preset on Ray (joins RAY_ADDRESS if set, else a local Ray); resumes by --run-name")
+    p.add_argument("--data", required=True, type=Path, help="dataset root")
+    p.add_argument("--preset", required=True, help="model preset, e.g. crops_S2_H_P_jun or tiny_crops_S2_H_P_jun (h2crop model-info --all)")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--workers", type=int, default=2, help="Ray Train workers (one per GPU with --use-gpu)")
+    p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=4, help="samples per worker per step (default 4, the benchmark's)")
+    p.add_argument("--lr", type=float, default=6e-5, help="peak AdamW learning rate (default 6e-5, the benchmark's)")
+    p.add_argument("--warmup-iters", type=int, default=1000, help="linear warm-up steps (capped at 10%% of all steps)")
+    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--cutmix", type=float, default=0.5, help="CutMix probability per sample (0 disables)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model setting override, e.g. --set precision=bf16 --set fusion=gated (repeatable)")
+    p.add_argument("--input-mode", choices=("paths", "arrays"), default="paths", help="shard paths and read on the workers (default) or read in Ray Data tasks")
+    p.add_argument("--loader-workers", type=int, default=1, help="reader processes per training worker (paths mode)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-name", help="name of the run; re-running with the same name and storage resumes it")
+    p.add_argument("--storage", type=Path, default=Path("ray_results"), help="Ray Train storage (shared filesystem or URI on multi-node clusters)")
+    p.add_argument("--output", type=Path, help="where best.ckpt and the best epoch's metrics.json go (default runs/<run-name>)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlruns.db; an mlflow server on clusters)")
+    p.add_argument("--experiment", default="h2crop", help="MLflow experiment")
+    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint before giving up")
+    p.add_argument("--taxonomy", type=Path, help="taxonomy CSV (default: <data>/cascade_labels.csv)")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

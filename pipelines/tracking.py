@@ -1,0 +1,100 @@
+"""MLflow: where runs go, how a run is found again on resume, and what gets logged.
+
+Locally runs go to ``sqlite:///<cwd>/mlruns.db`` with artifacts in ``<cwd>/mlartifacts`` (MLflow 3 closed
+its file store). On a cluster point ``--tracking-uri`` at an ``mlflow server`` every node can reach (a
+sqlite file only works when every writer shares the filesystem).
+
+A run is identified by its h2crop run name (tag ``h2crop.run_name``): re-running a training with the same
+name continues the same MLflow run instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+RUN_NAME_TAG = "h2crop.run_name"
+DEFAULT_EXPERIMENT = "h2crop"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """Absolute tracking URI: Ray workers run in other working directories, so relative paths break."""
+    if not uri:
+        return f"sqlite:///{Path.cwd().resolve() / 'mlruns.db'}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    if "://" not in uri:  # a bare path: treat as a sqlite file
+        return f"sqlite:///{Path(uri).resolve()}"
+    return uri
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """``<dir of the sqlite file>/mlartifacts`` for local sqlite stores; the server decides otherwise."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def open_run(tracking_uri: str, experiment: str, run_name: str, params: dict, tags: dict) -> str:
+    """Start (or resume, by run name) the MLflow run in this process; returns its id.
+
+    Params are logged only when the run is new (MLflow refuses to change a logged param).
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=default_artifact_location(tracking_uri))
+    existing = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1, order_by=["attributes.start_time DESC"])
+    if existing:
+        run = mlflow.start_run(run_id=existing[0].info.run_id)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={RUN_NAME_TAG: run_name})
+        mlflow.log_params(flatten(params))
+    mlflow.set_tags(tags)
+    return run.info.run_id
+
+
+def log_epoch(metrics: dict, step: int) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}, step=step)
+
+
+def close_run(status: str = "FINISHED") -> None:
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.end_run(status=status)
+
+
+def log_artifacts(tracking_uri: str, run_id: str, files: list[Path], folder: str | None = None) -> None:
+    """Attach files to a run from any process (e.g. the driver after training)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path=folder)
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``{"a.b": "value"}`` strings, as MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The commit of the code being run (``unknown`` outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=cwd)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
