@@ -10,6 +10,7 @@ half-written file under the final name.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from h2crop_core.data.reader import SampleReader
+from h2crop_core.data.schema import H2CROP_SPEC, SampleSpec
 from h2crop_core.data.stats import NormStats
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import ModelConfig
@@ -40,6 +42,7 @@ class LoadedCheckpoint:
     config: ModelConfig
     taxonomy: Taxonomy
     stats: NormStats
+    spec: SampleSpec = H2CROP_SPEC
     meta: dict = field(default_factory=dict)
 
     @property
@@ -55,7 +58,7 @@ class LoadedCheckpoint:
         modalities = self.modalities + (("label",) if with_label else ())
         if "prior" not in modalities:
             modalities += ("prior",)  # changed/unchanged scoring needs last year's crops even if the model does not
-        return SampleReader(self.config.window, modalities, taxonomy=self.taxonomy, stats=self.stats)
+        return SampleReader(self.config.window, modalities, taxonomy=self.taxonomy, stats=self.stats, spec=self.spec)
 
 
 def save_checkpoint(
@@ -65,6 +68,7 @@ def save_checkpoint(
     taxonomy: Taxonomy,
     stats: NormStats,
     *,
+    spec: SampleSpec = H2CROP_SPEC,
     meta: dict | None = None,
 ) -> Path:
     """Write a self-contained checkpoint atomically.
@@ -72,6 +76,7 @@ def save_checkpoint(
     Args:
         model: the model (a DDP/compiled wrapper is unwrapped).
         config: its config; ``config.name`` is the preset, the rest its overrides.
+        spec: the sample layout the model reads (tile size, band counts); the benchmark's by default.
         meta: JSON-like extras (epoch, metrics, run name, dataset fingerprint, ...).
     """
     path = Path(path)
@@ -91,6 +96,7 @@ def save_checkpoint(
             "enmap_mean": torch.as_tensor(stats.enmap_mean, dtype=torch.float64),
             "enmap_std": torch.as_tensor(stats.enmap_std, dtype=torch.float64),
         },
+        "spec": dataclasses.asdict(spec),
         "window": config.window,
         "modalities": list(config.input_keys),
         "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})},
@@ -135,4 +141,5 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", **c
     stats_payload = payload["norm_stats"]
     stats = NormStats(*(np.asarray(stats_payload[k], dtype=np.float64) for k in ("s2_mean", "s2_std", "enmap_mean", "enmap_std")))
     taxonomy = Taxonomy.from_csv_text(payload["taxonomy_csv"], source=f"{path} (embedded)")
-    return LoadedCheckpoint(model, config, taxonomy, stats, payload.get("meta", {}))
+    spec = SampleSpec(**payload["spec"]) if "spec" in payload else H2CROP_SPEC
+    return LoadedCheckpoint(model, config, taxonomy, stats, spec, payload.get("meta", {}))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
+import torch
 import numpy as np
 
 from h2crop_core.data.index import DatasetIndex
@@ -109,3 +111,70 @@ def score_predictions(
         except ValueError as error:
             raise PredictionError(f"{found[name]}: {error}") from None
     return confusion
+
+
+DECODES = ("argmax", "consistent")
+
+
+@dataclass
+class Evaluation:
+    confusion: HierarchicalConfusion
+    taxonomy: Taxonomy
+    extra: dict
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    root: str | Path,
+    split: str,
+    *,
+    decode: str = "argmax",
+    batch_size: int = 4,
+    precision: str | None = None,
+    loader_workers: int = 1,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Evaluation:
+    """Run a checkpoint over a split and fill the confusion matrices.
+
+    Args:
+        decode: ``argmax`` per level, or ``consistent``: the most probable taxonomy path, so the four levels
+            always agree (needs a four-level model).
+        precision: ``fp32`` or ``bf16`` to override the checkpoint's setting.
+
+    Returns:
+        The confusion matrices, the checkpoint's taxonomy and extras for ``metrics.json`` (decode mode,
+        checkpoint, and how often plain argmax breaks the hierarchy).
+    """
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from h2crop_core.checkpoint import load_checkpoint
+    from h2crop_core.data.dataset import H2CropDataset
+    from h2crop_core.models.heads import decode_argmax, decode_consistent
+
+    if decode not in DECODES:
+        raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
+    loaded = load_checkpoint(checkpoint, device=device, **({"precision": precision} if precision else {}))
+    levels = loaded.config.levels
+    if decode == "consistent" and len(levels) != 4:
+        raise ValueError(f"consistent decoding needs a four-level model; {loaded.config.name} predicts levels {levels}")
+    index = DatasetIndex(root)
+    paths = index.split_paths(split)
+    loader = DataLoader(H2CropDataset(paths, loaded.reader()), batch_size=batch_size, num_workers=loader_workers)
+    confusion = HierarchicalConfusion(loaded.taxonomy.num_classes, loaded.taxonomy, levels=levels)
+    argmax_valid = argmax_total = 0
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=not progress, dynamic_ncols=True):
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            logits = loaded.model(**loaded.model.inputs(batch))
+            argmax = decode_argmax(logits)
+            prediction = decode_consistent(logits, loaded.taxonomy.paths) if decode == "consistent" else argmax
+            confusion.update(prediction, batch["label"], batch["prior"])
+            if len(levels) == 4:
+                argmax_valid += int(loaded.taxonomy.valid_path_mask(argmax.cpu().numpy()).sum())
+                argmax_total += argmax[:, 0].numel()
+    extra = {"decode": decode, "checkpoint": str(checkpoint), "preset": loaded.config.name, "window": str(loaded.config.window)}
+    if argmax_total:
+        extra["argmax_invalid_path_fraction"] = 1.0 - argmax_valid / argmax_total
+    return Evaluation(confusion, loaded.taxonomy, extra)

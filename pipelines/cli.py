@@ -126,6 +126,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from h2crop_core.evaluation import evaluate_checkpoint
+    from h2crop_core.report import build_metrics, format_summary, write_report
+
+    evaluation = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        args.split,
+        decode=args.decode,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        loader_workers=args.loader_workers,
+        device="cuda" if args.use_gpu else "cpu",
+        progress=not args.quiet,
+    )
+    extra = evaluation.extra
+    metrics = build_metrics(evaluation.confusion, args.split, ignore_background=args.ignore_background, mmseg_f1=args.mmseg_f1, extra=extra)
+    written = write_report(metrics, evaluation.confusion, args.output, evaluation.taxonomy)
+    print(format_summary(metrics))
+    if "argmax_invalid_path_fraction" in extra:
+        print(f"plain argmax breaks the hierarchy on {100 * extra['argmax_invalid_path_fraction']:.2f}% of pixels (decode: {args.decode})")
+    print(f"wrote {written['metrics']} and {len(written) - 1} more files (CSVs, confusion.npz, plots) to {args.output}")
+    return 0
+
+
 def add_metric_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ignore-background", action="store_true", help="leave class 0 out of the means and OA (stricter)")
     p.add_argument(
@@ -180,6 +205,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_metric_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("evaluate", help="run a checkpoint over a split and score it (metrics.json, CSVs, plots)")
+    p.add_argument("--checkpoint", required=True, type=Path, help="an h2crop checkpoint (e.g. runs/<run>/best.ckpt)")
+    p.add_argument("--data", required=True, type=Path, help="dataset root")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--output", required=True, type=Path, help="folder for metrics.json, per-class CSVs and plots")
+    p.add_argument("--decode", choices=("argmax", "consistent"), default="argmax", help="per-level argmax, or the most probable taxonomy path (levels always agree)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--precision", choices=("fp32", "bf16"), help="override the checkpoint's precision")
+    p.add_argument("--loader-workers", type=int, default=1, help="reader processes")
+    p.add_argument("--use-gpu", action="store_true")
+    add_metric_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train", help="train a preset on Ray (joins RAY_ADDRESS if set, else a local Ray); resumes by --run-name")
     p.add_argument("--data", required=True, type=Path, help="dataset root")

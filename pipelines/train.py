@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from h2crop_core.checkpoint import load_checkpoint, save_checkpoint
 from h2crop_core.data.augment import batch_cutmix, random_flip_rotate
 from h2crop_core.data.index import DatasetIndex
-from h2crop_core.data.reader import SampleReader
+from h2crop_core.data.reader import SampleReader, infer_spec
+from h2crop_core.data.schema import SampleSpec
 from h2crop_core.data.stats import NormStats
 from h2crop_core.metrics import HierarchicalConfusion
 from h2crop_core.models.model import DualStreamModel
@@ -127,15 +128,16 @@ def predict(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     return torch.stack([level.argmax(1) for level in logits], 1).to(torch.uint8)
 
 
-def model_config_for(settings: TrainSettings, taxonomy: Taxonomy) -> ModelConfig:
-    """Preset + overrides, with the class counts taken from the taxonomy."""
-    return get_preset(settings.preset, **settings.overrides).replace(num_classes=taxonomy.num_classes)
+def model_config_for(settings: TrainSettings, taxonomy: Taxonomy, spec: SampleSpec) -> ModelConfig:
+    """Preset + overrides, with class counts from the taxonomy and band counts from the data."""
+    config = get_preset(settings.preset, **settings.overrides)
+    return config.replace(num_classes=taxonomy.num_classes, s2_bands=spec.s2_bands, enmap_bands=spec.enmap_bands, enmap_upscale=spec.enmap_factor)
 
 
-def reader_for(config: ModelConfig, taxonomy: Taxonomy, stats: NormStats) -> SampleReader:
+def reader_for(config: ModelConfig, taxonomy: Taxonomy, stats: NormStats, spec: SampleSpec) -> SampleReader:
     """Training reads the model's inputs and the labels (and priors, for the changed-area metrics)."""
     modalities = tuple(dict.fromkeys(config.input_keys + ("prior", "label")))
-    return SampleReader(config.window, modalities, taxonomy=taxonomy, stats=stats)
+    return SampleReader(config.window, modalities, taxonomy=taxonomy, stats=stats, spec=spec)
 
 
 # ---------------------------------------------------------------------------------------- the worker
@@ -153,6 +155,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     taxonomy = Taxonomy.from_csv_text(loop_config["taxonomy_csv"])
     stats = NormStats(**{k: torch.tensor(v).double().numpy() for k, v in loop_config["stats"].items()})
     config = ModelConfig.from_dict(loop_config["model_config"])
+    spec = SampleSpec(**loop_config["spec"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -190,8 +193,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "dataset_fingerprint": loop_config["fingerprint"],
         }
         run_id = tracking.open_run(loop_config["tracking_uri"], settings.experiment, settings.run_name, params, tags)
+        if start_epoch:
+            tracking.log_epoch({"resumed_from_epoch": start_epoch}, step=start_epoch)
 
-    reader = reader_for(config, taxonomy, stats)
+    reader = reader_for(config, taxonomy, stats, spec)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(start_epoch, settings.epochs):
@@ -266,7 +271,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             with tempfile.TemporaryDirectory() as folder:
                 meta = {"epoch": epoch + 1, "run_name": settings.run_name, "val": {k: v for k, v in report.items() if k.startswith("val_")},
                         "dataset_fingerprint": loop_config["fingerprint"], "mlflow_run_id": run_id or ""}
-                save_checkpoint(Path(folder) / MODEL_FILE, core, config, taxonomy, stats, meta=meta)
+                save_checkpoint(Path(folder) / MODEL_FILE, core, config, taxonomy, stats, spec=spec, meta=meta)
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
                             "best_score": best_score, "mlflow_run_id": run_id}, Path(folder) / STATE_FILE)
                 write_report(metrics, confusion, Path(folder) / "report", taxonomy)
@@ -342,19 +347,20 @@ def run_training(settings: TrainSettings) -> TrainOutcome:
     root = Path(settings.data).resolve()
     index = DatasetIndex(root)
     taxonomy = load_taxonomy(root, settings.taxonomy or None)
-    stats = ensure_norm_stats(index)
-    config = model_config_for(settings, taxonomy)
+    train_paths, val_paths = index.split_paths("train"), index.split_paths("val")
+    spec = infer_spec(train_paths[0])
+    stats = ensure_norm_stats(index, spec)
+    config = model_config_for(settings, taxonomy, spec)
     if not settings.run_name:
         settings.run_name = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = Path(settings.storage).resolve()
     output = Path(settings.output or Path("runs") / settings.run_name).resolve()
     tracking_uri = tracking.resolve_tracking_uri(settings.tracking_uri or None)
-    train_paths, val_paths = index.split_paths("train"), index.split_paths("val")
 
     connect_ray()
     quiet_data_context()
     if settings.input_mode == "arrays":
-        reader = reader_for(config, taxonomy, stats)
+        reader = reader_for(config, taxonomy, stats, spec)
         datasets = {"train": array_dataset(train_paths, reader), "val": array_dataset(val_paths, reader)}
     else:
         datasets = {"train": path_dataset(train_paths), "val": path_dataset(val_paths)}
@@ -363,6 +369,7 @@ def run_training(settings: TrainSettings) -> TrainOutcome:
         "model_config": config.to_dict(),
         "taxonomy_csv": taxonomy.to_csv_text(),
         "stats": {"s2_mean": stats.s2_mean.tolist(), "s2_std": stats.s2_std.tolist(), "enmap_mean": stats.enmap_mean.tolist(), "enmap_std": stats.enmap_std.tolist()},
+        "spec": dataclasses.asdict(spec),
         "n_train": len(train_paths),
         "tracking_uri": tracking_uri,
         "git_commit": tracking.git_commit(Path(__file__).parent),
@@ -406,11 +413,12 @@ def _score(metrics: dict) -> float:
     return value if value == value else -math.inf
 
 
-def ensure_norm_stats(index: DatasetIndex) -> NormStats:
+def ensure_norm_stats(index: DatasetIndex, spec: SampleSpec) -> NormStats:
     """The root's ``norm_stats.json``, computed over the training split first if it is missing."""
     if not index.norm_stats_path.is_file():
         from h2crop_core.data.stats import compute_norm_stats
 
         print(f"[h2crop] {index.norm_stats_path} not found: computing it over the training split", flush=True)
-        compute_norm_stats(index.split_paths("train"), workers=min(4, os.cpu_count() or 1), meta={"split": "train"}).to_json(index.norm_stats_path)
+        paths = index.split_paths("train")
+        compute_norm_stats(paths, workers=min(4, os.cpu_count() or 1), spec=spec, meta={"split": "train"}).to_json(index.norm_stats_path)
     return NormStats.from_json(index.norm_stats_path)

@@ -175,3 +175,24 @@ def check_class_range(stack: np.ndarray, taxonomy: Taxonomy, path: str | Path, m
 def _short(error: BaseException) -> str:
     text = str(error).strip().replace("\n", " ")
     return text if len(text) < 300 else text[:300] + "..."
+
+
+def infer_spec(path: str | Path) -> SampleSpec:
+    """The :class:`SampleSpec` of a sample file (months, bands, tile size), to read datasets that differ
+    from the benchmark (another tile size, a sensor with another band count) with the same checks."""
+    path = Path(path)
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise SampleError(path, None, "a readable HDF5 file", _short(error)) from None
+    with handle:
+        shapes = {}
+        for modality in ("s2", "enmap"):
+            key, node = find_dataset(handle, modality)
+            if key is None:
+                raise SampleError(path, KEY_SPELLINGS[modality][0], "a dataset to infer the sample layout from", f"keys {sorted(handle.keys())}")
+            shapes[modality] = node.shape
+    s2, enmap = shapes["s2"], shapes["enmap"]
+    if len(s2) != 4 or len(enmap) != 3 or s2[-1] != s2[-2] or enmap[-1] == 0 or s2[-1] % enmap[-1]:
+        raise SampleError(path, None, "S2 (T, bands, H, H) and EnMAP (bands, H/f, H/f)", f"S2 {s2} and EnMAP {enmap}")
+    return SampleSpec(months=s2[0], s2_bands=s2[1], enmap_bands=enmap[0], size=s2[-1], enmap_factor=s2[-1] // enmap[-1])

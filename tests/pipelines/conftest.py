@@ -1,0 +1,62 @@
+"""Ray for the pipeline tests: one local Ray per session (a 2-node cluster test swaps it out and back)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Before Ray is imported anywhere: quiet, fail-fast settings (see RAY_NOTES.md) and no token auth, so
+# the CLI, the driver and any `ray start` node agree.
+for key, value in {
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60",
+    "RAY_AUTH_MODE": "disabled",
+}.items():
+    os.environ.setdefault(key, value)
+os.environ.pop("RAY_ADDRESS", None)
+
+LOCAL_RAY = {"num_cpus": 4, "object_store_memory": 1 << 30, "include_dashboard": False}
+
+
+@pytest.fixture()
+def ray_local():
+    """The session's local Ray (started on first use; restarted if a cluster test replaced it)."""
+    import ray
+
+    if ray.is_initialized() and getattr(ray_local, "kind", None) != "local":
+        ray.shutdown()
+    if not ray.is_initialized():
+        ray.init(address="local", **LOCAL_RAY)
+        ray_local.kind = "local"
+    yield ray
+
+
+@pytest.fixture(scope="session")
+def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """14 samples of 96x96 px (EnMAP 32x32): a fast stand-in for Ray training tests."""
+    from h2crop_core.data.index import DatasetIndex
+    from h2crop_core.data.schema import SampleSpec
+    from h2crop_core.data.stats import compute_norm_stats
+    from h2crop_core.data.synth import synthesize_dataset
+
+    spec = SampleSpec(size=96)
+    root = tmp_path_factory.mktemp("train") / "data"
+    synthesize_dataset(root, 14, seed=5, spec=spec, region_size=None, progress=False)
+    index = DatasetIndex(root)
+    compute_norm_stats(index.split_paths("train"), spec=spec, progress=False).to_json(index.norm_stats_path)
+    return root
+
+
+def pytest_sessionfinish(session, exitstatus):
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    except ImportError:
+        pass
