@@ -21,6 +21,8 @@ for key, value in {
 os.environ.pop("RAY_ADDRESS", None)
 
 LOCAL_RAY = {"num_cpus": 4, "object_store_memory": 1 << 30, "include_dashboard": False}
+#: what the test process is connected to: None, "local" (the session's local Ray) or "other"
+RAY_STATE = {"kind": None}
 
 
 @pytest.fixture()
@@ -28,12 +30,21 @@ def ray_local():
     """The session's local Ray (started on first use; restarted if a cluster test replaced it)."""
     import ray
 
-    if ray.is_initialized() and getattr(ray_local, "kind", None) != "local":
+    if ray.is_initialized() and RAY_STATE["kind"] != "local":
         ray.shutdown()
     if not ray.is_initialized():
         ray.init(address="local", **LOCAL_RAY)
-        ray_local.kind = "local"
+        RAY_STATE["kind"] = "local"
     yield ray
+
+
+def release_ray() -> None:
+    """Disconnect the test process from any Ray, before a test brings its own cluster."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    RAY_STATE["kind"] = None
 
 
 @pytest.fixture(scope="session")
