@@ -335,14 +335,24 @@ def quiet_data_context() -> None:
     context.print_on_execution_start = False
 
 
-def run_training(settings: TrainSettings) -> TrainOutcome:
-    """Run (or resume) a training; copy the best checkpoint and its report to ``settings.output``."""
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
+@dataclass
+class PreparedRun:
+    """Everything resolved on the driver before Ray Train starts."""
 
+    settings: TrainSettings
+    config: ModelConfig
+    taxonomy: Taxonomy
+    stats: NormStats
+    spec: SampleSpec
+    train_paths: list[Path]
+    val_paths: list[Path]
+    tracking_uri: str
+    loop_config: dict
+
+
+def prepare_run(settings: TrainSettings) -> PreparedRun:
+    """Resolve data, taxonomy, statistics (computed if missing), model config and the workers' config."""
     from pipelines import tracking
-    from pipelines.ray_data import ExactlyOnceDataConfig, array_dataset, path_dataset
 
     root = Path(settings.data).resolve()
     index = DatasetIndex(root)
@@ -353,31 +363,42 @@ def run_training(settings: TrainSettings) -> TrainOutcome:
     config = model_config_for(settings, taxonomy, spec)
     if not settings.run_name:
         settings.run_name = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = Path(settings.storage).resolve()
-    output = Path(settings.output or Path("runs") / settings.run_name).resolve()
     tracking_uri = tracking.resolve_tracking_uri(settings.tracking_uri or None)
-
-    connect_ray()
-    quiet_data_context()
-    if settings.input_mode == "arrays":
-        reader = reader_for(config, taxonomy, stats, spec)
-        datasets = {"train": array_dataset(train_paths, reader), "val": array_dataset(val_paths, reader)}
-    else:
-        datasets = {"train": path_dataset(train_paths), "val": path_dataset(val_paths)}
     loop_config = {
         "settings": settings.to_dict(),
         "model_config": config.to_dict(),
         "taxonomy_csv": taxonomy.to_csv_text(),
-        "stats": {"s2_mean": stats.s2_mean.tolist(), "s2_std": stats.s2_std.tolist(), "enmap_mean": stats.enmap_mean.tolist(), "enmap_std": stats.enmap_std.tolist()},
+        "stats": {k: getattr(stats, k).tolist() for k in ("s2_mean", "s2_std", "enmap_mean", "enmap_std")},
         "spec": dataclasses.asdict(spec),
         "n_train": len(train_paths),
         "tracking_uri": tracking_uri,
         "git_commit": tracking.git_commit(Path(__file__).parent),
         "fingerprint": index.fingerprint(),
     }
-    trainer = TorchTrainer(
+    return PreparedRun(settings, config, taxonomy, stats, spec, train_paths, val_paths, tracking_uri, loop_config)
+
+
+def datasets_for(run: PreparedRun) -> dict:
+    """Ray Data inputs: path rows (read on the workers) or arrays read in Ray Data tasks."""
+    from pipelines.ray_data import array_dataset, path_dataset
+
+    if run.settings.input_mode == "arrays":
+        reader = reader_for(run.config, run.taxonomy, run.stats, run.spec)
+        return {"train": array_dataset(run.train_paths, reader), "val": array_dataset(run.val_paths, reader)}
+    return {"train": path_dataset(run.train_paths), "val": path_dataset(run.val_paths)}
+
+
+def make_trainer(run: PreparedRun, storage: Path, callbacks: list | None = None):
+    """The ``TorchTrainer`` of a prepared run."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.ray_data import ExactlyOnceDataConfig
+
+    settings = run.settings
+    return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config=run.loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=settings.workers, use_gpu=settings.use_gpu, resources_per_worker={"CPU": settings.cpus_per_worker}
         ),
@@ -386,10 +407,24 @@ def run_training(settings: TrainSettings) -> TrainOutcome:
             storage_path=str(storage),
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SCORE, checkpoint_score_order="max"),
+            callbacks=callbacks,
         ),
-        datasets=datasets,
+        datasets=datasets_for(run),
         dataset_config=ExactlyOnceDataConfig(),
     )
+
+
+def run_training(settings: TrainSettings) -> TrainOutcome:
+    """Run (or resume) a training; copy the best checkpoint and its report to ``settings.output``."""
+    from pipelines import tracking
+
+    run = prepare_run(settings)
+    storage = Path(settings.storage).resolve()
+    output = Path(settings.output or Path("runs") / settings.run_name).resolve()
+    tracking_uri = run.tracking_uri
+    connect_ray()
+    quiet_data_context()
+    trainer = make_trainer(run, storage)
     result = trainer.fit()
     if result.error:
         raise result.error
@@ -403,7 +438,7 @@ def run_training(settings: TrainSettings) -> TrainOutcome:
     if run_id:
         tracking.log_artifacts(tracking_uri, run_id, [output / "best.ckpt"], "best")
         tracking.log_artifacts(tracking_uri, run_id, sorted(p for p in output.iterdir() if p.suffix in (".json", ".csv", ".png")), "best_report")
-        (output / "train_settings.json").write_text(json.dumps({"settings": settings.to_dict(), "model": config.to_dict()}, indent=1))
+        (output / "train_settings.json").write_text(json.dumps({"settings": settings.to_dict(), "model": run.config.to_dict()}, indent=1))
         tracking.log_artifacts(tracking_uri, run_id, [output / "train_settings.json"], "config")
     return TrainOutcome(settings.run_name, output, output / "best.ckpt", best_metrics, tracking_uri, run_id, int(result.metrics.get("epoch", 0)))
 
