@@ -116,6 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         taxonomy=str(args.taxonomy or ""),
         warmup_iters=args.warmup_iters,
+        time_budget_s=args.time_budget_minutes * 60,
     )
     outcome = run_training(settings)
     best = outcome.best_metrics
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="h2crop", help="MLflow experiment")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint before giving up")
     p.add_argument("--taxonomy", type=Path, help="taxonomy CSV (default: <data>/cascade_labels.csv)")
+    p.add_argument("--time-budget-minutes", type=float, default=0.0, help="stop after the epoch that uses up this much time (0: no limit)")
     p.set_defaults(func=cmd_train)
     return parser
 

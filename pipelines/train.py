@@ -77,6 +77,7 @@ class TrainSettings:
     experiment: str = "h2crop"
     max_failures: int = 2
     taxonomy: str = ""
+    time_budget_s: float = 0.0  #: stop after the epoch that exhausts this much training+validation time (0 = no limit)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -199,6 +200,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     reader = reader_for(config, taxonomy, stats, spec)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
+    spent = float(state["spent_s"]) if checkpoint is not None and "spent_s" in state else 0.0
     for epoch in range(start_epoch, settings.epochs):
         started = time.perf_counter()
         model.train()
@@ -273,11 +275,19 @@ def train_loop_per_worker(loop_config: dict) -> None:
                         "dataset_fingerprint": loop_config["fingerprint"], "mlflow_run_id": run_id or ""}
                 save_checkpoint(Path(folder) / MODEL_FILE, core, config, taxonomy, stats, spec=spec, meta=meta)
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-                            "best_score": best_score, "mlflow_run_id": run_id}, Path(folder) / STATE_FILE)
+                            "best_score": best_score, "mlflow_run_id": run_id, "spent_s": spent + report["epoch_seconds"]}, Path(folder) / STATE_FILE)
                 write_report(metrics, confusion, Path(folder) / "report", taxonomy)
                 ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:
             ray.train.report(report, checkpoint=None)
+        spent += report["epoch_seconds"]
+        stop = torch.tensor([bool(settings.time_budget_s) and spent >= settings.time_budget_s], dtype=torch.int64, device=device)
+        if world > 1:
+            torch.distributed.broadcast(stop, src=0)  # rank 0's clock decides, so every rank stops together
+        if stop.item():
+            if rank == 0:
+                print(f"[h2crop] time budget of {settings.time_budget_s:.0f} s used after epoch {epoch + 1}: stopping", flush=True)
+            break
     if rank == 0:
         tracking.close_run()
 
