@@ -1,0 +1,168 @@
+"""Model speed: forward and training-step time per sample, samples/s, peak RSS and achieved GFLOP/s of a
+preset, and in the same run the same model with plain softmax(QKᵀ)V attention in fp32 as the baseline
+(what the research code runs).
+
+    python benchmarks/model_speed.py --preset crops_S2_H_P_jun --precision bf16 [--json PATH]
+
+Each variant runs in its own child process so that peak RSS is its own. A training step is forward, the
+recipe's loss (per-level cross-entropy, summed), backward and an AdamW step. Times are the median over
+``--steps`` timed steps after one warm-up step (the minimum is reported too: this machine is shared).
+Achieved GFLOP/s counts forward FLOPs (meta-device count, batch × per-sample) for the forward pass and
+3× forward FLOPs (backward ≈ 2× forward) for a training step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["spatial_patch=2", "fusion=gated"]`` -> ModelConfig overrides (values parsed as JSON when they can be)."""
+    overrides = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+def measure(
+    preset: str, precision: str, attention: str, batch: int, tile: int, steps: int, checkpointing: bool, overrides: dict | None = None
+) -> dict:
+    """Run one variant in this process and return its numbers."""
+    import torch
+    import torch.nn.functional as F
+
+    from h2crop_core.models import DualStreamModel, get_preset
+    from h2crop_core.models.summary import example_inputs, forward_flops, build_meta
+
+    config = get_preset(preset, precision=precision, attention=attention, checkpointing=checkpointing, **(overrides or {}))
+    flops = forward_flops(build_meta(config), example_inputs(config, batch=1, tile=tile))["total"] * batch
+    torch.manual_seed(0)
+    model = DualStreamModel(config)
+    inputs = example_inputs(config, batch=batch, tile=tile, device="cpu", generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 7, (batch, 4, tile, tile))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=6e-5, weight_decay=5e-4, fused=True)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(**inputs)
+
+    def train_step() -> None:
+        logits = model(**inputs)
+        loss = sum(F.cross_entropy(level, labels[:, k % 4].clamp(max=level.shape[1] - 1)) for k, level in enumerate(logits))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def timed(fn, mode: str) -> list[float]:
+        model.train(mode == "train")
+        times = []
+        for _ in range(steps + 1):  # the first call warms up allocator and kernels
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return times[1:]
+
+    forward_times = timed(forward, "eval")
+    train_times = timed(train_step, "train")
+    forward_s, train_s = statistics.median(forward_times), statistics.median(train_times)
+    return {
+        "preset": preset,
+        "precision": precision,
+        "attention": attention,
+        "checkpointing": checkpointing,
+        "overrides": overrides or {},
+        "batch": batch,
+        "tile": tile,
+        "forward_gflops_per_sample": flops / batch / 1e9,
+        "forward_s_per_sample": forward_s / batch,
+        "forward_min_s_per_sample": min(forward_times) / batch,
+        "train_step_s_per_sample": train_s / batch,
+        "train_step_min_s_per_sample": min(train_times) / batch,
+        "train_samples_per_s": batch / train_s,
+        "forward_gflop_per_s": flops / forward_s / 1e9,
+        "train_gflop_per_s": 3 * flops / train_s / 1e9,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+def run_variant(args: argparse.Namespace, precision: str, attention: str) -> dict:
+    """Measure one variant in a fresh child process (clean peak RSS)."""
+    command = [
+        sys.executable, __file__, "--worker", "--preset", args.preset, "--precision", precision, "--attention", attention,
+        "--batch", str(args.batch), "--tile", str(args.tile), "--steps", str(args.steps),
+    ] + (["--checkpointing"] if args.checkpointing else []) + [f"--set={pair}" for pair in args.set]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    if done.returncode != 0:
+        raise RuntimeError(f"variant {precision}/{attention} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_table(rows: list[dict]) -> None:
+    header = f"{'variant':28s} {'fwd s/sample':>12s} {'train s/sample':>14s} {'(min)':>7s} {'samples/s':>9s} {'fwd GF/s':>9s} {'train GF/s':>10s} {'peak RSS GB':>11s}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        name = f"{r['precision']} {r['attention']}" + (" ckpt" if r["checkpointing"] else "") + (" (baseline)" if r.get("baseline") else "")
+        name += "".join(f" {k}={v}" for k, v in r.get("overrides", {}).items())
+        print(
+            f"{name:28s} {r['forward_s_per_sample']:12.2f} {r['train_step_s_per_sample']:14.2f} {r['train_step_min_s_per_sample']:7.2f} "
+            f"{r['train_samples_per_s']:9.3f} {r['forward_gflop_per_s']:9.0f} {r['train_gflop_per_s']:10.0f} {r['peak_rss_gb']:11.2f}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="crops_S2_H_P_jun")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--attention", choices=("sdpa", "plain"), default="sdpa", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--tile", type=int, default=192)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after one warm-up)")
+    parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing of the transformer blocks")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="ModelConfig override, e.g. --set spatial_patch=2 (repeatable)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the plain-attention fp32 baseline")
+    parser.add_argument("--json", type=Path, help=f"where to write results (default {RESULTS}/model_speed_<preset>_<precision>.json)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        print(json.dumps(measure(args.preset, args.precision, args.attention, args.batch, args.tile, args.steps, args.checkpointing, parse_overrides(args.set))))
+        return 0
+
+    rows = [run_variant(args, args.precision, "sdpa")]
+    if not args.no_baseline:
+        baseline = run_variant(args, "fp32", "plain")
+        baseline["baseline"] = True
+        rows.append(baseline)
+    print(f"{args.preset}, batch {args.batch}, {args.tile}×{args.tile}, {rows[0]['forward_gflops_per_sample']:.0f} forward GFLOPs/sample, "
+          f"{rows[0]['threads']} threads, {platform.processor() or platform.machine()}")
+    print_table(rows)
+    if not args.no_baseline:
+        print(f"training step speed-up over the plain fp32 baseline: {rows[1]['train_step_s_per_sample'] / rows[0]['train_step_s_per_sample']:.1f}x")
+    suffix = "".join(f"_{pair.replace('=', '')}" for pair in args.set) + ("_ckpt" if args.checkpointing else "")
+    output = args.json or RESULTS / f"model_speed_{args.preset}_{args.precision}{suffix}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"results": rows}, indent=2))
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
