@@ -12,6 +12,7 @@ from h2crop_core.data.index import DatasetError, DatasetIndex
 from h2crop_core.data.reader import SampleError
 from h2crop_core.evaluation import PredictionError
 from h2crop_core.taxonomy import TaxonomyError, load_taxonomy
+from pipelines.model_info import add_model_info_parser
 
 
 class CliError(Exception):
@@ -206,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_metric_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_score)
+
+    add_model_info_parser(sub)
 
     p = sub.add_parser("evaluate", help="run a checkpoint over a split and score it (metrics.json, CSVs, plots)")
     p.add_argument("--checkpoint", required=True, type=Path, help="an h2crop checkpoint (e.g. runs/<run>/best.ckpt)")

@@ -85,3 +85,10 @@ def test_console_script_is_installed(tmp_path):
     assert (tmp_path / "s" / "region" / "region.json").is_file()
     run = subprocess.run([str(script), "synth", "--out", str(tmp_path / "t"), "--samples", "1", "--region-size", "50"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "multiples of 3" in run.stderr
+
+
+def test_model_info_is_a_subcommand(capsys):
+    assert main(["model-info", "tiny_crops_S2_H_P_jun"]) == 0
+    assert "tiny_crops_S2_H_P_jun" in capsys.readouterr().out
+    assert main(["model-info", "no_such_preset"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
