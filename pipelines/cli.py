@@ -105,6 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         use_gpu=args.use_gpu,
         cpus_per_worker=args.cpus_per_worker,
         grad_accum=args.grad_accum,
+        precision=args.precision,
         cutmix_p=args.cutmix,
         input_mode=args.input_mode,
         loader_workers=args.loader_workers,
@@ -235,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=6e-5, help="peak AdamW learning rate (default 6e-5, the benchmark's)")
     p.add_argument("--warmup-iters", type=int, default=1000, help="linear warm-up steps (capped at 10%% of all steps)")
     p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="autocast precision (default bf16; the benchmark trained in mixed precision)")
     p.add_argument("--cutmix", type=float, default=0.5, help="CutMix probability per sample (0 disables)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model setting override, e.g. --set precision=bf16 --set fusion=gated (repeatable)")
     p.add_argument("--input-mode", choices=("paths", "arrays"), default="paths", help="shard paths and read on the workers (default) or read in Ray Data tasks")

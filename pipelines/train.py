@@ -62,6 +62,7 @@ class TrainSettings:
     warmup_start: float = 0.01  #: warm-up starts at this fraction of lr
     min_lr: float = 6e-6
     grad_accum: int = 1
+    precision: str = "bf16"  #: autocast precision for training unless the overrides set one (fp32|bf16)
     cutmix_p: float = 0.5
     flip_rotate: bool = True
     workers: int = 2
@@ -131,7 +132,8 @@ def predict(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 
 def model_config_for(settings: TrainSettings, taxonomy: Taxonomy, spec: SampleSpec) -> ModelConfig:
     """Preset + overrides, with class counts from the taxonomy and band counts from the data."""
-    config = get_preset(settings.preset, **settings.overrides)
+    overrides = {"precision": settings.precision, **settings.overrides}
+    config = get_preset(settings.preset, **overrides)
     return config.replace(num_classes=taxonomy.num_classes, s2_bands=spec.s2_bands, enmap_bands=spec.enmap_bands, enmap_upscale=spec.enmap_factor)
 
 
