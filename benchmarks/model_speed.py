@@ -25,18 +25,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """``["spatial_patch=2", "fusion=gated"]`` -> ModelConfig overrides (values parsed as JSON when they can be)."""
-    overrides = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipelines.train import parse_overrides  # noqa: E402  (the same --set syntax as h2crop train)
 
 
 def measure(

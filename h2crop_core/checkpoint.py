@@ -134,7 +134,10 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", **c
     if config_overrides:
         config = config.replace(**config_overrides)
     model = DualStreamModel(config)
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise CheckpointError(f"{path}: weights do not fit {config.name}: {str(error)[:500]}") from None
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit {config.name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.to(device).eval()

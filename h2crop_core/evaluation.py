@@ -97,11 +97,14 @@ def score_predictions(
     ``predictions``; return the filled confusion matrices."""
     from tqdm.auto import tqdm
 
+    from h2crop_core.data.reader import infer_spec
+
     index = DatasetIndex(root)
     names = index.split_names(split)
     paths = index.split_paths(split)
-    found = check_predictions(Path(predictions), names)
-    reader = SampleReader(modalities=("label", "prior"), taxonomy=taxonomy)
+    spec = infer_spec(paths[0])  # the labels' tile size, so non-benchmark tiles score too
+    found = check_predictions(Path(predictions), names, spec)
+    reader = SampleReader(spec.months, modalities=("label", "prior"), taxonomy=taxonomy, spec=spec)
     confusion = HierarchicalConfusion(taxonomy.num_classes, taxonomy)
     for name, path in tqdm(list(zip(names, paths)), desc="score", unit="sample", disable=not progress, dynamic_ncols=True):
         sample = reader.read(path)

@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loader-workers", type=int, default=1, help="reader processes per training worker (paths mode)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-name", help="name of the run; re-running with the same name and storage resumes it")
-    p.add_argument("--storage", type=Path, default=Path("ray_results"), help="Ray Train storage (shared filesystem or URI on multi-node clusters)")
+    p.add_argument("--storage", default="ray_results", help="Ray Train storage: a folder, or a URI such as s3://bucket/runs (multi-node runs need storage every node reaches)")
     p.add_argument("--output", type=Path, help="where best.ckpt and the best epoch's metrics.json go (default runs/<run-name>)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlruns.db; an mlflow server on clusters)")
     p.add_argument("--experiment", default="h2crop", help="MLflow experiment")

@@ -50,10 +50,12 @@ class ExactlyOnceDataConfig(DataConfig):
         return output
 
 
-def path_dataset(paths: Sequence[str | Path]) -> ray.data.Dataset:
-    """A dataset with one ``path`` row per sample file."""
+def path_dataset(paths: Sequence[str | Path], shuffle: bool = False) -> ray.data.Dataset:
+    """A dataset with one ``path`` row per sample file; ``shuffle`` re-shuffles the rows every epoch (the
+    cheap path rows, before any array is read), so workers get different samples each epoch."""
     rows = [{"path": str(p)} for p in paths]
-    return ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // ROWS_PER_BLOCK, 512)))
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // ROWS_PER_BLOCK, 512)))
+    return dataset.random_shuffle() if shuffle else dataset
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,9 @@ class ReadSamples:
         return out
 
 
-def array_dataset(paths: Sequence[str | Path], reader: SampleReader, read_batch: int = 4) -> ray.data.Dataset:
+def array_dataset(paths: Sequence[str | Path], reader: SampleReader, read_batch: int = 4, shuffle: bool = False) -> ray.data.Dataset:
     """Samples read in parallel Ray tasks (the ``arrays`` mode)."""
-    return path_dataset(paths).map_batches(ReadSamples(reader), batch_size=read_batch, batch_format="numpy")
+    return path_dataset(paths, shuffle).map_batches(ReadSamples(reader), batch_size=read_batch, batch_format="numpy")
 
 
 def shard_paths(shard) -> list[str]:

@@ -4,8 +4,9 @@ Locally runs go to ``sqlite:///<cwd>/mlruns.db`` with artifacts in ``<cwd>/mlart
 its file store). On a cluster point ``--tracking-uri`` at an ``mlflow server`` every node can reach (a
 sqlite file only works when every writer shares the filesystem).
 
-A run is identified by its h2crop run name (tag ``h2crop.run_name``): re-running a training with the same
-name continues the same MLflow run instead of creating a second one.
+A training run keeps one MLflow run: its id travels in the checkpoints, so a restarted worker group or a
+re-run of the same command (same ``--run-name`` and storage) continues it instead of creating another. The
+h2crop run name is also a tag (``h2crop.run_name``) for searching.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def resolve_tracking_uri(uri: str | None) -> str:
         return f"sqlite:///{Path.cwd().resolve() / 'mlruns.db'}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    if uri.startswith("databricks"):
+        return uri
     if "://" not in uri:  # a bare path: treat as a sqlite file
         return f"sqlite:///{Path(uri).resolve()}"
     return uri
@@ -35,8 +38,8 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
-def open_run(tracking_uri: str, experiment: str, run_name: str, params: dict, tags: dict) -> str:
-    """Start (or resume, by run name) the MLflow run in this process; returns its id.
+def open_run(tracking_uri: str, experiment: str, run_name: str, params: dict, tags: dict, run_id: str | None = None) -> str:
+    """Start the MLflow run in this process, or continue ``run_id`` (a resumed training); returns its id.
 
     Params are logged only when the run is new (MLflow refuses to change a logged param).
     """
@@ -44,13 +47,12 @@ def open_run(tracking_uri: str, experiment: str, run_name: str, params: dict, ta
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=default_artifact_location(tracking_uri))
-    existing = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1, order_by=["attributes.start_time DESC"])
-    if existing:
-        run = mlflow.start_run(run_id=existing[0].info.run_id)
+    if run_id:
+        run = mlflow.start_run(run_id=run_id)
     else:
+        client = MlflowClient(tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=default_artifact_location(tracking_uri))
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={RUN_NAME_TAG: run_name})
         mlflow.log_params(flatten(params))
     mlflow.set_tags(tags)

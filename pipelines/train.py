@@ -164,7 +164,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     torch.manual_seed(settings.seed)  # identical initial weights on every rank
 
-    model = DualStreamModel(config)
+    model = DualStreamModel(config).to(device)  # before the optimizer: restored moments land on the same device
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(loop_config["n_train"] / (world * settings.batch_size * settings.grad_accum))
     total_steps = max(1, steps_per_epoch * settings.epochs)
@@ -177,7 +177,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-            model.load_state_dict(load_checkpoint(Path(folder) / MODEL_FILE).model.state_dict())
+            model.load_state_dict(load_checkpoint(Path(folder) / MODEL_FILE, device=device).model.state_dict())
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_score, run_id = state["epoch"] + 1, state["best_score"], state.get("mlflow_run_id")
@@ -195,7 +195,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "git_commit": loop_config["git_commit"],
             "dataset_fingerprint": loop_config["fingerprint"],
         }
-        run_id = tracking.open_run(loop_config["tracking_uri"], settings.experiment, settings.run_name, params, tags)
+        run_id = tracking.open_run(loop_config["tracking_uri"], settings.experiment, settings.run_name, params, tags, run_id=run_id)
         if start_epoch:
             tracking.log_epoch({"resumed_from_epoch": start_epoch}, step=start_epoch)
 
@@ -204,6 +204,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val")
     spent = float(state["spent_s"]) if checkpoint is not None and "spent_s" in state else 0.0
     for epoch in range(start_epoch, settings.epochs):
+        if settings.time_budget_s and spent >= settings.time_budget_s:
+            break  # resumed after the budget was already used up (the same on every rank: restored state)
         started = time.perf_counter()
         model.train()
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch * 101 + rank)
@@ -218,7 +220,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 if settings.flip_rotate:
                     batch = random_flip_rotate(batch, generator)
                 if settings.cutmix_p > 0:
-                    batch = batch_cutmix(batch, generator, p=settings.cutmix_p)
+                    batch = batch_cutmix(batch, generator, p=settings.cutmix_p, factor=spec.enmap_factor)
                 loss = hierarchical_loss(model(**core.inputs(batch)), batch["label"], config.levels)
                 (loss / settings.grad_accum).backward()
                 if step % settings.grad_accum == 0:
@@ -231,6 +233,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
+        if world > 1:
+            align_optimizer_state(optimizer, scheduler, math.ceil(step / settings.grad_accum), device)
         train_time = time.perf_counter() - started
 
         # Validation on the unwrapped model: no DDP collectives, so uneven shards cannot hang.
@@ -265,7 +269,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
         best_score = max(best_score, score)
         report["best_val_mf1"] = best_score
         if rank == 0:
-            tracking.log_epoch({k: v for k, v in report.items() if k != "mlflow_run_id"}, step=epoch + 1)
             per_level = " ".join(f"{values['mf1']:.3f}" for values in metrics["levels"].values())
             print(
                 f"[h2crop] epoch {epoch + 1}/{settings.epochs}: train loss {report['train_loss']:.4f}, "
@@ -280,6 +283,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                             "best_score": best_score, "mlflow_run_id": run_id, "spent_s": spent + report["epoch_seconds"]}, Path(folder) / STATE_FILE)
                 write_report(metrics, confusion, Path(folder) / "report", taxonomy)
                 ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
+            # logged once the checkpoint is committed, so a restart never logs an epoch twice
+            tracking.log_epoch({k: v for k, v in report.items() if k != "mlflow_run_id"}, step=epoch + 1)
         else:
             ray.train.report(report, checkpoint=None)
         spent += report["epoch_seconds"]
@@ -292,6 +297,28 @@ def train_loop_per_worker(loop_config: dict) -> None:
             break
     if rank == 0:
         tracking.close_run()
+
+
+def align_optimizer_state(optimizer, scheduler, steps: int, device) -> None:
+    """After uneven shards, give every rank the optimizer and LR state of the rank that stepped most.
+
+    Under ``Join`` the ranks that ran out of batches skip the others' last optimizer steps; DDP's join hook
+    then broadcasts the parameters of the last rank to join, but not the optimizer moments, step counts or
+    learning-rate schedule. Only when step counts differ is the state sent (it is as large as the model x2).
+    """
+    import torch.distributed as dist
+
+    counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, torch.tensor([steps], dtype=torch.int64, device=device))
+    counts = [int(c) for c in counts]
+    if len(set(counts)) == 1:
+        return
+    source = max(range(len(counts)), key=lambda r: (counts[r], r))
+    payload = [optimizer.state_dict(), scheduler.state_dict()] if dist.get_rank() == source else [None, None]
+    dist.broadcast_object_list(payload, src=source)
+    if dist.get_rank() != source:
+        optimizer.load_state_dict(payload[0])
+        scheduler.load_state_dict(payload[1])
 
 
 def _quiet_train_logs() -> None:
@@ -396,11 +423,16 @@ def datasets_for(run: PreparedRun) -> dict:
 
     if run.settings.input_mode == "arrays":
         reader = reader_for(run.config, run.taxonomy, run.stats, run.spec)
-        return {"train": array_dataset(run.train_paths, reader), "val": array_dataset(run.val_paths, reader)}
-    return {"train": path_dataset(run.train_paths), "val": path_dataset(run.val_paths)}
+        return {"train": array_dataset(run.train_paths, reader, shuffle=True), "val": array_dataset(run.val_paths, reader)}
+    return {"train": path_dataset(run.train_paths, shuffle=True), "val": path_dataset(run.val_paths)}
 
 
-def make_trainer(run: PreparedRun, storage: Path, callbacks: list | None = None):
+def resolve_storage(storage: str) -> str:
+    """Local paths become absolute (Train needs that); URIs such as ``s3://bucket/runs`` stay as they are."""
+    return storage if "://" in storage else str(Path(storage).resolve())
+
+
+def make_trainer(run: PreparedRun, storage: str | Path, callbacks: list | None = None):
     """The ``TorchTrainer`` of a prepared run."""
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -431,7 +463,7 @@ def run_training(settings: TrainSettings) -> TrainOutcome:
     from pipelines import tracking
 
     run = prepare_run(settings)
-    storage = Path(settings.storage).resolve()
+    storage = resolve_storage(settings.storage)
     output = Path(settings.output or Path("runs") / settings.run_name).resolve()
     tracking_uri = run.tracking_uri
     connect_ray()
@@ -443,14 +475,19 @@ def run_training(settings: TrainSettings) -> TrainOutcome:
     best_checkpoint, best_metrics = max(result.best_checkpoints, key=lambda pair: _score(pair[1]))
     output.mkdir(parents=True, exist_ok=True)
     with best_checkpoint.as_directory() as folder:
-        shutil.copy2(Path(folder) / MODEL_FILE, output / "best.ckpt")
+        # the report first, the checkpoint last: a best.ckpt is only ever beside its own report
+        (output / "best.ckpt").unlink(missing_ok=True)
         for item in (Path(folder) / "report").iterdir():
             shutil.copy2(item, output / item.name)
+        staged = output / f".best.ckpt.{os.getpid()}.partial"
+        shutil.copy2(Path(folder) / MODEL_FILE, staged)
+        staged.replace(output / "best.ckpt")
+    (output / "train_settings.json").write_text(json.dumps({"settings": settings.to_dict(), "model": run.config.to_dict()}, indent=1))
     run_id = str(best_metrics.get("mlflow_run_id") or result.metrics.get("mlflow_run_id", ""))
     if run_id:
         tracking.log_artifacts(tracking_uri, run_id, [output / "best.ckpt"], "best")
-        tracking.log_artifacts(tracking_uri, run_id, sorted(p for p in output.iterdir() if p.suffix in (".json", ".csv", ".png")), "best_report")
-        (output / "train_settings.json").write_text(json.dumps({"settings": settings.to_dict(), "model": run.config.to_dict()}, indent=1))
+        report_files = sorted(p for p in output.iterdir() if p.suffix in (".json", ".csv", ".png") and p.name != "train_settings.json")
+        tracking.log_artifacts(tracking_uri, run_id, report_files, "best_report")
         tracking.log_artifacts(tracking_uri, run_id, [output / "train_settings.json"], "config")
     return TrainOutcome(settings.run_name, output, output / "best.ckpt", best_metrics, tracking_uri, run_id, int(result.metrics.get("epoch", 0)))
 

@@ -75,7 +75,8 @@ class SampleReader:
         if unknown:
             raise ValueError(f"unknown modalities {unknown}; expected a subset of {MODALITIES}")
         object.__setattr__(self, "modalities", tuple(self.modalities))
-        window_months(self.window)  # fail early on a bad window
+        if window_months(self.window) > self.spec.months:  # also fails early on a bad window
+            raise ValueError(f"window {self.window!r} needs {window_months(self.window)} months; the files hold {self.spec.months}")
 
     @property
     def months(self) -> int:

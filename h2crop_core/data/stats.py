@@ -105,8 +105,9 @@ class NormStats:
         except (KeyError, TypeError, json.JSONDecodeError) as error:
             raise ValueError(f"{path}: expected JSON with S2/EnMAP mean and std lists; {type(error).__name__}: {error}") from None
         for name, values in arrays.items():
-            if name.endswith("std") and np.any(values <= 0):
-                raise ValueError(f"{path}: {name} has non-positive entries at bands {np.flatnonzero(values <= 0).tolist()}")
+            bad = ~np.isfinite(values) | (values <= 0) if name.endswith("std") else ~np.isfinite(values)
+            if np.any(bad):
+                raise ValueError(f"{path}: {name} has non-positive or non-finite entries at bands {np.flatnonzero(bad).tolist()}")
         return cls(**arrays, meta=payload.get("meta", {}))
 
 
@@ -143,7 +144,7 @@ class _MomentsOfFile:
     def __call__(self, path: Path) -> tuple[RunningMoments, RunningMoments]:
         from h2crop_core.data.reader import SampleReader
 
-        reader = SampleReader("dec", ("s2", "enmap"), spec=self.spec)
+        reader = SampleReader(self.spec.months, ("s2", "enmap"), spec=self.spec)
         return sample_moments(reader.read(path))
 
 

@@ -349,28 +349,29 @@ def synthesize_dataset(
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     root = Path(out)
-    (root / H5_DIR).mkdir(parents=True, exist_ok=True)
+    names = sample_names(samples, seed)
+    h5_dir = root / H5_DIR
+    foreign = sorted(p.name for p in h5_dir.glob("*.h5") if p.stem not in set(names)) if h5_dir.is_dir() else []
+    if foreign:
+        raise ValueError(
+            f"{h5_dir} already holds {len(foreign)} sample file(s) this synthesis would not overwrite "
+            f"(e.g. {foreign[0]}): they would mix into the new dataset. Use an empty or new folder."
+        )
+    h5_dir.mkdir(parents=True, exist_ok=True)
     taxonomy = taxonomy or generate_taxonomy(seed=seed)
     taxonomy.to_csv(root / TAXONOMY_FILENAME)
     world = SyntheticWorld.create(taxonomy, spec, seed)
     keys = KEY_STYLES[key_style]
-    rng = np.random.default_rng(seed)
-    names = []
-    tiles = ("T31UGQ", "T31TCJ", "T30UXU", "T31UDP")
-    for i in tqdm(range(samples), desc="synth", unit="sample", disable=not progress, dynamic_ncols=True):
-        day = rng.integers(1, 28)
-        x, y = (rng.integers(0, 30, size=2) * 64).tolist()
-        name = f"2022{rng.integers(5, 9):02d}{day:02d}T1{rng.integers(0, 6)}{rng.integers(0, 60):02d}{rng.integers(0, 60):02d}Z_{i:03d}_x{x}_y{y}_{tiles[i % len(tiles)]}"
+    for i, name in enumerate(tqdm(names, desc="synth", unit="sample", disable=not progress, dynamic_ncols=True)):
         sample_rng = np.random.default_rng([seed, i])
         scene = world.scene(spec.size, spec.size, sample_rng)
         scene["seed"] = int(sample_rng.integers(2**31))
         add_clouds(scene, sample_rng, spec.months)
         s2, enmap = world.render(scene, slice(None), sample_rng)
         arrays = {"s2": s2, "enmap": enmap, "label": world.label_stack(scene), "prior": world.label_stack(scene, "prior")}
-        with h5py.File(root / H5_DIR / f"{name}.h5", "w") as handle:
+        with h5py.File(h5_dir / f"{name}.h5", "w") as handle:
             for modality, array in arrays.items():
                 handle.create_dataset(keys[modality], data=array)
-        names.append(name)
     splits = write_splits(root, names, split_fractions, seed)
     region = None
     if region_size:
@@ -378,6 +379,18 @@ def synthesize_dataset(
 
         region = synthesize_region(root / "region", world, size=region_size, seed=seed, progress=progress)
     return SynthResult(root, taxonomy, splits, region)
+
+
+def sample_names(samples: int, seed: int) -> list[str]:
+    """Benchmark-style names: EnMAP acquisition time, running number, pixel offsets, MGRS tile."""
+    rng = np.random.default_rng(seed)
+    tiles = ("T31UGQ", "T31TCJ", "T30UXU", "T31UDP")
+    names = []
+    for i in range(samples):
+        month, day, hour, minute, second = rng.integers(5, 9), rng.integers(1, 28), rng.integers(0, 6), rng.integers(0, 60), rng.integers(0, 60)
+        x, y = (rng.integers(0, 30, size=2) * 64).tolist()
+        names.append(f"2022{month:02d}{day:02d}T1{hour}{minute:02d}{second:02d}Z_{i:03d}_x{x}_y{y}_{tiles[i % len(tiles)]}")
+    return names
 
 
 def write_splits(root: Path, names: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, list[str]]:

@@ -162,3 +162,10 @@ def test_generated_tree_counts_are_configurable():
     assert taxonomy.num_classes == (3, 5, 5, 10)
     with pytest.raises(ValueError, match="non-decreasing"):
         generate_taxonomy((5, 3, 8, 9))
+
+
+def test_synthesis_refuses_to_mix_with_another_dataset(tmp_path):
+    synthesize_dataset(tmp_path / "d", 2, seed=1, region_size=None, progress=False)
+    synthesize_dataset(tmp_path / "d", 2, seed=1, region_size=None, progress=False)  # same dataset again: fine
+    with pytest.raises(ValueError, match="already holds 2 sample file"):
+        synthesize_dataset(tmp_path / "d", 2, seed=2, region_size=None, progress=False)
