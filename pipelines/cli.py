@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="h2crop", help="MLflow experiment")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint before giving up")
     p.add_argument("--taxonomy", type=Path, help="taxonomy CSV (default: <data>/cascade_labels.csv)")
-    p.add_argument("--time-budget-minutes", type=float, default=0.0, help="stop after the epoch that uses up this much time (0: no limit)")
+    p.add_argument("--time-budget-minutes", type=float, default=0.0, help="train for at most this long: stop before an epoch that would overrun it (0: no limit)")
     p.set_defaults(func=cmd_train)
     return parser
 

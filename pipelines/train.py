@@ -78,7 +78,7 @@ class TrainSettings:
     experiment: str = "h2crop"
     max_failures: int = 2
     taxonomy: str = ""
-    time_budget_s: float = 0.0  #: stop after the epoch that exhausts this much training+validation time (0 = no limit)
+    time_budget_s: float = 0.0  #: train+validation seconds not to exceed: stop before an epoch that would (0 = no limit)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -288,12 +288,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
         else:
             ray.train.report(report, checkpoint=None)
         spent += report["epoch_seconds"]
-        stop = torch.tensor([bool(settings.time_budget_s) and spent >= settings.time_budget_s], dtype=torch.int64, device=device)
+        # stop when the next epoch (as long as this one) would overrun the budget
+        over = spent + report["epoch_seconds"] > settings.time_budget_s
+        stop = torch.tensor([bool(settings.time_budget_s) and over], dtype=torch.int64, device=device)
         if world > 1:
             torch.distributed.broadcast(stop, src=0)  # rank 0's clock decides, so every rank stops together
         if stop.item():
             if rank == 0:
-                print(f"[h2crop] time budget of {settings.time_budget_s:.0f} s used after epoch {epoch + 1}: stopping", flush=True)
+                print(f"[h2crop] time budget: {spent:.0f} of {settings.time_budget_s:.0f} s used after epoch {epoch + 1}, another epoch would overrun: stopping", flush=True)
             break
     if rank == 0:
         tracking.close_run()
