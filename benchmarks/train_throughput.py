@@ -78,13 +78,15 @@ def plain_training_step(model, optimizer, levels, generator):
 def _input_loop(config: dict) -> None:
     import ray.train
 
-    from pipelines.ray_data import worker_batches
+    from pipelines.ray_data import ShardReader
 
-    reader = config["reader"]
-    shard = ray.train.get_dataset_shard("train")
+    data = ShardReader(
+        ray.train.get_dataset_shard("train"), config["mode"], config["reader"], config["batch_size"],
+        all_paths=config["paths"], loader_workers=config["loader_workers"],
+    )
     for epoch in range(config["epochs"]):
         start, seen = time.perf_counter(), 0
-        for batch in worker_batches(shard, reader, config["batch_size"], mode=config["mode"], shuffle_seed=epoch, loader_workers=config["loader_workers"]):
+        for batch in data.epoch(shuffle_seed=epoch, prefetch_next=epoch + 1 < config["epochs"]):
             seen += len(batch["name"])
         totals = torch.tensor([seen, time.perf_counter() - start], dtype=torch.float64)
         if torch.distributed.is_initialized():
@@ -92,20 +94,10 @@ def _input_loop(config: dict) -> None:
             torch.distributed.all_reduce(counts)  # samples summed
             torch.distributed.all_reduce(totals, op=torch.distributed.ReduceOp.MAX)  # slowest worker's time
             totals[0] = counts[0]
-        ray.train.report({"epoch": epoch, "samples": int(totals[0]), "seconds": float(totals[1])})
-
-
-class _Collect:
-    """A Train callback keeping rank 0's reports (built lazily: ray.train is imported after connecting)."""
-
-    def __new__(cls, history: list):
-        import ray.train
-
-        class Collect(ray.train.UserCallback):
-            def after_report(self, run_context, metrics, checkpoint):
-                history.append(metrics[0])
-
-        return Collect()
+        if ray.train.get_context().get_world_rank() == 0:
+            with open(config["log"], "a") as log:  # Train callbacks run in the controller actor: use a file
+                log.write(json.dumps({"epoch": epoch, "samples": int(totals[0]), "seconds": float(totals[1])}) + "\n")
+        ray.train.report({"epoch": epoch})
 
 
 def ray_input_run(config: dict, dataset, workers: int, storage: Path, name: str) -> dict:
@@ -114,28 +106,34 @@ def ray_input_run(config: dict, dataset, workers: int, storage: Path, name: str)
 
     from pipelines.ray_data import ExactlyOnceDataConfig
 
-    history: list[dict] = []
+    log = storage / f"{name}.jsonl"
     start = time.perf_counter()
     TorchTrainer(
         _input_loop,
-        train_loop_config=config,
+        train_loop_config={**config, "log": str(log)},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
-        run_config=ray.train.RunConfig(name=name, storage_path=str(storage), callbacks=[_Collect(history)]),
+        run_config=ray.train.RunConfig(name=name, storage_path=str(storage)),
         datasets={"train": dataset},
         dataset_config=ExactlyOnceDataConfig(),
     ).fit()
     total = time.perf_counter() - start
+    history = [json.loads(line) for line in log.read_text().splitlines()]
     stats = _epoch_stats([m["seconds"] for m in history], [m["samples"] for m in history])
     stats["fixed_startup_seconds"] = total - sum(stats["epoch_seconds"])
     return stats
 
 
 def ray_training_run(run: PreparedRun, storage: Path) -> dict:
-    """h2crop's own Ray training; throughput from its per-epoch reports (training time only)."""
-    history: list[dict] = []
+    """h2crop's own Ray training; throughput from its per-epoch MLflow metrics (training time only)."""
+    from mlflow.tracking import MlflowClient
+
     start = time.perf_counter()
-    make_trainer(run, storage, callbacks=[_Collect(history)]).fit()
+    result = make_trainer(run, storage).fit()
     total = time.perf_counter() - start
+    client = MlflowClient(run.tracking_uri)
+    run_id = result.metrics["mlflow_run_id"]
+    series = {key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)] for key in ("train_samples", "train_samples_per_s", "epoch_seconds")}
+    history = [dict(zip(series, values)) for values in zip(*series.values())]
     times = [m["train_samples"] / m["train_samples_per_s"] for m in history]
     stats = _epoch_stats(times, [m["train_samples"] for m in history])
     stats["fixed_startup_seconds"] = total - sum(m["epoch_seconds"] for m in history)
@@ -172,11 +170,12 @@ def main() -> None:
             path.read_bytes()  # warm the page cache for every contender alike
         results: dict = {"samples": len(paths), "epochs": args.epochs, "workers": args.workers, "batch_size": args.batch_size, "preset": args.preset}
         storage = Path(tmp) / "storage"
+        storage.mkdir()
 
         results["input_dataloader"] = dataloader_loop(paths, reader, args.batch_size, args.epochs, args.workers)
         connect_ray()
         quiet_data_context()
-        loop_config = {"reader": reader, "epochs": args.epochs, "batch_size": args.batch_size, "loader_workers": 1, "mode": "paths"}
+        loop_config = {"reader": reader, "epochs": args.epochs, "batch_size": args.batch_size, "loader_workers": 1, "mode": "paths", "paths": [str(p) for p in paths]}
         results["input_ray_paths"] = ray_input_run(loop_config, path_dataset(paths), args.workers, storage, "input-paths")
         loop_config.update(mode="arrays", loader_workers=0)
         results["input_ray_arrays"] = ray_input_run(loop_config, array_dataset(paths, reader), args.workers, storage, "input-arrays")

@@ -151,7 +151,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     from torch.distributed.algorithms.join import Join
 
     from pipelines import tracking
-    from pipelines.ray_data import worker_batches
+    from pipelines.ray_data import ShardReader
 
     _quiet_train_logs()
     settings = TrainSettings(**loop_config["settings"])
@@ -200,8 +200,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             tracking.log_epoch({"resumed_from_epoch": start_epoch}, step=start_epoch)
 
     reader = reader_for(config, taxonomy, stats, spec)
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    common = dict(loader_workers=settings.loader_workers, device=device)
+    train_data = ShardReader(ray.train.get_dataset_shard("train"), settings.input_mode, reader, settings.batch_size, all_paths=loop_config["train_paths"], **common)
+    val_data = ShardReader(ray.train.get_dataset_shard("val"), settings.input_mode, reader, settings.batch_size, all_paths=loop_config["val_paths"], **common)
     spent = float(state["spent_s"]) if checkpoint is not None and "spent_s" in state else 0.0
     for epoch in range(start_epoch, settings.epochs):
         if settings.time_budget_s and spent >= settings.time_budget_s:
@@ -209,10 +210,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         started = time.perf_counter()
         model.train()
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch * 101 + rank)
-        batches = worker_batches(
-            train_shard, reader, settings.batch_size, mode=settings.input_mode,
-            shuffle_seed=settings.seed * 7919 + epoch * 31 + rank, loader_workers=settings.loader_workers, device=device,
-        )
+        more = epoch + 1 < settings.epochs and not settings.time_budget_s  # a budget may end the run early
+        batches = train_data.epoch(shuffle_seed=settings.seed * 7919 + epoch * 31 + rank, prefetch_next=more)
         loss_sum, seen, step = torch.zeros((), device=device, dtype=torch.float64), 0, 0
         # Shards may differ by a few samples: Join lets ranks that run out shadow the others' collectives.
         with Join([model]) if world > 1 else contextlib.nullcontext():
@@ -241,7 +240,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         core.eval()
         confusion = HierarchicalConfusion(taxonomy.num_classes, taxonomy, device=device, levels=config.levels)
         with torch.no_grad():
-            for batch in worker_batches(val_shard, reader, settings.batch_size, mode=settings.input_mode, loader_workers=settings.loader_workers, device=device):
+            for batch in val_data.epoch(prefetch_next=more):
                 confusion.update(predict(core, batch), batch["label"], batch["prior"])
         totals = torch.tensor([float(loss_sum), float(seen)], dtype=torch.float64, device=device)
         if world > 1:
@@ -364,7 +363,9 @@ def connect_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1))
+        # No dashboard: training does not need it, and on small machines its processes take CPU from
+        # the readers (start one with `ray start --head --include-dashboard=true` to watch a run).
+        ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False)
 
 
 def quiet_data_context() -> None:
@@ -412,6 +413,8 @@ def prepare_run(settings: TrainSettings) -> PreparedRun:
         "stats": {k: getattr(stats, k).tolist() for k in ("s2_mean", "s2_std", "enmap_mean", "enmap_std")},
         "spec": dataclasses.asdict(spec),
         "n_train": len(train_paths),
+        "train_paths": [str(p) for p in train_paths],
+        "val_paths": [str(p) for p in val_paths],
         "tracking_uri": tracking_uri,
         "git_commit": tracking.git_commit(Path(__file__).parent),
         "fingerprint": index.fingerprint(),

@@ -118,7 +118,10 @@ def _zscore(values: np.ndarray, mean: np.ndarray, std: np.ndarray, channel_axis:
         raise ValueError(f"normalisation statistics have {len(mean)} bands; data has {values.shape[channel_axis]}")
     scale = (1.0 / std).astype(np.float32).reshape(shape)
     offset = mean.astype(np.float32).reshape(shape)
-    return (values.astype(np.float32) - offset) * scale
+    out = values.astype(np.float32)  # one new array, then in place: this runs for every sample read
+    out -= offset
+    out *= scale
+    return out
 
 
 def sample_moments(sample: Sample) -> tuple[RunningMoments, RunningMoments]:

@@ -41,16 +41,19 @@ def _shard_loop(config: dict) -> None:
     import ray
     import ray.train
 
-    from pipelines.ray_data import shard_paths, worker_batches
+    from pipelines.ray_data import ShardReader, shard_paths
 
     rank = ray.train.get_context().get_world_rank()
     node = ray.get_runtime_context().get_node_id()
     out = Path(config["out"])
     reader = SampleReader("jun", ("s2", "label"), spec=config["spec"])
+    arrays = ShardReader(ray.train.get_dataset_shard("arrays"), "arrays", reader, 3)
+    files = ShardReader(ray.train.get_dataset_shard("files"), "paths", reader, 2, all_paths=config["files"], loader_workers=1)
     for epoch in range(2):
         seen = {
             "paths": shard_paths(ray.train.get_dataset_shard("paths")),
-            "arrays": [n for batch in worker_batches(ray.train.get_dataset_shard("arrays"), reader, 3, mode="arrays") for n in batch["name"]],
+            "arrays": [n for batch in arrays.epoch() for n in batch["name"]],
+            "files": [n for batch in files.epoch(shuffle_seed=epoch) for n in batch["name"]],
         }
         (out / f"epoch{epoch}_rank{rank}.json").write_text(json.dumps({"node": node, **seen}))
         ray.train.report({"epoch": epoch})
@@ -67,10 +70,14 @@ def test_shards_cover_the_split_exactly_once_per_epoch_on_two_nodes(two_nodes, t
     spec = infer_spec(files[0])
     trainer = TorchTrainer(
         _shard_loop,
-        train_loop_config={"out": str(tmp_path), "spec": spec},
+        train_loop_config={"out": str(tmp_path), "spec": spec, "files": [str(f) for f in files]},
         scaling_config=ray.train.ScalingConfig(num_workers=2, placement_strategy="SPREAD", resources_per_worker={"CPU": 1}),
         run_config=ray.train.RunConfig(name="shards", storage_path=str(tmp_path / "storage")),
-        datasets={"paths": path_dataset(paths), "arrays": array_dataset(files, SampleReader("jun", ("s2", "label"), spec=spec), read_batch=2)},
+        datasets={
+            "paths": path_dataset(paths),
+            "arrays": array_dataset(files, SampleReader("jun", ("s2", "label"), spec=spec), read_batch=2),
+            "files": path_dataset(files, shuffle=True),
+        },
         dataset_config=ExactlyOnceDataConfig(),
     )
     trainer.fit()
@@ -80,8 +87,9 @@ def test_shards_cover_the_split_exactly_once_per_epoch_on_two_nodes(two_nodes, t
         seen_paths = ranks[0]["paths"] + ranks[1]["paths"]
         assert sorted(seen_paths) == sorted(paths)  # every path once, none twice
         assert all(ranks[r]["paths"] for r in range(2))  # both workers got work
-        seen_names = ranks[0]["arrays"] + ranks[1]["arrays"]
-        assert sorted(seen_names) == sorted(p.stem for p in files)
+        for mode in ("arrays", "files"):  # read in Ray Data tasks / read on the workers
+            seen_names = ranks[0][mode] + ranks[1][mode]
+            assert sorted(seen_names) == sorted(p.stem for p in files)
 
 
 @pytest.fixture()
