@@ -27,7 +27,7 @@ def step(title: str, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="where the demo writes (default: demo_output/)")
-    parser.add_argument("--samples", type=int, default=64, help="generated samples (default 64)")
+    parser.add_argument("--samples", type=int, default=96, help="generated samples (default 96)")
     parser.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")
     parser.add_argument("--preset", default="tiny_crops_S2_H_P_jun")
     args = parser.parse_args(argv)
