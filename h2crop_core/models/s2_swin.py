@@ -106,7 +106,7 @@ class SwinStage(nn.Module):
 class SwinEncoder3D(nn.Module):
     """Temporal Video Swin Transformer. Module names mirror AgriFM's (``patch_embed``, ``layers.i.blocks.j``,
     ``layers.i.downsample``, ``norm``) so its released weights load by name; see
-    :mod:`h2crop_core.models.checkpoint`.
+    :mod:`h2crop_core.models.pretrained`.
 
     Args:
         in_channels: bands per frame.

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from h2crop_core.models import get_preset
-from h2crop_core.models.checkpoint import WeightImportError, load_agrifm
+from h2crop_core.models.pretrained import WeightImportError, load_agrifm
 from tests.core.models.conftest import build
 
 
