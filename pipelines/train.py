@@ -363,9 +363,9 @@ def connect_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        # No dashboard: training does not need it, and on small machines its processes take CPU from
-        # the readers (start one with `ray start --head --include-dashboard=true` to watch a run).
-        ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False)
+        # Keep the dashboard: Train's placement-group cleaner queries the State API through it (without it
+        # the cleaner cannot tell a dead controller from a live one and logs a warning every few seconds).
+        ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1))
 
 
 def quiet_data_context() -> None:
