@@ -1,6 +1,6 @@
 """Model speed: forward and training-step time per sample, samples/s, peak RSS and achieved GFLOP/s of a
-preset, and in the same run the same model with plain softmax(QKᵀ)V attention in fp32 as the baseline
-(what the research code runs).
+preset, and in the same run the same model with plain softmax(QKᵀ)V attention in fp32 and NCHW
+convolutions as the baseline (what the research code runs).
 
     python benchmarks/model_speed.py --preset crops_S2_H_P_jun --precision bf16 [--json PATH]
 
@@ -92,12 +92,12 @@ def measure(
     }
 
 
-def run_variant(args: argparse.Namespace, precision: str, attention: str) -> dict:
+def run_variant(args: argparse.Namespace, precision: str, attention: str, sets: list[str]) -> dict:
     """Measure one variant in a fresh child process (clean peak RSS)."""
     command = [
         sys.executable, __file__, "--worker", "--preset", args.preset, "--precision", precision, "--attention", attention,
         "--batch", str(args.batch), "--tile", str(args.tile), "--steps", str(args.steps),
-    ] + (["--checkpointing"] if args.checkpointing else []) + [f"--set={pair}" for pair in args.set]
+    ] + (["--checkpointing"] if args.checkpointing else []) + [f"--set={pair}" for pair in sets]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     if done.returncode != 0:
         raise RuntimeError(f"variant {precision}/{attention} failed:\n{done.stderr[-3000:]}")
@@ -105,14 +105,14 @@ def run_variant(args: argparse.Namespace, precision: str, attention: str) -> dic
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'variant':28s} {'fwd s/sample':>12s} {'train s/sample':>14s} {'(min)':>7s} {'samples/s':>9s} {'fwd GF/s':>9s} {'train GF/s':>10s} {'peak RSS GB':>11s}"
+    header = f"{"variant":40s} {'fwd s/sample':>12s} {'train s/sample':>14s} {'(min)':>7s} {'samples/s':>9s} {'fwd GF/s':>9s} {'train GF/s':>10s} {'peak RSS GB':>11s}"
     print(header)
     print("-" * len(header))
     for r in rows:
         name = f"{r['precision']} {r['attention']}" + (" ckpt" if r["checkpointing"] else "") + (" (baseline)" if r.get("baseline") else "")
         name += "".join(f" {k}={v}" for k, v in r.get("overrides", {}).items())
         print(
-            f"{name:28s} {r['forward_s_per_sample']:12.2f} {r['train_step_s_per_sample']:14.2f} {r['train_step_min_s_per_sample']:7.2f} "
+            f"{name:40s} {r['forward_s_per_sample']:12.2f} {r['train_step_s_per_sample']:14.2f} {r['train_step_min_s_per_sample']:7.2f} "
             f"{r['train_samples_per_s']:9.3f} {r['forward_gflop_per_s']:9.0f} {r['train_gflop_per_s']:10.0f} {r['peak_rss_gb']:11.2f}"
         )
 
@@ -136,9 +136,9 @@ def main() -> int:
         print(json.dumps(measure(args.preset, args.precision, args.attention, args.batch, args.tile, args.steps, args.checkpointing, parse_overrides(args.set))))
         return 0
 
-    rows = [run_variant(args, args.precision, "sdpa")]
+    rows = [run_variant(args, args.precision, "sdpa", args.set)]
     if not args.no_baseline:
-        baseline = run_variant(args, "fp32", "plain")
+        baseline = run_variant(args, "fp32", "plain", args.set + ["channels_last=False"])
         baseline["baseline"] = True
         rows.append(baseline)
     print(f"{args.preset}, batch {args.batch}, {args.tile}×{args.tile}, {rows[0]['forward_gflops_per_sample']:.0f} forward GFLOPs/sample, "

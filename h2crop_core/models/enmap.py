@@ -23,7 +23,15 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from h2crop_core.models.layers import AttentionImpl, ConvBNReLUConv, TransformerBlock, conv3x3, init_transformer_weights, sinusoid_table
+from h2crop_core.models.layers import (
+    AttentionImpl,
+    ConvBNReLUConv,
+    TransformerBlock,
+    cat_channels,
+    conv3x3,
+    init_transformer_weights,
+    sinusoid_table,
+)
 
 EnMAPBranches = Literal["both", "spatial", "spectral"]
 ENMAP_BRANCHES: tuple[str, ...] = ("both", "spatial", "spectral")
@@ -193,4 +201,4 @@ class EnMAPStream(nn.Module):
         if enmap.ndim != 4 or enmap.shape[1] != self.bands:
             raise ValueError(f"enmap must be (B, {self.bands} bands, h, w) for this model, got {tuple(enmap.shape)}")
         maps = [branch(enmap) for branch in (self.spatial, self.spectral) if branch is not None]
-        return self.refine(self.merge(torch.cat(maps, dim=1)))
+        return self.refine(self.merge(cat_channels(maps)))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from h2crop_core.models.layers import AttentionImpl, attend
+from h2crop_core.models.layers import AttentionImpl, attend, cat_channels
 
 FusionKind = Literal["concat", "gated", "cross_attention"]
 FUSIONS: tuple[str, ...] = ("concat", "gated", "cross_attention")
@@ -27,7 +27,7 @@ class ConcatFusion(nn.Module):
         self.out_channels = s2_channels + enmap_channels
 
     def forward(self, s2: Tensor, enmap: Tensor) -> Tensor:
-        return torch.cat([s2, enmap], dim=1)
+        return cat_channels([s2, enmap])
 
 
 class GatedFusion(nn.Module):
@@ -45,7 +45,7 @@ class GatedFusion(nn.Module):
         self.out_channels = s2_channels
 
     def forward(self, s2: Tensor, enmap: Tensor) -> Tensor:
-        gate = torch.sigmoid(self.gate(torch.cat([s2, enmap], dim=1)))
+        gate = torch.sigmoid(self.gate(cat_channels([s2, enmap])))
         return gate * s2 + (1 - gate) * enmap
 
 
@@ -90,7 +90,7 @@ class CrossAttentionFusion(nn.Module):
         k, v = rearrange(self.kv(keys), "b n (two h d) -> two b h n d", two=2, h=self.num_heads).contiguous().unbind(0)
         attended = self.proj(rearrange(attend(q.contiguous(), k, v, impl=self.impl), "b h n d -> b n (h d)"))
         s2 = rearrange(queries + attended, "b (h w) c -> b c h w", h=height)
-        return torch.cat([s2, enmap], dim=1)
+        return cat_channels([s2, enmap])
 
 
 def build_fusion(

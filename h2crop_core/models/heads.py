@@ -14,7 +14,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from h2crop_core.models.layers import conv3x3
+from h2crop_core.models.layers import cat_channels, conv3x3
 from h2crop_core.taxonomy import Taxonomy
 
 
@@ -68,7 +68,7 @@ class HierarchicalHeads(nn.Module):
             inputs = [features] if not logits else [features, logits[-1]]
             if self.use_prior:
                 inputs.append(prior_one_hot(prior[:, level - 1], self.num_classes[level - 1], features.dtype))  # type: ignore[index]
-            logits.append(self.heads[f"level{level}"](torch.cat(inputs, dim=1)))
+            logits.append(self.heads[f"level{level}"](cat_channels(inputs)))
         return logits
 
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from h2crop_core.models.enmap import EnMAPStream
 from h2crop_core.models.fusion import build_fusion
 from h2crop_core.models.heads import HierarchicalHeads
+from h2crop_core.models.layers import convs_to_channels_last
 from h2crop_core.models.presets import ModelConfig
 from h2crop_core.models.s2_swin import S2Stream, SwinGeometry
 
@@ -73,6 +74,8 @@ class DualStreamModel(nn.Module):
             width = self.fusion.out_channels
         self.heads = HierarchicalHeads(width, config.num_classes, config.levels, config.use_prior)
         self.set_checkpointing(config.checkpointing)
+        if config.channels_last:
+            convs_to_channels_last(self)
         if config.compile:
             self.compile_blocks()
 

@@ -74,6 +74,7 @@ class ModelConfig:
     attention: str = "sdpa"
     checkpointing: bool = False  #: recompute transformer blocks in backward to save memory
     compile: bool = False  #: torch.compile each transformer block
+    channels_last: bool = True  #: 2-D convolutions in NHWC layout (oneDNN/cuDNN run bf16 convolutions natively so)
 
     def __post_init__(self) -> None:
         window_months(self.window)

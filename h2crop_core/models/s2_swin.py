@@ -29,6 +29,7 @@ from h2crop_core.models.layers import (
     PatchEmbed3D,
     PatchMerging3D,
     SwinBlock3D,
+    cat_channels,
     init_transformer_weights,
 )
 
@@ -195,7 +196,7 @@ class FPNDecoder(nn.Module):
         x = features[-1]
         for fusion, skip in zip(self.fusion_list, reversed(features[:-1])):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = fusion(torch.cat([x, skip], dim=1))
+            x = fusion(cat_channels([x, skip]))
         x = self.out_conv(x)
         return F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
 

@@ -3,6 +3,7 @@
 from h2crop_core.models.layers.attention import ATTENTION_IMPLS, Attention, AttentionImpl, attend, split_heads
 from h2crop_core.models.layers.conv import ConvBNReLUConv, conv3x3
 from h2crop_core.models.layers.init import init_transformer_weights
+from h2crop_core.models.layers.memory_format import cat_channels, convs_to_channels_last, is_channels_last
 from h2crop_core.models.layers.patch_embed import PatchEmbed3D
 from h2crop_core.models.layers.patch_merging import PatchMerging3D, merge_time
 from h2crop_core.models.layers.pos_embed import sinusoid_table
@@ -21,8 +22,11 @@ __all__ = [
     "TransformerBlock",
     "WindowAttention3D",
     "attend",
+    "cat_channels",
     "conv3x3",
+    "convs_to_channels_last",
     "init_transformer_weights",
+    "is_channels_last",
     "merge_time",
     "relative_position_index",
     "sinusoid_table",
