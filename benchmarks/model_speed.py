@@ -29,8 +29,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines.train import parse_overrides  # noqa: E402  (the same --set syntax as h2crop train)
 
 
+#: how the profiled training step's operator time is grouped (first matching rule wins)
+OP_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("attention", ("scaled_dot_product", "flash_attention", "_softmax")),
+    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")),
+    ("convolution", ("convolution",)),
+    ("layout and dtype copies", ("aten::copy_", "aten::cat", "aten::clone", "aten::contiguous")),
+    ("optimizer", ("adam",)),
+)
+
+
+def op_group(name: str) -> str:
+    return next((group for group, keys in OP_GROUPS if any(key in name for key in keys)), "other (norms, activations, ...)")
+
+
+def profile_breakdown(step) -> dict[str, float]:
+    """Seconds of one call of ``step`` per operator group (self CPU time, summed over threads' wall clock)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    groups: dict[str, float] = {}
+    for event in prof.key_averages():
+        group = op_group(event.key)
+        groups[group] = groups.get(group, 0.0) + event.self_cpu_time_total / 1e6
+    return dict(sorted(groups.items(), key=lambda item: -item[1]))
+
+
 def measure(
-    preset: str, precision: str, attention: str, batch: int, tile: int, steps: int, checkpointing: bool, overrides: dict | None = None
+    preset: str,
+    precision: str,
+    attention: str,
+    batch: int,
+    tile: int,
+    steps: int,
+    checkpointing: bool,
+    overrides: dict | None = None,
+    profile: bool = False,
 ) -> dict:
     """Run one variant in this process and return its numbers."""
     import torch
@@ -70,6 +105,7 @@ def measure(
     forward_times = timed(forward, "eval")
     train_times = timed(train_step, "train")
     forward_s, train_s = statistics.median(forward_times), statistics.median(train_times)
+    breakdown = profile_breakdown(train_step) if profile else None
     return {
         "preset": preset,
         "precision": precision,
@@ -88,6 +124,7 @@ def measure(
         "train_gflop_per_s": 3 * flops / train_s / 1e9,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
         "threads": torch.get_num_threads(),
+        "train_step_breakdown_s": breakdown,
         "torch": torch.__version__,
     }
 
@@ -97,7 +134,7 @@ def run_variant(args: argparse.Namespace, precision: str, attention: str, sets: 
     command = [
         sys.executable, __file__, "--worker", "--preset", args.preset, "--precision", precision, "--attention", attention,
         "--batch", str(args.batch), "--tile", str(args.tile), "--steps", str(args.steps),
-    ] + (["--checkpointing"] if args.checkpointing else []) + [f"--set={pair}" for pair in sets]
+    ] + (["--checkpointing"] if args.checkpointing else []) + (["--profile"] if args.profile and attention == "sdpa" else []) + [f"--set={pair}" for pair in sets]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     if done.returncode != 0:
         raise RuntimeError(f"variant {precision}/{attention} failed:\n{done.stderr[-3000:]}")
@@ -105,7 +142,7 @@ def run_variant(args: argparse.Namespace, precision: str, attention: str, sets: 
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{"variant":40s} {'fwd s/sample':>12s} {'train s/sample':>14s} {'(min)':>7s} {'samples/s':>9s} {'fwd GF/s':>9s} {'train GF/s':>10s} {'peak RSS GB':>11s}"
+    header = f"{'variant':40s} {'fwd s/sample':>12s} {'train s/sample':>14s} {'(min)':>7s} {'samples/s':>9s} {'fwd GF/s':>9s} {'train GF/s':>10s} {'peak RSS GB':>11s}"
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -127,13 +164,14 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after one warm-up)")
     parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing of the transformer blocks")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="ModelConfig override, e.g. --set spatial_patch=2 (repeatable)")
+    parser.add_argument("--profile", action="store_true", help="also profile one training step and print where its time goes")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain-attention fp32 baseline")
     parser.add_argument("--json", type=Path, help=f"where to write results (default {RESULTS}/model_speed_<preset>_<precision>.json)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
-        print(json.dumps(measure(args.preset, args.precision, args.attention, args.batch, args.tile, args.steps, args.checkpointing, parse_overrides(args.set))))
+        print(json.dumps(measure(args.preset, args.precision, args.attention, args.batch, args.tile, args.steps, args.checkpointing, parse_overrides(args.set), args.profile)))
         return 0
 
     rows = [run_variant(args, args.precision, "sdpa", args.set)]
@@ -144,6 +182,12 @@ def main() -> int:
     print(f"{args.preset}, batch {args.batch}, {args.tile}×{args.tile}, {rows[0]['forward_gflops_per_sample']:.0f} forward GFLOPs/sample, "
           f"{rows[0]['threads']} threads, {platform.processor() or platform.machine()}")
     print_table(rows)
+    breakdown = rows[0].get("train_step_breakdown_s")
+    if breakdown:
+        total = sum(breakdown.values())
+        print(f"\nwhere one profiled {rows[0]['precision']} training step goes ({total:.2f} s of operator time):")
+        for group, seconds in breakdown.items():
+            print(f"  {group:32s} {seconds:6.2f} s  {seconds / total:5.1%}")
     if not args.no_baseline:
         print(f"training step speed-up over the plain fp32 baseline: {rows[1]['train_step_s_per_sample'] / rows[0]['train_step_s_per_sample']:.1f}x")
     suffix = "".join(f"_{pair.replace('=', '')}" for pair in args.set) + ("_ckpt" if args.checkpointing else "")
