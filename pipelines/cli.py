@@ -154,6 +154,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_map(args: argparse.Namespace) -> int:
+    from pipelines.mapping import MapSettings, map_region
+
+    settings = MapSettings(
+        tile=args.tile, margin=args.margin, batch_size=args.batch_size, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
+        use_gpu=args.use_gpu, decode=args.decode, precision=args.precision,
+    )
+    manifest = map_region(args.checkpoint, args.region, args.output, settings, progress=not args.quiet)
+    files = ", ".join(manifest["files"].values())
+    print(
+        f"mapped {manifest['height']}×{manifest['width']} pixels in {manifest['tiles']} tiles "
+        f"({manifest.get('tiles_predicted', 0)} predicted now, {manifest.get('tiles_resumed', 0)} resumed): {files} and map.json in {args.output}"
+    )
+    return 0
+
+
 def add_metric_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ignore-background", action="store_true", help="leave class 0 out of the means and OA (stricter)")
     p.add_argument(
@@ -224,6 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_metric_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("map", help="map a georeferenced region with a checkpoint: one Cloud-Optimized GeoTIFF per level; resumes by tile")
+    p.add_argument("--checkpoint", required=True, type=Path, help="an h2crop checkpoint (e.g. runs/<run>/best.ckpt)")
+    p.add_argument("--region", required=True, type=Path, help="region folder with region.json, s2.tif, enmap.tif, prior.tif (h2crop synth --region writes one)")
+    p.add_argument("--output", required=True, type=Path, help="output folder: level<k>.tif, map.json, tiles/ (rerun to resume)")
+    p.add_argument("--tile", type=int, default=192, help="model tile side in S2 pixels, a multiple of 96 (default 192, the benchmark's)")
+    p.add_argument("--margin", type=int, default=16, help="pixels at each inner tile edge left to the neighbouring tile")
+    p.add_argument("--batch-size", type=int, default=2, help="tiles per forward pass")
+    p.add_argument("--actors", type=int, default=1, help="model replicas working in parallel (Ray actors)")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs (and torch threads) per actor")
+    p.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
+    p.add_argument("--decode", choices=("argmax", "consistent"), default="consistent", help="most probable taxonomy path (default: the four maps always agree) or per-level argmax")
+    p.add_argument("--precision", choices=("fp32", "bf16"), help="override the checkpoint's precision")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_map)
 
     p = sub.add_parser("train", help="train a preset on Ray (joins RAY_ADDRESS if set, else a local Ray); resumes by --run-name")
     p.add_argument("--data", required=True, type=Path, help="dataset root")

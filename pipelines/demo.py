@@ -1,7 +1,8 @@
 """`make demo`: the main job end to end on this machine, with a generated dataset.
 
 synthesise -> validate -> stats -> train ``tiny_crops_S2_H_P_jun`` on a local Ray with 2 workers (MLflow
-tracking) -> evaluate the best checkpoint on the test split. Region mapping joins when it lands.
+tracking) -> evaluate the best checkpoint on the test split -> map the generated region to Cloud-Optimized
+GeoTIFFs with a Ray Data actor pool.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out.resolve()
     data, run = out / "data", out / "run"
     start = time.perf_counter()
-    step("1/5 synthesise a dataset with the benchmark's layout, and a georeferenced region", ["synth", "--out", str(data), "--samples", str(args.samples)])
-    step("2/5 validate every file against the layout and the taxonomy", ["validate", "--data", str(data)])
-    step("3/5 per-band normalisation statistics over the training split", ["stats", "--data", str(data)])
+    step("1/6 synthesise a dataset with the benchmark's layout, and a georeferenced region", ["synth", "--out", str(data), "--samples", str(args.samples)])
+    step("2/6 validate every file against the layout and the taxonomy", ["validate", "--data", str(data)])
+    step("3/6 per-band normalisation statistics over the training split", ["stats", "--data", str(data)])
     step(
-        f"4/5 train {args.preset} on a local Ray: 2 workers, MLflow tracking, a checkpoint per epoch",
+        f"4/6 train {args.preset} on a local Ray: 2 workers, MLflow tracking, a checkpoint per epoch",
         [
             "train", "--data", str(data), "--preset", args.preset, "--epochs", str(args.epochs), "--workers", "2",
             "--batch-size", "2", "--lr", "2e-3", "--warmup-iters", "0", "--run-name", f"demo-{args.preset}",
@@ -46,8 +47,12 @@ def main(argv: list[str] | None = None) -> None:
         ],
     )
     step(
-        "5/5 evaluate the best checkpoint on the test split (hierarchy-consistent decoding)",
+        "5/6 evaluate the best checkpoint on the test split (hierarchy-consistent decoding)",
         ["evaluate", "--checkpoint", str(run / "best.ckpt"), "--data", str(data), "--split", "test", "--output", str(out / "test_eval"), "--decode", "consistent"],
+    )
+    step(
+        "6/6 map the georeferenced region with the best checkpoint: one Cloud-Optimized GeoTIFF per level",
+        ["map", "--checkpoint", str(run / "best.ckpt"), "--region", str(data / "region"), "--output", str(out / "map"), "--actors", "2"],
     )
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s. Where things are:")
     print(f"  dataset          {data}  (h5_data/, data_lists/, cascade_labels.csv, norm_stats.json/.png, validation.json)")
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  test evaluation  {out / 'test_eval' / 'metrics.json'}, confusion_level*.png, f1_level*.png, changed_vs_unchanged.png")
     print(f"  MLflow runs      mlflow ui --backend-store-uri sqlite:///{out / 'mlruns.db'}   (needs `pip install mlflow`)")
     print(f"  Ray checkpoints  {out / 'ray_results'}  (re-running the demo resumes the finished run)")
-    print("Next (as the mapping issue lands): map the region to Cloud-Optimized GeoTIFFs.")
+    print(f"  region maps      {out / 'map'}  (level1..4.tif COGs, quicklook.png, map.json; tiles/ for resuming)")
 
 
 if __name__ == "__main__":

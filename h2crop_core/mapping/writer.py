@@ -1,0 +1,187 @@
+"""Finished tiles on disk, the resume record, and the per-level Cloud-Optimized GeoTIFFs.
+
+An output folder holds ``mapping.json`` (what is being mapped: checkpoint, region, grid, decoding; written
+first), ``tiles/<index>.npy`` (each tile's owned core, written atomically, so a file that exists is
+complete) and, once every tile is done, ``level<k>.tif`` per predicted level and ``map.json``, written last:
+a folder without ``map.json`` is never a finished map. A rerun with the same record skips finished tiles; a
+different record is refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.enums
+import rasterio.shutil
+from rasterio.windows import Window
+
+from h2crop_core.mapping.tiling import Tile
+from h2crop_core.taxonomy import UNLABELLED, Taxonomy
+
+RECORD = "mapping.json"
+MAP_MANIFEST = "map.json"
+
+
+class MappingRecordError(ValueError):
+    """The output folder belongs to a different mapping run."""
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+class TileStore:
+    """The tiles of one mapping run under ``out_dir``.
+
+    Args:
+        out_dir: output folder (created).
+        record: what defines the run (JSON-able); stored on first use and compared on every later one.
+    """
+
+    def __init__(self, out_dir: str | Path, record: dict) -> None:
+        self.folder = Path(out_dir)
+        self.tiles_dir = self.folder / "tiles"
+        self.tiles_dir.mkdir(parents=True, exist_ok=True)
+        record_path = self.folder / RECORD
+        record = json.loads(json.dumps(record))  # the JSON form, so tuples and lists compare equal
+        if record_path.is_file():
+            stored = json.loads(record_path.read_text())
+            differing = sorted(k for k in set(stored) | set(record) if stored.get(k) != record.get(k))
+            if differing:
+                raise MappingRecordError(
+                    f"{record_path}: this folder holds a mapping run with different {differing} "
+                    f"(stored {[stored.get(k) for k in differing]}, now {[record.get(k) for k in differing]}); "
+                    "choose another output folder or delete it to start over"
+                )
+        else:
+            _write_atomic(record_path, json.dumps(record, indent=1))
+        self.record = record
+
+    def path(self, index: int) -> Path:
+        return self.tiles_dir / f"{index:06d}.npy"
+
+    def finished(self) -> set[int]:
+        """Indexes of the tiles already written."""
+        return {int(p.stem) for p in self.tiles_dir.glob("*.npy") if p.stem.isdigit()}
+
+    def write(self, tile: Tile, core: np.ndarray) -> Path:
+        """Store a tile's (levels, h, w) core; the file appears only once complete."""
+        row0, row1, col0, col1 = tile.core
+        if core.shape[1:] != (row1 - row0, col1 - col0):
+            raise ValueError(f"tile {tile.index}: core is {core.shape[1:]}, expected {(row1 - row0, col1 - col0)}")
+        path = self.path(tile.index)
+        partial = path.with_name(f".{path.stem}.partial.npy")
+        np.save(partial, core)
+        os.replace(partial, path)
+        return path
+
+    def read(self, index: int) -> np.ndarray:
+        return np.load(self.path(index))
+
+    @property
+    def complete(self) -> bool:
+        """True once :func:`write_level_cogs` finished for this run."""
+        return (self.folder / MAP_MANIFEST).is_file()
+
+
+def write_level_cogs(
+    store: TileStore,
+    tiles: Sequence[Tile],
+    levels: Sequence[int],
+    grid: dict,
+    taxonomy: Taxonomy,
+    *,
+    extra: dict | None = None,
+) -> dict:
+    """Mosaic the finished tiles into one Cloud-Optimized GeoTIFF per level, then write ``map.json``.
+
+    Each file is single-band uint8 class ids (nodata 255) on the region's S2 grid, with the taxonomy's
+    colours as its colour table, the class names in its tags, and overviews by the most frequent class.
+
+    Args:
+        store: the run's tiles (all of ``tiles`` must be finished).
+        tiles: the grid's tiles.
+        levels: the levels the model predicts (1-based), in the order of the stored bands.
+        grid: ``crs``, ``transform``, ``height``, ``width`` of the region's S2 grid.
+        taxonomy: names and colours of the classes.
+        extra: more entries for ``map.json`` (timings, counts).
+
+    Returns:
+        The ``map.json`` content.
+    """
+    missing = sorted({t.index for t in tiles} - store.finished())
+    if missing:
+        raise ValueError(f"{store.tiles_dir}: {len(missing)} tiles are not finished yet (first: {missing[:5]})")
+    folder = store.folder
+    (folder / MAP_MANIFEST).unlink(missing_ok=True)
+    profile = {
+        "driver": "GTiff", "height": grid["height"], "width": grid["width"], "count": 1, "dtype": "uint8",
+        "crs": grid["crs"], "transform": grid["transform"], "nodata": UNLABELLED, "tiled": True,
+        "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+    }
+    files = {}
+    for band, level in enumerate(levels):
+        name = f"level{level}.tif"
+        staging = folder / f".{name}.staging"
+        with rasterio.open(staging, "w", **profile) as dst:
+            for tile in tiles:
+                row0, row1, col0, col1 = tile.core
+                dst.write(store.read(tile.index)[band], 1, window=Window(col0, row0, col1 - col0, row1 - row0))
+            colours = taxonomy.colours(level)
+            dst.write_colormap(1, {i: (*map(int, rgb), 255) for i, rgb in enumerate(colours)})
+            dst.set_band_description(1, f"level{level}")
+            names = taxonomy.class_names(level)
+            dst.update_tags(1, **{f"class_{i}": n for i, n in enumerate(names)})
+            dst.update_tags(level=level, nodata_meaning="no S2 data")
+        partial = folder / f".{name}.partial"
+        rasterio.shutil.copy(staging, partial, driver="COG", compress="deflate", overview_resampling="mode", blocksize=256)
+        os.replace(partial, folder / name)
+        staging.unlink()
+        files[f"level{level}"] = name
+    files["quicklook"] = write_quicklook(folder, levels, taxonomy).name
+    manifest = {
+        "files": files,
+        "levels": list(levels),
+        "classes": {f"level{level}": list(taxonomy.class_names(level)) for level in levels},
+        "crs": str(grid["crs"]),
+        "transform": list(grid["transform"])[:6],
+        "height": grid["height"],
+        "width": grid["width"],
+        "tiles": len(tiles),
+        "record": store.record,
+        **(extra or {}),
+    }
+    _write_atomic(folder / MAP_MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def write_quicklook(folder: Path, levels: Sequence[int], taxonomy: Taxonomy, max_side: int = 1024) -> Path:
+    """``quicklook.png``: the level maps side by side in the taxonomy's colours (read from the COGs'
+    overviews, at most ``max_side`` pixels a side), no-data in white."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(levels), figsize=(4 * len(levels), 4.4), squeeze=False)
+    for ax, level in zip(axes[0], levels):
+        with rasterio.open(folder / f"level{level}.tif") as src:
+            scale = max(1, -(-max(src.height, src.width) // max_side))
+            ids = src.read(1, out_shape=(src.height // scale, src.width // scale), resampling=rasterio.enums.Resampling.mode)
+        palette = np.vstack([taxonomy.colours(level), np.zeros((256 - taxonomy.num_classes[level - 1], 3), np.uint8)])
+        palette[UNLABELLED] = 255
+        ax.imshow(palette[ids], interpolation="nearest")
+        ax.set_title(f"level {level} ({taxonomy.num_classes[level - 1] - 1} classes)")
+        ax.set_axis_off()
+    fig.tight_layout()
+    path = folder / "quicklook.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
