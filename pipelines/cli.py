@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=int, default=16, help="pixels at each inner tile edge left to the neighbouring tile")
     p.add_argument("--batch-size", type=int, default=2, help="tiles per forward pass")
     p.add_argument("--actors", type=int, default=1, help="model replicas working in parallel (Ray actors)")
-    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs (and torch threads) per actor")
+    p.add_argument("--cpus-per-actor", type=float, help="CPUs (and torch threads) per actor (default: this machine's cores shared among the actors)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
     p.add_argument("--decode", choices=("argmax", "consistent"), default="consistent", help="most probable taxonomy path (default: the four maps always agree) or per-level argmax")
     p.add_argument("--precision", choices=("fp32", "bf16"), help="override the checkpoint's precision")

@@ -10,6 +10,7 @@ Finished tiles are kept (``OUTPUT/tiles``), so an interrupted run resumes where 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ class MapSettings:
         margin: pixels at each inner tile edge given to the neighbour (edge predictions see less context).
         batch_size: tiles per forward pass.
         actors: model replicas (Ray actors) working in parallel.
-        cpus_per_actor: CPUs reserved per actor; its torch threads.
+        cpus_per_actor: CPUs reserved per actor, and its torch threads; default: this machine's cores
+            shared among the actors.
         use_gpu: one GPU per actor.
         decode: ``consistent`` (most probable taxonomy path, levels always agree) or ``argmax``.
         precision: ``fp32``/``bf16`` to override the checkpoint's.
@@ -42,7 +44,7 @@ class MapSettings:
     margin: int = 16
     batch_size: int = 2
     actors: int = 1
-    cpus_per_actor: float = 1.0
+    cpus_per_actor: float | None = None
     use_gpu: bool = False
     decode: str = "consistent"
     precision: str | None = None
@@ -50,6 +52,8 @@ class MapSettings:
     def __post_init__(self) -> None:
         if self.decode not in DECODES:
             raise ValueError(f"decode must be one of {DECODES}, got {self.decode!r}")
+        if self.cpus_per_actor is None:
+            self.cpus_per_actor = max(1.0, (os.cpu_count() or 1) / max(1, self.actors))
         if self.batch_size < 1 or self.actors < 1 or self.cpus_per_actor <= 0:
             raise ValueError("batch_size and actors must be at least 1 and cpus_per_actor positive")
 
@@ -137,6 +141,14 @@ def map_region(checkpoint: str | Path, region: str | Path, output: str | Path, s
     if todo:
         connect_ray()
         quiet_data_context()
+        available = ray.cluster_resources()
+        wanted = {"CPU": settings.actors * settings.cpus_per_actor, "GPU": settings.actors if settings.use_gpu else 0}
+        short = {k: (v, available.get(k, 0)) for k, v in wanted.items() if v > available.get(k, 0)}
+        if short:  # Ray would wait for them forever
+            raise ValueError(
+                "the actor pool needs " + ", ".join(f"{v:g} {k} (the Ray cluster has {have:g})" for k, (v, have) in short.items())
+                + ": lower --actors or --cpus-per-actor"
+            )
         items = ray.data.from_items([{"index": index} for index in todo], override_num_blocks=max(1, len(todo) // settings.batch_size))
         predicted = items.map_batches(
             TilePredictor,

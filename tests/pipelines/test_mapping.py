@@ -76,10 +76,13 @@ def test_map_resume_and_refusals(ray_local, synth_root, checkpoint, tmp_path, ca
     assert "different ['grid']" in capsys.readouterr().err
 
 
-def test_map_errors_name_the_problem(synth_root, checkpoint, tmp_path, capsys):
+def test_map_errors_name_the_problem(ray_local, synth_root, checkpoint, tmp_path, capsys):
     empty = tmp_path / "not_a_region"
     empty.mkdir()
     assert main(["map", "--checkpoint", str(checkpoint), "--region", str(empty), "--output", str(tmp_path / "m")] + ARGS) == 2
     assert "region.json: missing" in capsys.readouterr().err
     assert main(["map", "--checkpoint", str(checkpoint), "--region", str(synth_root / "region"), "--output", str(tmp_path / "m"), "--tile", "100", "--quiet"]) == 2
     assert "multiple of 96" in capsys.readouterr().err
+    too_many = ["--actors", "3", "--cpus-per-actor", "2"]  # the session's Ray has 4 CPUs
+    assert main(["map", "--checkpoint", str(checkpoint), "--region", str(synth_root / "region"), "--output", str(tmp_path / "m")] + ARGS + too_many) == 2
+    assert "needs 6 CPU (the Ray cluster has 4)" in capsys.readouterr().err
