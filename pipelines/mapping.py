@@ -9,7 +9,10 @@ Finished tiles are kept (``OUTPUT/tiles``), so an interrupted run resumes where 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 
 from h2crop_core.checkpoint import LoadedCheckpoint, load_checkpoint
+from h2crop_core.data.region import MANIFEST
 from h2crop_core.mapping import RegionReader, TileGrid, TileStore, predict_tiles, write_level_cogs
 from h2crop_core.mapping.predict import DECODES
 from h2crop_core.mapping.writer import MAP_MANIFEST
@@ -84,6 +88,8 @@ class TilePredictor:
         torch.set_num_threads(max(1, int(self.settings.cpus_per_actor)))
         self.device = "cuda" if self.settings.use_gpu else "cpu"
         overrides = {"precision": self.settings.precision} if self.settings.precision else {}
+        if file_digest(Path(checkpoint)) != record["checkpoint_sha256"]:  # e.g. a training run replaced best.ckpt
+            raise ValueError(f"{checkpoint} changed since this mapping run started; rerun h2crop map (into a new folder for the new model)")
         self.loaded = load_checkpoint(checkpoint, device=self.device, **overrides)
         self.reader = region_reader_for(self.loaded, region)
         self.tiles = {tile.index: tile for tile in TileGrid(**grid).tiles()}
@@ -100,40 +106,86 @@ class TilePredictor:
         return {"index": np.asarray(batch["index"], dtype=np.int64)}
 
 
+def region_identity(region: Path, manifest: dict) -> dict:
+    """What identifies a region's content in the resume record: its manifest's digest and each raster's
+    size and modification time (not its path: a moved region still resumes)."""
+    rasters = {}
+    for key, name in sorted(manifest["files"].items()):
+        stat = (region / name).stat()
+        rasters[key] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"manifest_sha256": file_digest(region / MANIFEST), "rasters": rasters}
+
+
+@contextlib.contextmanager
+def exclusive(output: Path):
+    """Hold ``output/.lock`` for the run: a second ``h2crop map`` into the same folder is refused."""
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{output}: another h2crop map is writing here (it holds {output / '.lock'})") from None
+        yield
+
+
+def check_resources(settings: MapSettings) -> None:
+    """Ray would wait forever for an actor no node can host, or for a pool larger than the cluster."""
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    per_actor = {"CPU": settings.cpus_per_actor, "GPU": 1 if settings.use_gpu else 0}
+    for key, wanted in per_actor.items():
+        largest = max((node.get(key, 0) for node in nodes), default=0)
+        if wanted > largest:
+            raise ValueError(f"one actor needs {wanted:g} {key}; the largest Ray node has {largest:g}: lower --cpus-per-actor or drop --use-gpu")
+        total = sum(node.get(key, 0) for node in nodes)
+        if wanted * settings.actors > total:
+            raise ValueError(f"the actor pool needs {wanted * settings.actors:g} {key} (the Ray cluster has {total:g}): lower --actors or --cpus-per-actor")
+
+
 def map_region(checkpoint: str | Path, region: str | Path, output: str | Path, settings: MapSettings | None = None, *, progress: bool = True) -> dict:
     """Map ``region`` with ``checkpoint`` into ``output``; resume if ``output`` holds this run's tiles.
+
+    On a multi-node cluster the checkpoint, the region and ``output`` must be on storage every node reaches
+    at the same path (the actors read and write them directly).
 
     Returns:
         The ``map.json`` content: files, levels, class names, grid, and tile counts and timings.
     """
+    settings = settings or MapSettings()
+    checkpoint, region, output = Path(checkpoint).resolve(), Path(region).resolve(), Path(output).resolve()
+    loaded = load_checkpoint(checkpoint)  # on the driver too: a bad checkpoint or region fails here, not in an actor
+    if settings.decode == "consistent" and len(loaded.config.levels) != 4:
+        raise ValueError(f"consistent decoding needs a four-level model; {loaded.config.name} predicts levels {loaded.config.levels}: use --decode argmax")
+    reader = region_reader_for(loaded, region)
+    try:
+        with exclusive(output):
+            return _map_locked(loaded, checkpoint, reader, output, settings, progress)
+    finally:
+        reader.close()
+
+
+def _map_locked(loaded: LoadedCheckpoint, checkpoint: Path, reader: RegionReader, output: Path, settings: MapSettings, progress: bool) -> dict:
     import ray
     from tqdm.auto import tqdm
 
     from pipelines.train import connect_ray, quiet_data_context
 
-    settings = settings or MapSettings()
-    checkpoint, region, output = Path(checkpoint).resolve(), Path(region).resolve(), Path(output).resolve()
     started = time.perf_counter()
-    loaded = load_checkpoint(checkpoint)  # on the driver too: a bad checkpoint or region fails here, not in an actor
-    if settings.decode == "consistent" and len(loaded.config.levels) != 4:
-        raise ValueError(f"consistent decoding needs a four-level model; {loaded.config.name} predicts levels {loaded.config.levels}: use --decode argmax")
-    reader = region_reader_for(loaded, region)
     height, width = reader.shape
     grid = TileGrid(height, width, tile=settings.tile, margin=settings.margin, factor=loaded.config.enmap_upscale)
     tiles = grid.tiles()
     record = {
         "checkpoint_sha256": file_digest(checkpoint),
-        "region": str(region),
+        "region": region_identity(reader.folder, reader.manifest),
         "grid": grid.to_dict(),
         "decode": settings.decode,
         "precision": settings.precision or loaded.config.precision,
     }
     store = TileStore(output, record)
     if store.complete:
-        print(f"[h2crop] {output / MAP_MANIFEST} exists: this map is complete")
-        import json
-
-        return json.loads((output / MAP_MANIFEST).read_text())
+        print(f"[h2crop] {output / MAP_MANIFEST} exists: this map is complete (delete it to rebuild the COGs from the tiles)")
+        return {**json.loads((output / MAP_MANIFEST).read_text()), "tiles_predicted": 0, "tiles_resumed": len(tiles)}
     finished = store.finished() & {tile.index for tile in tiles}
     todo = [tile.index for tile in tiles if tile.index not in finished]
     if finished:
@@ -141,19 +193,12 @@ def map_region(checkpoint: str | Path, region: str | Path, output: str | Path, s
     if todo:
         connect_ray()
         quiet_data_context()
-        available = ray.cluster_resources()
-        wanted = {"CPU": settings.actors * settings.cpus_per_actor, "GPU": settings.actors if settings.use_gpu else 0}
-        short = {k: (v, available.get(k, 0)) for k, v in wanted.items() if v > available.get(k, 0)}
-        if short:  # Ray would wait for them forever
-            raise ValueError(
-                "the actor pool needs " + ", ".join(f"{v:g} {k} (the Ray cluster has {have:g})" for k, (v, have) in short.items())
-                + ": lower --actors or --cpus-per-actor"
-            )
+        check_resources(settings)
         items = ray.data.from_items([{"index": index} for index in todo], override_num_blocks=max(1, len(todo) // settings.batch_size))
         predicted = items.map_batches(
             TilePredictor,
             fn_constructor_kwargs=dict(
-                checkpoint=str(checkpoint), region=str(region), output=str(output), grid=grid.to_dict(), record=record, settings=asdict(settings)
+                checkpoint=str(checkpoint), region=str(reader.folder), output=str(output), grid=grid.to_dict(), record=record, settings=asdict(settings)
             ),
             batch_size=settings.batch_size,
             compute=ray.data.ActorPoolStrategy(size=settings.actors),
@@ -164,11 +209,8 @@ def map_region(checkpoint: str | Path, region: str | Path, output: str | Path, s
             for batch in predicted.iter_batches(batch_size=None):
                 bar.update(len(batch["index"]))
     predict_s = time.perf_counter() - started
-    levels = loaded.config.levels
-    manifest = write_level_cogs(
-        store, tiles, levels, reader.profile(), loaded.taxonomy,
+    return write_level_cogs(
+        store, tiles, loaded.config.levels, reader.profile(), loaded.taxonomy,
         extra={"tiles_resumed": len(finished), "tiles_predicted": len(todo), "predict_s": round(predict_s, 2),
                "total_s": round(time.perf_counter() - started, 2), "settings": asdict(settings)},
     )
-    reader.close()
-    return manifest

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.windows import Window
 
 from h2crop_core.data.region import MANIFEST
@@ -53,7 +54,7 @@ class RegionReader:
         stats: normalisation of the training data; S2 and EnMAP come back as float32 z-scores.
         s2_bands, enmap_bands, factor: what the model expects; a region that differs is an error.
 
-    Raster handles open on first read, so a reader can be built on a driver and shipped to a worker.
+    The rasters are checked to line up when the reader is built; their handles stay open until :meth:`close`.
     """
 
     def __init__(
@@ -85,7 +86,37 @@ class RegionReader:
         if missing:
             raise RegionError(f"{where}: the model reads {list(modalities)}; the region has no {missing} raster")
         self.s2_bands = s2_bands
+        self.enmap_bands = enmap_bands
         self._handles: dict[str, rasterio.DatasetReader] = {}
+        self.check_geometry()
+
+    def check_geometry(self) -> None:
+        """The rasters must line up: the same CRS, S2 and prior on one grid, EnMAP on it coarsened by the
+        factor, and enough bands. rasterio clips windows that run off a raster, so a misfit raster would
+        otherwise give short reads or a silently misregistered map."""
+        s2 = self._open("s2")
+        where = lambda key: self.folder / self.manifest["files"][key]  # noqa: E731
+        if s2.count < self.months * self.s2_bands:
+            raise RegionError(f"{where('s2')}: {s2.count} bands; the model needs {self.months} months × {self.s2_bands} bands (month-major)")
+        coarse = s2.transform @ Affine.scale(self.factor)
+        expected = {
+            "prior": (s2.transform, (s2.height, s2.width), 4),
+            "enmap": (coarse, (s2.height // self.factor, s2.width // self.factor), self.enmap_bands),
+        }
+        if s2.height % self.factor or s2.width % self.factor:
+            raise RegionError(f"{where('s2')}: {s2.height}×{s2.width} pixels is not a whole number of {self.factor}-pixel EnMAP cells")
+        for key in ("prior", "enmap"):
+            if key not in self.modalities:
+                continue
+            transform, shape, bands = expected[key]
+            handle = self._open(key)
+            found = {"CRS": handle.crs, "transform": handle.transform, "shape": (handle.height, handle.width), "bands": handle.count}
+            wanted = {"CRS": s2.crs, "transform": transform, "shape": shape, "bands": bands}
+            bad = [k for k in wanted if (found[k] != wanted[k] if k != "transform" else not found[k].almost_equals(wanted[k]))]
+            if bad:
+                raise RegionError(
+                    f"{where(key)}: does not line up with {where('s2')}: " + "; ".join(f"{k} {found[k]}, expected {wanted[k]}" for k in bad)
+                )
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,16 +26,30 @@ from h2crop_core.taxonomy import UNLABELLED, Taxonomy
 
 RECORD = "mapping.json"
 MAP_MANIFEST = "map.json"
+PARTIAL = ".partial"
 
 
 class MappingRecordError(ValueError):
     """The output folder belongs to a different mapping run."""
 
 
+def _replace_atomic(path: Path, write) -> None:
+    """Call ``write(file)`` on a uniquely named temporary file beside ``path``, flush it to disk, then
+    rename it to ``path``: ``path`` is either absent or complete, even after a crash or a concurrent writer."""
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
 def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    _replace_atomic(path, lambda file: file.write(text.encode()))
 
 
 class TileStore:
@@ -51,8 +66,13 @@ class TileStore:
         self.tiles_dir.mkdir(parents=True, exist_ok=True)
         record_path = self.folder / RECORD
         record = json.loads(json.dumps(record))  # the JSON form, so tuples and lists compare equal
+        for leftover in self.tiles_dir.glob(f".*{PARTIAL}"):  # from an interrupted write; never a result
+            leftover.unlink(missing_ok=True)
         if record_path.is_file():
-            stored = json.loads(record_path.read_text())
+            try:
+                stored = json.loads(record_path.read_text())
+            except json.JSONDecodeError:
+                raise MappingRecordError(f"{record_path}: unreadable; delete the output folder to start over") from None
             differing = sorted(k for k in set(stored) | set(record) if stored.get(k) != record.get(k))
             if differing:
                 raise MappingRecordError(
@@ -60,6 +80,11 @@ class TileStore:
                     f"(stored {[stored.get(k) for k in differing]}, now {[record.get(k) for k in differing]}); "
                     "choose another output folder or delete it to start over"
                 )
+        elif self.finished():
+            raise MappingRecordError(
+                f"{self.tiles_dir}: holds tiles but {record_path} is missing, so what they were mapped with is unknown; "
+                "choose another output folder or delete it to start over"
+            )
         else:
             _write_atomic(record_path, json.dumps(record, indent=1))
         self.record = record
@@ -77,9 +102,7 @@ class TileStore:
         if core.shape[1:] != (row1 - row0, col1 - col0):
             raise ValueError(f"tile {tile.index}: core is {core.shape[1:]}, expected {(row1 - row0, col1 - col0)}")
         path = self.path(tile.index)
-        partial = path.with_name(f".{path.stem}.partial.npy")
-        np.save(partial, core)
-        os.replace(partial, path)
+        _replace_atomic(path, lambda file: np.save(file, core))
         return path
 
     def read(self, index: int) -> np.ndarray:
@@ -124,12 +147,12 @@ def write_level_cogs(
     profile = {
         "driver": "GTiff", "height": grid["height"], "width": grid["width"], "count": 1, "dtype": "uint8",
         "crs": grid["crs"], "transform": grid["transform"], "nodata": UNLABELLED, "tiled": True,
-        "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+        "blockxsize": 256, "blockysize": 256, "compress": "deflate", "bigtiff": "IF_SAFER",
     }
     files = {}
     for band, level in enumerate(levels):
         name = f"level{level}.tif"
-        staging = folder / f".{name}.staging"
+        staging = folder / f".{name}.staging{PARTIAL}"
         with rasterio.open(staging, "w", **profile) as dst:
             for tile in tiles:
                 row0, row1, col0, col1 = tile.core
@@ -140,8 +163,8 @@ def write_level_cogs(
             names = taxonomy.class_names(level)
             dst.update_tags(1, **{f"class_{i}": n for i, n in enumerate(names)})
             dst.update_tags(level=level, nodata_meaning="no S2 data")
-        partial = folder / f".{name}.partial"
-        rasterio.shutil.copy(staging, partial, driver="COG", compress="deflate", overview_resampling="mode", blocksize=256)
+        partial = folder / f".{name}{PARTIAL}"
+        rasterio.shutil.copy(staging, partial, driver="COG", compress="deflate", overview_resampling="mode", blocksize=256, bigtiff="IF_SAFER")
         os.replace(partial, folder / name)
         staging.unlink()
         files[f"level{level}"] = name

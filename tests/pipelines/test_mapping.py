@@ -1,5 +1,6 @@
 """``h2crop map``: a region through a Ray Data actor pool into per-level COGs, resumable by tile."""
 
+import fcntl
 import json
 
 import numpy as np
@@ -49,6 +50,7 @@ def test_map_resume_and_refusals(ray_local, synth_root, checkpoint, tmp_path, ca
         assert level4.crs == s2.crs and level4.transform == s2.transform and level4.shape == s2.shape
     loaded = load_checkpoint(checkpoint)
     assert loaded.taxonomy.valid_path_mask(maps).all(), "consistent decoding: the four maps always agree"
+    assert len(np.unique(maps[3])) >= 3, "a map with content, so that misplaced tiles would show below"
 
     # the map equals the model run directly on each tile's window, core by core
     reader = region_reader_for(loaded, region)
@@ -74,6 +76,11 @@ def test_map_resume_and_refusals(ray_local, synth_root, checkpoint, tmp_path, ca
     assert "this map is complete" in capsys.readouterr().out
     assert main(command[:-len(ARGS)] + ["--tile", "96", "--margin", "20", "--quiet"]) == 2
     assert "different ['grid']" in capsys.readouterr().err
+    config = loaded.config
+    torch.manual_seed(1)
+    other = save_checkpoint(tmp_path / "other.ckpt", DualStreamModel(config), config, loaded.taxonomy, loaded.stats)
+    assert main(["map", "--checkpoint", str(other), "--region", str(region), "--output", str(out)] + ARGS) == 2
+    assert "different ['checkpoint_sha256']" in capsys.readouterr().err
 
 
 def test_map_errors_name_the_problem(ray_local, synth_root, checkpoint, tmp_path, capsys):
@@ -86,3 +93,9 @@ def test_map_errors_name_the_problem(ray_local, synth_root, checkpoint, tmp_path
     too_many = ["--actors", "3", "--cpus-per-actor", "2"]  # the session's Ray has 4 CPUs
     assert main(["map", "--checkpoint", str(checkpoint), "--region", str(synth_root / "region"), "--output", str(tmp_path / "m")] + ARGS + too_many) == 2
     assert "needs 6 CPU (the Ray cluster has 4)" in capsys.readouterr().err
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    with open(busy / ".lock", "w") as handle:  # another h2crop map writing into the same folder
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        assert main(["map", "--checkpoint", str(checkpoint), "--region", str(synth_root / "region"), "--output", str(busy)] + ARGS) == 2
+    assert "another h2crop map is writing here" in capsys.readouterr().err

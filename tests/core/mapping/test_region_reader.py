@@ -4,6 +4,7 @@ import shutil
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from rasterio.windows import Window
 
 from h2crop_core.data.stats import NormStats
@@ -34,8 +35,11 @@ def test_tiles_read_the_rasters_under_them_z_scored(synth_root, stats):
         raw = src.read(window=Window(tile.col, tile.row, 96, 96))[: MONTHS * 10].reshape(MONTHS, 10, 96, 96)
     expected = (raw - stats.s2_mean[None, :, None, None]) / stats.s2_std[None, :, None, None]
     np.testing.assert_allclose(sample["s2"], expected, rtol=1e-5, atol=1e-5)
-    with rasterio.open(region / "enmap.tif") as src:
-        coarse = src.read(window=Window(tile.col // 3, tile.row // 3, 32, 32))
+    with rasterio.open(region / "s2.tif") as s2, rasterio.open(region / "enmap.tif") as src:
+        # the EnMAP window under the tile, found from ground coordinates rather than pixel arithmetic
+        under = src.window(*s2.window_bounds(Window(tile.col, tile.row, 96, 96)))
+        coarse = src.read(window=under.round_offsets().round_lengths())
+        assert coarse.shape == (218, 32, 32)
     np.testing.assert_allclose(sample["enmap"], (coarse - stats.enmap_mean[:, None, None]) / stats.enmap_std[:, None, None], rtol=1e-5, atol=1e-5)
     with rasterio.open(region / "prior.tif") as src:
         np.testing.assert_array_equal(sample["prior"], src.read(window=Window(tile.col, tile.row, 96, 96)))
@@ -73,3 +77,13 @@ def test_incomplete_or_mismatched_regions_are_clear_errors(synth_root, stats, tm
     (region / "region.json").unlink()
     with pytest.raises(RegionError, match="region.json: missing"):
         reader_for(region, stats)
+
+
+def test_rasters_that_do_not_line_up_are_refused(synth_root, stats, tmp_path):
+    region = tmp_path / "region"
+    shutil.copytree(synth_root / "region", region)
+    with rasterio.open(region / "enmap.tif", "r+") as dst:
+        dst.transform = dst.transform @ Affine.translation(1, 0)  # one EnMAP pixel east
+    with pytest.raises(RegionError, match="enmap.tif: does not line up with .*s2.tif: transform"):
+        reader_for(region, stats)
+    assert reader_for(region, stats, modalities=("s2", "prior")).shape == (192, 192)  # S2-only models do not read it

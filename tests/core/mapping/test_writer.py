@@ -69,3 +69,17 @@ def test_tile_writes_check_the_core_shape(tmp_path):
     with pytest.raises(ValueError, match="core is"):
         store.write(tile, np.zeros((4, 10, 10), np.uint8))
     assert store.finished() == set()
+
+
+def test_interrupted_writes_are_never_tiles_and_orphan_tiles_are_refused(tmp_path):
+    tiles = TileGrid(288, 288, tile=96, margin=8).tiles()
+    store = TileStore(tmp_path / "map", {"run": 1})
+    store.write(tiles[0], np.zeros((4, *[b - a for a, b in (tiles[0].core[:2], tiles[0].core[2:])]), np.uint8))
+    leftover = store.tiles_dir / ".000001.npy.abc123.partial"
+    leftover.write_bytes(b"\x93NUMPY half a tile")
+    assert store.finished() == {0}
+    TileStore(tmp_path / "map", {"run": 1})  # a resume clears what an interrupted write left
+    assert not leftover.exists()
+    (tmp_path / "map" / "mapping.json").unlink()
+    with pytest.raises(MappingRecordError, match="holds tiles but .*mapping.json is missing"):
+        TileStore(tmp_path / "map", {"run": 1})
