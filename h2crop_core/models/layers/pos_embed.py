@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 from torch import Tensor
 
+from h2crop_core.models.layers.tensor_cache import tensor_cache
 
-@lru_cache(maxsize=32)
+
+@tensor_cache(maxsize=32)
 def _table(num_positions: int, dim: int) -> Tensor:
     position = torch.arange(num_positions, dtype=torch.float64)[:, None]
     # feature j uses frequency 1 / 10000^(2·⌊j/2⌋ / dim); sine on even features, cosine on odd ones

@@ -7,19 +7,18 @@ actually contain. The bias (plus the shifted-window mask) is handed to SDPA as i
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 from einops import rearrange
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from h2crop_core.models.layers.attention import AttentionImpl, attend, split_heads
+from h2crop_core.models.layers.tensor_cache import tensor_cache
 
 Size3 = tuple[int, int, int]
 
 
-@lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def relative_position_index(window: Size3, max_window: Size3, device: torch.device) -> Tensor:
     """(N, N) row of the bias table for every token pair of a ``window`` (N = wd·wh·ww tokens).
 

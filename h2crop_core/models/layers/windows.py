@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 from einops import rearrange
 from torch import Tensor
+
+from h2crop_core.models.layers.tensor_cache import tensor_cache
 
 Size3 = tuple[int, int, int]
 #: score added between tokens that a cyclic shift brought into one window from different regions (Swin's
@@ -47,7 +47,7 @@ def reverse(windows: Tensor, window: Size3, size: Size3) -> Tensor:
     )
 
 
-@lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def shift_mask(size: Size3, window: Size3, shift: Size3, device: torch.device) -> Tensor:
     """(nW, N, N) additive mask for shifted windows on a padded input of ``size``.
 

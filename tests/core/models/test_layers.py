@@ -91,3 +91,23 @@ def test_window_attention_bias_reaches_the_table() -> None:
     attention(windows, (2, 3, 3)).sum().backward()
     assert attention.relative_position_bias_table.grad is not None
     assert attention.relative_position_bias_table.grad.abs().sum() > 0
+
+
+
+def test_constant_tensors_first_built_in_inference_mode_still_train() -> None:
+    # Position tables, relative-position indexes and shift masks are cached per size: ones first built
+    # while evaluating or mapping (under inference mode) must not break a later training step.
+    from h2crop_core.models import DualStreamModel, get_preset
+    from h2crop_core.models.layers import pos_embed, window_attention, windows
+    from h2crop_core.models.summary import example_inputs
+
+    for cached in (pos_embed._table, window_attention.relative_position_index, windows.shift_mask):
+        cached.cache_clear()
+    config = get_preset("tiny_crops_S2_H_P_jun")
+    model = DualStreamModel(config)
+    inputs = example_inputs(config, batch=1, tile=96, device="cpu", generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        model.eval()(**inputs)
+    assert windows.shift_mask.cache_info().currsize and pos_embed._table.cache_info().currsize
+    sum(level.mean() for level in model.train()(**inputs)).backward()
+    assert all(p.grad is not None for p in model.parameters())
