@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, default=1, help="model replicas working in parallel (Ray actors)")
     p.add_argument("--cpus-per-actor", type=float, help="CPUs (and torch threads) per actor (default: this machine's cores shared among the actors)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
-    p.add_argument("--decode", choices=("argmax", "consistent"), default="consistent", help="most probable taxonomy path (default: the four maps always agree) or per-level argmax")
+    p.add_argument("--decode", choices=("auto", "argmax", "consistent"), default="auto", help="consistent: most probable taxonomy path, the four maps always agree; argmax: per level; auto (default): consistent for four-level models, else argmax")
     p.add_argument("--precision", choices=("fp32", "bf16"), help="override the checkpoint's precision")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_map)

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,8 @@ class MapSettings:
         cpus_per_actor: CPUs reserved per actor, and its torch threads; default: this machine's cores
             shared among the actors.
         use_gpu: one GPU per actor.
-        decode: ``consistent`` (most probable taxonomy path, levels always agree) or ``argmax``.
+        decode: ``consistent`` (most probable taxonomy path, levels always agree), ``argmax``, or ``auto``:
+            consistent for four-level models, argmax for single-level ones.
         precision: ``fp32``/``bf16`` to override the checkpoint's.
     """
 
@@ -50,12 +51,12 @@ class MapSettings:
     actors: int = 1
     cpus_per_actor: float | None = None
     use_gpu: bool = False
-    decode: str = "consistent"
+    decode: str = "auto"
     precision: str | None = None
 
     def __post_init__(self) -> None:
-        if self.decode not in DECODES:
-            raise ValueError(f"decode must be one of {DECODES}, got {self.decode!r}")
+        if self.decode not in DECODES + ("auto",):
+            raise ValueError(f"decode must be one of {DECODES + ('auto',)}, got {self.decode!r}")
         if self.cpus_per_actor is None:
             self.cpus_per_actor = max(1.0, (os.cpu_count() or 1) / max(1, self.actors))
         if self.batch_size < 1 or self.actors < 1 or self.cpus_per_actor <= 0:
@@ -104,6 +105,13 @@ class TilePredictor:
         for tile, core in zip(tiles, cores):
             self.store.write(tile, core)
         return {"index": np.asarray(batch["index"], dtype=np.int64)}
+
+
+def resolve_decode(settings: MapSettings, levels: tuple[int, ...]) -> MapSettings:
+    """``auto`` decoding becomes ``consistent`` for a four-level model and ``argmax`` otherwise."""
+    if settings.decode != "auto":
+        return settings
+    return replace(settings, decode="consistent" if len(levels) == 4 else "argmax")
 
 
 def region_identity(region: Path, manifest: dict) -> dict:
@@ -155,6 +163,7 @@ def map_region(checkpoint: str | Path, region: str | Path, output: str | Path, s
     settings = settings or MapSettings()
     checkpoint, region, output = Path(checkpoint).resolve(), Path(region).resolve(), Path(output).resolve()
     loaded = load_checkpoint(checkpoint)  # on the driver too: a bad checkpoint or region fails here, not in an actor
+    settings = resolve_decode(settings, loaded.config.levels)
     if settings.decode == "consistent" and len(loaded.config.levels) != 4:
         raise ValueError(f"consistent decoding needs a four-level model; {loaded.config.name} predicts levels {loaded.config.levels}: use --decode argmax")
     reader = region_reader_for(loaded, region)

@@ -99,3 +99,13 @@ def test_map_errors_name_the_problem(ray_local, synth_root, checkpoint, tmp_path
         fcntl.flock(handle, fcntl.LOCK_EX)
         assert main(["map", "--checkpoint", str(checkpoint), "--region", str(synth_root / "region"), "--output", str(busy)] + ARGS) == 2
     assert "another h2crop map is writing here" in capsys.readouterr().err
+
+
+def test_auto_decoding_is_consistent_for_four_levels_and_argmax_for_one():
+    from pipelines.mapping import MapSettings, resolve_decode
+
+    assert resolve_decode(MapSettings(), (1, 2, 3, 4)).decode == "consistent"
+    assert resolve_decode(MapSettings(), (2,)).decode == "argmax"
+    assert resolve_decode(MapSettings(decode="argmax"), (1, 2, 3, 4)).decode == "argmax"
+    with pytest.raises(ValueError, match="decode must be one of"):
+        MapSettings(decode="vote")
