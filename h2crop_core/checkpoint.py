@@ -11,7 +11,6 @@ half-written file under the final name.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from h2crop_core.data.reader import SampleReader
 from h2crop_core.data.schema import H2CROP_SPEC, SampleSpec
 from h2crop_core.data.stats import NormStats
+from h2crop_core.files import write_atomic
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import ModelConfig
 from h2crop_core.taxonomy import Taxonomy
@@ -101,10 +101,7 @@ def save_checkpoint(
         "modalities": list(config.input_keys),
         "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})},
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return write_atomic(path, lambda file: torch.save(payload, file))
 
 
 def read_checkpoint(path: str | Path) -> dict:

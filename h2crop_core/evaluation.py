@@ -116,7 +116,6 @@ def score_predictions(
     return confusion
 
 
-DECODES = ("argmax", "consistent")
 
 
 @dataclass
@@ -154,7 +153,7 @@ def evaluate_checkpoint(
 
     from h2crop_core.checkpoint import load_checkpoint
     from h2crop_core.data.dataset import H2CropDataset
-    from h2crop_core.models.heads import decode_argmax, decode_consistent
+    from h2crop_core.models.heads import DECODES, decode_argmax, decode_consistent
 
     if decode not in DECODES:
         raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")

@@ -24,8 +24,8 @@ import torch
 from h2crop_core.checkpoint import LoadedCheckpoint, load_checkpoint
 from h2crop_core.data.region import MANIFEST
 from h2crop_core.mapping import RegionReader, TileGrid, TileStore, predict_tiles, write_level_cogs
-from h2crop_core.mapping.predict import DECODES
 from h2crop_core.mapping.writer import MAP_MANIFEST
+from h2crop_core.models.heads import DECODES
 
 
 @dataclass

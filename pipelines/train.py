@@ -36,6 +36,7 @@ from h2crop_core.data.index import DatasetIndex
 from h2crop_core.data.reader import SampleReader, infer_spec
 from h2crop_core.data.schema import SampleSpec
 from h2crop_core.data.stats import NormStats
+from h2crop_core.files import write_atomic
 from h2crop_core.metrics import HierarchicalConfusion
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import ModelConfig, get_preset
@@ -484,9 +485,8 @@ def run_training(settings: TrainSettings) -> TrainOutcome:
         (output / "best.ckpt").unlink(missing_ok=True)
         for item in (Path(folder) / "report").iterdir():
             shutil.copy2(item, output / item.name)
-        staged = output / f".best.ckpt.{os.getpid()}.partial"
-        shutil.copy2(Path(folder) / MODEL_FILE, staged)
-        staged.replace(output / "best.ckpt")
+        with open(Path(folder) / MODEL_FILE, "rb") as source:
+            write_atomic(output / "best.ckpt", lambda file: shutil.copyfileobj(source, file))
     (output / "train_settings.json").write_text(json.dumps({"settings": settings.to_dict(), "model": run.config.to_dict()}, indent=1))
     run_id = str(best_metrics.get("mlflow_run_id") or result.metrics.get("mlflow_run_id", ""))
     if run_id:

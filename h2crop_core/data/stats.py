@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from h2crop_core.data.schema import Sample
+from h2crop_core.files import write_text_atomic
 
 
 @dataclass
@@ -84,10 +85,7 @@ class NormStats:
             "EnMAP": {"num_bands": len(self.enmap_mean), "mean": self.enmap_mean.tolist(), "std": self.enmap_std.tolist()},
             **({"meta": self.meta} if self.meta else {}),
         }
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        tmp.replace(path)  # never leave a half-written stats file behind
-        return path
+        return write_text_atomic(path, json.dumps(payload, indent=1))  # never a half-written stats file
 
     @classmethod
     def from_json(cls, path: str | Path) -> NormStats:

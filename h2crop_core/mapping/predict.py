@@ -10,10 +10,8 @@ import torch
 from h2crop_core.data.schema import Sample
 from h2crop_core.mapping.tiling import Tile
 from h2crop_core.models import DualStreamModel
-from h2crop_core.models.heads import decode_argmax, decode_consistent
+from h2crop_core.models.heads import DECODES, decode_argmax, decode_consistent
 from h2crop_core.taxonomy import UNLABELLED
-
-DECODES = ("argmax", "consistent")
 
 
 def predict_tiles(

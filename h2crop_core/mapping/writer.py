@@ -9,9 +9,9 @@ different record is refused rather than mixed in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,35 +21,16 @@ import rasterio.enums
 import rasterio.shutil
 from rasterio.windows import Window
 
+from h2crop_core.files import PARTIAL, write_atomic, write_text_atomic
 from h2crop_core.mapping.tiling import Tile
 from h2crop_core.taxonomy import UNLABELLED, Taxonomy
 
 RECORD = "mapping.json"
 MAP_MANIFEST = "map.json"
-PARTIAL = ".partial"
 
 
 class MappingRecordError(ValueError):
     """The output folder belongs to a different mapping run."""
-
-
-def _replace_atomic(path: Path, write) -> None:
-    """Call ``write(file)`` on a uniquely named temporary file beside ``path``, flush it to disk, then
-    rename it to ``path``: ``path`` is either absent or complete, even after a crash or a concurrent writer."""
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    _replace_atomic(path, lambda file: file.write(text.encode()))
 
 
 class TileStore:
@@ -86,7 +67,7 @@ class TileStore:
                 "choose another output folder or delete it to start over"
             )
         else:
-            _write_atomic(record_path, json.dumps(record, indent=1))
+            write_text_atomic(record_path, json.dumps(record, indent=1))
         self.record = record
 
     def path(self, index: int) -> Path:
@@ -102,7 +83,7 @@ class TileStore:
         if core.shape[1:] != (row1 - row0, col1 - col0):
             raise ValueError(f"tile {tile.index}: core is {core.shape[1:]}, expected {(row1 - row0, col1 - col0)}")
         path = self.path(tile.index)
-        _replace_atomic(path, lambda file: np.save(file, core))
+        write_atomic(path, lambda file: np.save(file, core))
         return path
 
     def read(self, index: int) -> np.ndarray:
@@ -149,24 +130,26 @@ def write_level_cogs(
         "crs": grid["crs"], "transform": grid["transform"], "nodata": UNLABELLED, "tiled": True,
         "blockxsize": 256, "blockysize": 256, "compress": "deflate", "bigtiff": "IF_SAFER",
     }
-    files = {}
-    for band, level in enumerate(levels):
-        name = f"level{level}.tif"
-        staging = folder / f".{name}.staging{PARTIAL}"
-        with rasterio.open(staging, "w", **profile) as dst:
-            for tile in tiles:
-                row0, row1, col0, col1 = tile.core
-                dst.write(store.read(tile.index)[band], 1, window=Window(col0, row0, col1 - col0, row1 - row0))
-            colours = taxonomy.colours(level)
-            dst.write_colormap(1, {i: (*map(int, rgb), 255) for i, rgb in enumerate(colours)})
+    names = {level: f"level{level}.tif" for level in levels}
+    staging = {level: folder / f".{name}.staging{PARTIAL}" for level, name in names.items()}
+    with contextlib.ExitStack() as stack:
+        datasets = [stack.enter_context(rasterio.open(staging[level], "w", **profile)) for level in levels]
+        for dst, level in zip(datasets, levels):
+            dst.write_colormap(1, {i: (*map(int, rgb), 255) for i, rgb in enumerate(taxonomy.colours(level))})
             dst.set_band_description(1, f"level{level}")
-            names = taxonomy.class_names(level)
-            dst.update_tags(1, **{f"class_{i}": n for i, n in enumerate(names)})
+            dst.update_tags(1, **{f"class_{i}": n for i, n in enumerate(taxonomy.class_names(level))})
             dst.update_tags(level=level, nodata_meaning="no S2 data")
+        for tile in tiles:  # each tile file is read once, for all levels
+            row0, row1, col0, col1 = tile.core
+            core = store.read(tile.index)
+            for band, dst in enumerate(datasets):
+                dst.write(core[band], 1, window=Window(col0, row0, col1 - col0, row1 - row0))
+    files = {}
+    for level, name in names.items():
         partial = folder / f".{name}{PARTIAL}"
-        rasterio.shutil.copy(staging, partial, driver="COG", compress="deflate", overview_resampling="mode", blocksize=256, bigtiff="IF_SAFER")
+        rasterio.shutil.copy(staging[level], partial, driver="COG", compress="deflate", overview_resampling="mode", blocksize=256, bigtiff="IF_SAFER")
         os.replace(partial, folder / name)
-        staging.unlink()
+        staging[level].unlink()
         files[f"level{level}"] = name
     files["quicklook"] = write_quicklook(folder, levels, taxonomy).name
     manifest = {
@@ -181,7 +164,7 @@ def write_level_cogs(
         "record": store.record,
         **(extra or {}),
     }
-    _write_atomic(folder / MAP_MANIFEST, json.dumps(manifest, indent=1))
+    write_text_atomic(folder / MAP_MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 

@@ -73,6 +73,10 @@ class HierarchicalHeads(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------- decoding
+#: how logits become class maps: per-level ``argmax``, or ``consistent`` (the most probable taxonomy path)
+DECODES: tuple[str, ...] = ("argmax", "consistent")
+
+
 def decode_argmax(logits: Sequence[Tensor]) -> Tensor:
     """Per-level argmax: four (B, n_k, H, W) logits -> (B, 4, H, W) class ids (levels may disagree)."""
     return torch.stack([level.argmax(dim=1) for level in logits], dim=1)

@@ -1,11 +1,10 @@
 """Channels-last (NHWC) layout for the convolution-heavy parts of the model.
 
-oneDNN (CPU) and cuDNN (GPU) run bf16 convolutions natively in NHWC; with NCHW tensors every convolution
-pays a reorder in and out, and on this model's full-resolution maps (up to 441 channels at 192×192) those
-reorders cost more than a second per training step on a CPU. Converting the convolution weights is enough
-to make every convolution output NHWC; the one remaining trap is ``torch.cat`` of mixed layouts (a conv
-output with an NCHW prior one-hot or encoder skip), which is slow and gives NCHW again, hence
-:func:`cat_channels`.
+oneDNN (CPU) and cuDNN (GPU) run bf16 convolutions natively in NHWC; with NCHW tensors a convolution may
+pay a reorder in and out. On this 2-core CPU the training step measured the same either way; the layout is
+for GPUs, where NHWC is what tensor-core convolutions want. Converting the convolution weights is enough to
+make every convolution output NHWC; the one remaining trap is ``torch.cat`` of mixed layouts (a conv output
+with an NCHW prior one-hot or encoder skip), which is slow and gives NCHW again, hence :func:`cat_channels`.
 """
 
 from __future__ import annotations
