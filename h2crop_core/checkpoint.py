@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from h2crop_core.errors import H2CropError
 from h2crop_core.data.reader import SampleReader
 from h2crop_core.data.schema import H2CROP_SPEC, SampleSpec
-from h2crop_core.data.stats import NormStats
+from h2crop_core.data.normalise import NormStats
 from h2crop_core.files import write_atomic
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import ModelConfig
@@ -30,7 +30,7 @@ FORMAT = "h2crop-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(H2CropError):
     """A file that is not an h2crop checkpoint, or one that does not fit the code loading it."""
 
 
@@ -90,12 +90,7 @@ def save_checkpoint(
         "model_config": config.to_dict(),
         "state_dict": state,
         "taxonomy_csv": taxonomy.to_csv_text(),
-        "norm_stats": {
-            "s2_mean": torch.as_tensor(stats.s2_mean, dtype=torch.float64),
-            "s2_std": torch.as_tensor(stats.s2_std, dtype=torch.float64),
-            "enmap_mean": torch.as_tensor(stats.enmap_mean, dtype=torch.float64),
-            "enmap_std": torch.as_tensor(stats.enmap_std, dtype=torch.float64),
-        },
+        "norm_stats": stats.to_dict(),
         "spec": dataclasses.asdict(spec),
         "window": config.window,
         "modalities": list(config.input_keys),
@@ -138,8 +133,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", **c
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit {config.name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.to(device).eval()
-    stats_payload = payload["norm_stats"]
-    stats = NormStats(*(np.asarray(stats_payload[k], dtype=np.float64) for k in ("s2_mean", "s2_std", "enmap_mean", "enmap_std")))
+    stats = NormStats.from_dict(payload["norm_stats"])
     taxonomy = Taxonomy.from_csv_text(payload["taxonomy_csv"], source=f"{path} (embedded)")
     spec = SampleSpec(**payload["spec"]) if "spec" in payload else H2CROP_SPEC
     return LoadedCheckpoint(model, config, taxonomy, stats, spec, payload.get("meta", {}))

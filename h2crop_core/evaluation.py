@@ -9,16 +9,18 @@ import h5py
 import torch
 import numpy as np
 
+from h2crop_core.errors import H2CropError
 from h2crop_core.data.index import DatasetIndex
 from h2crop_core.data.reader import SampleReader
 from h2crop_core.data.schema import H2CROP_SPEC, SampleSpec
 from h2crop_core.metrics import HierarchicalConfusion
+from h2crop_core.models.heads import DEFAULT_DECODE
 from h2crop_core.taxonomy import NUM_LEVELS, Taxonomy
 
 PREDICTION_KEY = "pred"
 
 
-class PredictionError(ValueError):
+class PredictionError(H2CropError):
     """Predictions that are missing or do not match the labels they are scored against."""
 
 
@@ -130,7 +132,7 @@ def evaluate_checkpoint(
     root: str | Path,
     split: str,
     *,
-    decode: str = "argmax",
+    decode: str = DEFAULT_DECODE,
     batch_size: int = 4,
     precision: str | None = None,
     loader_workers: int = 1,
@@ -140,8 +142,9 @@ def evaluate_checkpoint(
     """Run a checkpoint over a split and fill the confusion matrices.
 
     Args:
-        decode: ``argmax`` per level, or ``consistent``: the most probable taxonomy path, so the four levels
-            always agree (needs a four-level model).
+        decode: ``argmax`` per level, ``consistent``: the most probable taxonomy path, so the four levels
+            always agree (needs a four-level model), or ``auto`` (the default): consistent for four-level
+            models, argmax otherwise (:func:`~h2crop_core.models.heads.resolve_decode`).
         precision: ``fp32`` or ``bf16`` to override the checkpoint's setting.
 
     Returns:
@@ -153,14 +156,11 @@ def evaluate_checkpoint(
 
     from h2crop_core.checkpoint import load_checkpoint
     from h2crop_core.data.dataset import H2CropDataset
-    from h2crop_core.models.heads import DECODES, decode_argmax, decode_consistent
+    from h2crop_core.models.heads import decode_argmax, decode_consistent, resolve_decode
 
-    if decode not in DECODES:
-        raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
     loaded = load_checkpoint(checkpoint, device=device, **({"precision": precision} if precision else {}))
     levels = loaded.config.levels
-    if decode == "consistent" and len(levels) != 4:
-        raise ValueError(f"consistent decoding needs a four-level model; {loaded.config.name} predicts levels {levels}")
+    decode = resolve_decode(decode, levels)
     index = DatasetIndex(root)
     paths = index.split_paths(split)
     loader = DataLoader(H2CropDataset(paths, loaded.reader()), batch_size=batch_size, num_workers=loader_workers)

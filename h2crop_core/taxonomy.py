@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from h2crop_core.errors import H2CropError
+
 NUM_LEVELS = 4
 BACKGROUND = 0
 UNLABELLED = 255
@@ -35,7 +37,7 @@ CSV_COLUMNS = (
 TAXONOMY_FILENAME = "cascade_labels.csv"
 
 
-class TaxonomyError(ValueError):
+class TaxonomyError(H2CropError):
     """A taxonomy file that cannot be read or is not a strict four-level tree."""
 
 

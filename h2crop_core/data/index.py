@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from h2crop_core.errors import H2CropError
+
 SPLITS = ("train", "val", "test")
 H5_DIR = "h5_data"
 #: the published data spells the folder ``data_lists``; the research configs ``data_list``.
@@ -13,7 +15,7 @@ LIST_DIRS = ("data_lists", "data_list")
 NORM_STATS_FILENAME = "norm_stats.json"
 
 
-class DatasetError(ValueError):
+class DatasetError(H2CropError):
     """A dataset root, split list or split member that is missing or malformed."""
 
 

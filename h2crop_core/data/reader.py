@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
+from h2crop_core.errors import H2CropError
 from h2crop_core.data.schema import H2CROP_SPEC, KEY_SPELLINGS, MODALITIES, Sample, SampleSpec, window_months
 from h2crop_core.taxonomy import UNLABELLED, Taxonomy
 
 if TYPE_CHECKING:
-    from h2crop_core.data.stats import NormStats
+    from h2crop_core.data.normalise import NormStats
 
 
-class SampleError(ValueError):
+class SampleError(H2CropError):
     """A sample file that is unreadable or does not match what the benchmark specifies.
 
     Attributes:
@@ -31,6 +32,9 @@ class SampleError(ValueError):
         self.path, self.key, self.expected, self.found = str(path), key, expected, found
         where = f"{self.path}" + (f" [{key}]" if key else "")
         super().__init__(f"{where}: expected {expected}; found {found}")
+
+    def __reduce__(self):  # four arguments, not the message: pickle them (errors cross process pools)
+        return type(self), (self.path, self.key, self.expected, self.found)
 
     def as_dict(self) -> dict[str, str | None]:
         return {"path": self.path, "key": self.key, "expected": self.expected, "found": self.found}

@@ -1,15 +1,18 @@
-"""Per-band normalisation statistics: one streaming, numerically stable pass; z-scoring."""
+"""Per-band normalisation statistics over a split: one streaming, numerically stable pass."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from h2crop_core.data.schema import Sample
-from h2crop_core.files import write_text_atomic
+from h2crop_core.data.normalise import NormStats
+from h2crop_core.data.schema import Sample, SampleSpec
+
+if TYPE_CHECKING:
+    from h2crop_core.data.index import DatasetIndex
 
 
 @dataclass
@@ -57,71 +60,6 @@ class RunningMoments:
         return np.sqrt(self.m2 / self.count)
 
 
-@dataclass(frozen=True)
-class NormStats:
-    """Per-band mean and std of S2 (10 bands) and EnMAP; ``normalise`` z-scores a sample with them."""
-
-    s2_mean: np.ndarray
-    s2_std: np.ndarray
-    enmap_mean: np.ndarray
-    enmap_std: np.ndarray
-    meta: dict = field(default_factory=dict)
-
-    def normalise(self, sample: Sample) -> Sample:
-        """Return a copy of ``sample`` with ``s2`` and ``enmap`` as float32 z-scores (other keys shared)."""
-        out = dict(sample)
-        if "s2" in out:
-            out["s2"] = _zscore(out["s2"], self.s2_mean, self.s2_std, channel_axis=-3)
-        if "enmap" in out:
-            out["enmap"] = _zscore(out["enmap"], self.enmap_mean, self.enmap_std, channel_axis=-3)
-        return out
-
-    def to_json(self, path: str | Path) -> Path:
-        """Write in the layout of the published statistics (``S2``/``EnMAP`` with ``mean``/``std``)."""
-        path = Path(path)
-        payload = {
-            "description": "Per-band mean/std of the raw values over the training split (h2crop stats).",
-            "S2": {"num_bands": len(self.s2_mean), "mean": self.s2_mean.tolist(), "std": self.s2_std.tolist()},
-            "EnMAP": {"num_bands": len(self.enmap_mean), "mean": self.enmap_mean.tolist(), "std": self.enmap_std.tolist()},
-            **({"meta": self.meta} if self.meta else {}),
-        }
-        return write_text_atomic(path, json.dumps(payload, indent=1))  # never a half-written stats file
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> NormStats:
-        """Read statistics written by :meth:`to_json` or published with the benchmark."""
-        path = Path(path)
-        try:
-            payload = json.loads(path.read_text())
-            arrays = {
-                f"{prefix}_{what}": np.asarray(payload[key][what], dtype=np.float64)
-                for prefix, key in (("s2", "S2"), ("enmap", "EnMAP"))
-                for what in ("mean", "std")
-            }
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: normalisation statistics not found; run `h2crop stats --data ROOT`") from None
-        except (KeyError, TypeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{path}: expected JSON with S2/EnMAP mean and std lists; {type(error).__name__}: {error}") from None
-        for name, values in arrays.items():
-            bad = ~np.isfinite(values) | (values <= 0) if name.endswith("std") else ~np.isfinite(values)
-            if np.any(bad):
-                raise ValueError(f"{path}: {name} has non-positive or non-finite entries at bands {np.flatnonzero(bad).tolist()}")
-        return cls(**arrays, meta=payload.get("meta", {}))
-
-
-def _zscore(values: np.ndarray, mean: np.ndarray, std: np.ndarray, channel_axis: int) -> np.ndarray:
-    shape = [1] * values.ndim
-    shape[channel_axis] = -1
-    if values.shape[channel_axis] != len(mean):
-        raise ValueError(f"normalisation statistics have {len(mean)} bands; data has {values.shape[channel_axis]}")
-    scale = (1.0 / std).astype(np.float32).reshape(shape)
-    offset = mean.astype(np.float32).reshape(shape)
-    out = values.astype(np.float32)  # one new array, then in place: this runs for every sample read
-    out -= offset
-    out *= scale
-    return out
-
-
 def sample_moments(sample: Sample) -> tuple[RunningMoments, RunningMoments]:
     """S2 and EnMAP moments of one raw sample (S2 over all its frames)."""
     s2, enmap = RunningMoments(), RunningMoments()
@@ -164,6 +102,19 @@ def compute_norm_stats(paths: list[Path], *, workers: int = 1, progress: bool = 
         enmap.merge(enmap_part)
     info = {"n_samples": len(paths), "s2_values_per_band": s2.count, "enmap_values_per_band": enmap.count}
     return moments_to_stats(s2, enmap, meta={**info, **(meta or {})})
+
+
+def ensure_norm_stats(index: DatasetIndex, spec: SampleSpec, *, workers: int | None = None, progress: bool = True) -> NormStats:
+    """The root's ``norm_stats.json``, computed over the training split (and written) first if it is missing."""
+    import os
+
+    if not index.norm_stats_path.is_file():
+        print(f"[h2crop] {index.norm_stats_path} not found: computing it over the training split", flush=True)
+        paths = index.split_paths("train")
+        workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+        meta = {"split": "train", "dataset_fingerprint": index.fingerprint()}
+        compute_norm_stats(paths, workers=workers, spec=spec, progress=progress, meta=meta).to_json(index.norm_stats_path)
+    return NormStats.from_json(index.norm_stats_path)
 
 
 def plot_norm_stats(stats: NormStats, path: str | Path, reference: NormStats | None = None) -> Path:

@@ -10,7 +10,7 @@ import torch
 from h2crop_core.data.schema import Sample
 from h2crop_core.mapping.tiling import Tile
 from h2crop_core.models import DualStreamModel
-from h2crop_core.models.heads import DECODES, decode_argmax, decode_consistent
+from h2crop_core.models.heads import DEFAULT_DECODE, decode_argmax, decode_consistent, resolve_decode
 from h2crop_core.taxonomy import UNLABELLED
 
 
@@ -19,7 +19,7 @@ def predict_tiles(
     samples: Sequence[Sample],
     tiles: Sequence[Tile],
     *,
-    decode: str = "consistent",
+    decode: str = DEFAULT_DECODE,
     paths: np.ndarray | None = None,
     device: str | torch.device = "cpu",
 ) -> list[np.ndarray]:
@@ -29,16 +29,16 @@ def predict_tiles(
         model: the model, in eval mode.
         samples: :meth:`RegionReader.read` outputs, one per tile (same tile size).
         tiles: the tiles, in the same order.
-        decode: ``argmax`` per level or ``consistent`` (most probable taxonomy path; four-level models).
+        decode: ``argmax`` per level, ``consistent`` (most probable taxonomy path; four-level models) or
+            ``auto`` (consistent for four-level models, else argmax).
         paths: the taxonomy's leaf paths (:attr:`Taxonomy.paths`), needed for ``consistent``.
         device: where the model is.
 
     Returns:
         One (levels, core height, core width) uint8 array per tile; 255 where the tile had no S2 data.
     """
-    if decode not in DECODES:
-        raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
-    if decode == "consistent" and (paths is None or len(model.config.levels) != 4):
+    decode = resolve_decode(decode, model.config.levels)
+    if decode == "consistent" and paths is None:
         raise ValueError("consistent decoding needs a four-level model and the taxonomy's paths")
     batch = {
         key: torch.from_numpy(np.stack([sample[key] for sample in samples])).to(device)

@@ -15,13 +15,14 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
+from h2crop_core.errors import H2CropError
 from h2crop_core.data.region import MANIFEST
 from h2crop_core.data.schema import Sample, window_months
-from h2crop_core.data.stats import NormStats
+from h2crop_core.data.normalise import NormStats
 from h2crop_core.mapping.tiling import Tile
 
 
-class RegionError(ValueError):
+class RegionError(H2CropError):
     """A region folder that cannot be mapped; the message names the file and what was expected."""
 
 

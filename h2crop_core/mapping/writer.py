@@ -21,6 +21,7 @@ import rasterio.enums
 import rasterio.shutil
 from rasterio.windows import Window
 
+from h2crop_core.errors import H2CropError
 from h2crop_core.files import PARTIAL, write_atomic, write_text_atomic
 from h2crop_core.mapping.tiling import Tile
 from h2crop_core.taxonomy import UNLABELLED, Taxonomy
@@ -29,7 +30,7 @@ RECORD = "mapping.json"
 MAP_MANIFEST = "map.json"
 
 
-class MappingRecordError(ValueError):
+class MappingRecordError(H2CropError):
     """The output folder belongs to a different mapping run."""
 
 

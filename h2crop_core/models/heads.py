@@ -14,6 +14,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from h2crop_core.errors import SettingError
 from h2crop_core.models.layers import cat_channels, conv3x3
 from h2crop_core.taxonomy import Taxonomy
 
@@ -75,6 +76,27 @@ class HierarchicalHeads(nn.Module):
 # ------------------------------------------------------------------------------------------- decoding
 #: how logits become class maps: per-level ``argmax``, or ``consistent`` (the most probable taxonomy path)
 DECODES: tuple[str, ...] = ("argmax", "consistent")
+#: what a user may ask for: a decode, or ``auto`` (consistent for four-level models, argmax otherwise)
+DECODE_CHOICES: tuple[str, ...] = ("auto",) + DECODES
+#: the one default of ``h2crop evaluate`` and ``h2crop map``
+DEFAULT_DECODE = "auto"
+
+
+def resolve_decode(decode: str, levels: Sequence[int]) -> str:
+    """The decode to run for a model predicting ``levels``: ``auto`` becomes ``consistent`` for a four-level
+    model and ``argmax`` otherwise; ``consistent`` for a model without the four levels is refused.
+
+    Raises:
+        SettingError: an unknown decode, or ``consistent`` for a model that does not predict all four levels.
+    """
+    if decode not in DECODE_CHOICES:
+        raise SettingError(f"decode must be one of {DECODE_CHOICES}, got {decode!r}")
+    four_levels = tuple(levels) == (1, 2, 3, 4)
+    if decode == "auto":
+        return "consistent" if four_levels else "argmax"
+    if decode == "consistent" and not four_levels:
+        raise SettingError(f"consistent decoding needs a four-level model; this one predicts levels {tuple(levels)}: use --decode argmax")
+    return decode
 
 
 def decode_argmax(logits: Sequence[Tensor]) -> Tensor:

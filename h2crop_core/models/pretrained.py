@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from h2crop_core.errors import H2CropError
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.s2_swin import SwinEncoder3D
 
@@ -28,7 +29,7 @@ AGRIFM_RENAMES: tuple[tuple[str, str], ...] = (("S2_patch_emd.", "patch_embed.")
 DERIVED_SUFFIXES: tuple[str, ...] = ("relative_position_index", "attn_mask")
 
 
-class WeightImportError(ValueError):
+class WeightImportError(H2CropError):
     """Weights that cannot be imported as asked (unreadable file, no tensors, or mismatched shapes)."""
 
 

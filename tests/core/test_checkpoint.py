@@ -4,7 +4,7 @@ import torch
 
 from h2crop_core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from h2crop_core.data.schema import SampleSpec
-from h2crop_core.data.stats import NormStats
+from h2crop_core.data.normalise import NormStats
 from h2crop_core.data.synth import generate_taxonomy
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import get_preset

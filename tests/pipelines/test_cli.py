@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from h2crop_core.data.stats import NormStats
+from h2crop_core.data.normalise import NormStats
 from pipelines.cli import main
 
 

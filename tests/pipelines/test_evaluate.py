@@ -6,7 +6,7 @@ import torch
 from h2crop_core.checkpoint import save_checkpoint
 from h2crop_core.data.index import DatasetIndex
 from h2crop_core.data.reader import infer_spec
-from h2crop_core.data.stats import NormStats
+from h2crop_core.data.normalise import NormStats
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import get_preset
 from h2crop_core.taxonomy import Taxonomy

@@ -7,7 +7,7 @@ import pytest
 from h2crop_core.data.index import DatasetIndex
 from h2crop_core.data.reader import SampleError, SampleReader, read_sample
 from h2crop_core.data.schema import KEY_SPELLINGS, window_months
-from h2crop_core.data.stats import NormStats
+from h2crop_core.data.normalise import NormStats
 from h2crop_core.data.synth import synthesize_dataset
 
 

@@ -5,7 +5,8 @@ import pytest
 
 from h2crop_core.data.index import DatasetIndex
 from h2crop_core.data.reader import read_sample
-from h2crop_core.data.stats import NormStats, RunningMoments, compute_norm_stats
+from h2crop_core.data.normalise import NormStats
+from h2crop_core.data.stats import RunningMoments, compute_norm_stats
 
 
 def test_streaming_stats_equal_numpy_on_the_full_array(synth_root):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from h2crop_core.data.stats import NormStats
+from h2crop_core.data.normalise import NormStats
 from h2crop_core.mapping import RegionReader, TileGrid, predict_tiles
 from h2crop_core.models import DualStreamModel, get_preset
 

@@ -7,7 +7,7 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
-from h2crop_core.data.stats import NormStats
+from h2crop_core.data.normalise import NormStats
 from h2crop_core.mapping import RegionError, RegionReader, TileGrid
 
 MONTHS = 6  # the jun window
