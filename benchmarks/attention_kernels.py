@@ -1,7 +1,7 @@
 """Attention kernels on this machine, at the shape of the EnMAP spatial branch (the model's most expensive
 part): forward and backward seconds and achieved TFLOP/s of each kernel PyTorch offers on a CPU.
 
-    python benchmarks/attention_kernels.py [--tokens 4096 --heads 12 --head-dim 64] [--json PATH]
+    python benchmarks/attention_kernels.py [--tokens 4096 --heads 12 --head-dim 64] [--json PATH] [--smoke]
 
 The faithful ``crops_S2_H_P_jun`` runs six such attentions per training step; the table says what they
 cost at best, whatever the rest of the model does. FLOPs: forward 4·N²·d per head (QKᵀ and PV), backward
@@ -74,7 +74,10 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=6, help="attentions per training step (spatial branch depth)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--json", type=Path, default=RESULTS / "attention_kernels.json")
+    parser.add_argument("--smoke", action="store_true", help="a tiny shape, one repetition (checks that every kernel runs)")
     args = parser.parse_args()
+    if args.smoke:
+        args.tokens, args.heads, args.head_dim, args.reps = 256, 2, 16, 1
 
     per_head = args.tokens**2 * args.head_dim * args.heads
     flops_forward, flops_backward = 4 * per_head, 10 * per_head

@@ -5,7 +5,7 @@ on, taxonomy range checks included) and a plain h5py read of the same arrays (``
 same files, interleaved, in the same run. Bytes are what the process pulled through read syscalls
 (``rchar`` in /proc/self/io) while reading. Files are warm in the page cache after a first pass.
 
-    python benchmarks/data_read.py [--data ROOT] [--samples 24] [--repeats 5] [--json PATH]
+    python benchmarks/data_read.py [--data ROOT] [--samples 24] [--repeats 5] [--json PATH] [--smoke]
 """
 
 from __future__ import annotations
@@ -65,7 +65,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=24, help="samples to generate when --data is not given")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "data_read.json")
+    parser.add_argument("--smoke", action="store_true", help="3 samples, one repeat (checks that it runs)")
     args = parser.parse_args()
+    if args.smoke:
+        args.samples, args.repeats = 3, 1
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data or synthesize_dataset(Path(tmp) / "data", args.samples, region_size=None, progress=False).root

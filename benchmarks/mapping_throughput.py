@@ -1,7 +1,7 @@
 """Region mapping throughput: ``h2crop map`` (Ray Data actor pool) against a plain single-process loop over
 the same tiles, reader and model, in one run.
 
-    python benchmarks/mapping_throughput.py [--region DIR --checkpoint CKPT] [--size 1008] [--json PATH]
+    python benchmarks/mapping_throughput.py [--region DIR --checkpoint CKPT] [--size 1008] [--json PATH] [--smoke]
 
 Without ``--region``/``--checkpoint`` it generates a region and saves an (untrained: speed does not depend
 on the weights) ``tiny_crops_S2_H_P_jun`` checkpoint. Rows:
@@ -10,6 +10,8 @@ on the weights) ``tiny_crops_S2_H_P_jun`` checkpoint. Rows:
 * Ray, N actors × C CPUs: ``map_region`` into a fresh folder, Ray already running (its start-up is reported
   apart), actor start-up (model load) included;
 * COG writing (mosaic + overviews + quicklook) is the same code for every row and is timed once.
+
+``--smoke``: a 192-px region in 96-px tiles (seconds; checks that every row still runs).
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from h2crop_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from h2crop_core.mapping import TileGrid, TileStore, predict_tiles, write_level_cogs  # noqa: E402
-from pipelines.mapping import MapSettings, map_region, region_reader_for  # noqa: E402
+from pipelines.mapping import map_region, region_reader_for  # noqa: E402
+from pipelines.settings import MapSettings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def make_inputs(folder: Path, size: int, preset: str) -> tuple[Path, Path]:
+def make_inputs(folder: Path, size: int, preset: str, samples: int = 8) -> tuple[Path, Path]:
     from h2crop_core.data.index import DatasetIndex
     from h2crop_core.data.stats import compute_norm_stats
     from h2crop_core.data.synth import synthesize_dataset
@@ -41,7 +44,7 @@ def make_inputs(folder: Path, size: int, preset: str) -> tuple[Path, Path]:
     from h2crop_core.taxonomy import Taxonomy
 
     root = folder / "data"
-    synthesize_dataset(root, 8, seed=1, region_size=size, progress=True)
+    synthesize_dataset(root, samples, seed=1, region_size=size, progress=False)
     taxonomy = Taxonomy.from_csv(root / "cascade_labels.csv")
     stats = compute_norm_stats(DatasetIndex(root).split_paths("train"), progress=False)
     config = get_preset(preset, num_classes=taxonomy.num_classes)
@@ -84,17 +87,20 @@ def main() -> int:
     parser.add_argument("--preset", default="tiny_crops_S2_H_P_jun", help="model of the generated checkpoint")
     parser.add_argument("--tile", type=int, default=192)
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that the benchmark runs (seconds)")
     parser.add_argument("--json", type=Path, default=RESULTS / "mapping_throughput.json")
     args = parser.parse_args()
+    if args.smoke:
+        args.size, args.tile = 192, 96
 
-    from pipelines.train import connect_ray, quiet_data_context
+    from pipelines.ray_runtime import connect_ray, quiet_data_context
 
     work = Path(tempfile.mkdtemp(prefix="h2crop_map_bench_"))
     try:
         if args.region and args.checkpoint:
             region, checkpoint = args.region, args.checkpoint
         else:
-            region, checkpoint = make_inputs(work, args.size, args.preset)
+            region, checkpoint = make_inputs(work, args.size, args.preset, samples=3 if args.smoke else 8)
         cores = os.cpu_count() or 1
         rows = [plain_loop(checkpoint, region, MapSettings(tile=args.tile, batch_size=args.batch_size), work / "plain")]
         start = time.perf_counter()

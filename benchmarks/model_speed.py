@@ -2,7 +2,7 @@
 preset, and in the same run the same model with plain softmax(QKᵀ)V attention in fp32 and NCHW
 convolutions as the baseline (what the research code runs).
 
-    python benchmarks/model_speed.py --preset crops_S2_H_P_jun --precision bf16 [--json PATH]
+    python benchmarks/model_speed.py --preset crops_S2_H_P_jun --precision bf16 [--json PATH] [--smoke]
 
 Each variant runs in its own child process so that peak RSS is its own. A training step is forward, the
 recipe's loss (per-level cross-entropy, summed), backward and an AdamW step. Times are the median over
@@ -26,7 +26,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipelines.train import parse_overrides  # noqa: E402  (the same --set syntax as h2crop train)
+from pipelines.settings import parse_overrides  # noqa: E402  (the same --set syntax as h2crop train)
 
 
 #: how the profiled training step's operator time is grouped (first matching rule wins)
@@ -168,7 +168,10 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain-attention fp32 baseline")
     parser.add_argument("--json", type=Path, help=f"where to write results (default {RESULTS}/model_speed_<preset>_<precision>.json)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help="the tiny preset on a 96-px tile, one timed step (checks that it runs)")
     args = parser.parse_args()
+    if args.smoke:
+        args.preset, args.tile, args.steps = "tiny_" + args.preset.removeprefix("tiny_"), 96, 1
 
     if args.worker:
         print(json.dumps(measure(args.preset, args.precision, args.attention, args.batch, args.tile, args.steps, args.checkpointing, parse_overrides(args.set), args.profile)))

@@ -11,7 +11,10 @@ Four measurements on the same files, reader, batch size and total CPU count, in 
 Steady state = epochs after the first (the first pays process start-up, imports and page-cache warm-up);
 Ray's fixed start-up (cluster, worker group, dataset planning) is reported separately.
 
-    python benchmarks/train_throughput.py [--data ROOT] [--samples 32] [--epochs 3] [--preset tiny_crops_S2_H_P_jun]
+    python benchmarks/train_throughput.py [--data ROOT] [--samples 32] [--epochs 3] [--preset tiny_crops_S2_H_P_jun] [--smoke]
+
+``--smoke`` runs every contender on 8 generated 96-px samples for 2 epochs (seconds of work; it checks that
+the benchmark still runs, not the numbers).
 """
 
 from __future__ import annotations
@@ -25,21 +28,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from h2crop_core.data.augment import batch_cutmix, random_flip_rotate
-from h2crop_core.data.dataset import H2CropDataset
+from h2crop_core.data.dataset import H2CropDataset, collate_samples
 from h2crop_core.data.index import DatasetIndex
+from h2crop_core.data.schema import SampleSpec
 from h2crop_core.data.synth import synthesize_dataset
-from h2crop_core.models.model import DualStreamModel
-from pipelines.train import (
-    PreparedRun,
-    TrainSettings,
-    connect_ray,
-    hierarchical_loss,
-    make_trainer,
-    prepare_run,
-    quiet_data_context,
-    reader_for,
-)
+from pipelines.ray_runtime import connect_ray, quiet_data_context
+from pipelines.settings import TrainSettings
+from pipelines.steps import augment, make_state, train_step
+from pipelines.train import PreparedRun, make_trainer, prepare_run, reader_for
 
 
 def _epoch_stats(times: list[float], samples: list[int]) -> dict:
@@ -51,7 +47,7 @@ def _epoch_stats(times: list[float], samples: list[int]) -> dict:
 def dataloader_loop(paths, reader, batch_size: int, epochs: int, workers: int, step=None) -> dict:
     """The simplest honest baseline: one process, a DataLoader with ``workers`` reader processes."""
     times, samples = [], []
-    loader = DataLoader(H2CropDataset(paths, reader), batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=False)
+    loader = DataLoader(H2CropDataset(paths, reader), batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=False, collate_fn=collate_samples)
     for _ in range(epochs):
         start, seen = time.perf_counter(), 0
         for batch in loader:
@@ -63,13 +59,14 @@ def dataloader_loop(paths, reader, batch_size: int, epochs: int, workers: int, s
     return _epoch_stats(times, samples)
 
 
-def plain_training_step(model, optimizer, levels, generator):
+def plain_training_step(run: PreparedRun, generator: torch.Generator):
+    """h2crop's own training step (``pipelines.steps.train_step``) in one process, no DDP."""
+    state = make_state(run.config, run.settings, len(run.loop.data.train_paths), 1, "cpu")
+    state.model.train()
+    factor = run.loop.data.spec.enmap_factor
+
     def step(batch):
-        batch = batch_cutmix(random_flip_rotate(batch, generator), generator)
-        loss = hierarchical_loss(model(**model.inputs(batch)), batch["label"], levels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(state, augment(batch, generator, run.settings, factor), run.config.levels)
 
     return step
 
@@ -128,9 +125,9 @@ def ray_training_run(run: PreparedRun, storage: Path) -> dict:
     from mlflow.tracking import MlflowClient
 
     start = time.perf_counter()
-    result = make_trainer(run, storage).fit()
+    result = make_trainer(run).fit()
     total = time.perf_counter() - start
-    client = MlflowClient(run.tracking_uri)
+    client = MlflowClient(run.loop.tracking_uri)
     run_id = result.metrics["mlflow_run_id"]
     series = {key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)] for key in ("train_samples", "train_samples_per_s", "epoch_seconds")}
     history = [dict(zip(series, values)) for values in zip(*series.values())]
@@ -149,23 +146,27 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--preset", default="tiny_crops_S2_H_P_jun")
     parser.add_argument("--skip-training", action="store_true", help="measure the input path only")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that the benchmark runs (seconds)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "train_throughput.json")
     args = parser.parse_args()
+    spec = SampleSpec(size=96) if args.smoke else SampleSpec()
+    if args.smoke:
+        args.samples, args.epochs = 8, 2
 
     import ray
 
     from pipelines.ray_data import array_dataset, path_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.data or synthesize_dataset(Path(tmp) / "data", args.samples, region_size=None, progress=False).root
+        root = args.data or synthesize_dataset(Path(tmp) / "data", args.samples, spec=spec, region_size=None, progress=False).root
         settings = TrainSettings(
             data=str(root), preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, warmup_iters=0,
             workers=args.workers, loader_workers=1, run_name="throughput", storage=str(Path(tmp) / "storage"),
             tracking_uri=f"sqlite:///{Path(tmp) / 'mlruns.db'}",
         )
         run = prepare_run(settings)
-        reader = reader_for(run.config, run.taxonomy, run.stats, run.spec)
-        paths = run.train_paths
+        reader = reader_for(run.config, run.loop.data)
+        paths = list(run.loop.data.train_paths)
         for path in DatasetIndex(root).all_paths():
             path.read_bytes()  # warm the page cache for every contender alike
         results: dict = {"samples": len(paths), "epochs": args.epochs, "workers": args.workers, "batch_size": args.batch_size, "preset": args.preset}
@@ -182,10 +183,7 @@ def main() -> None:
 
         if not args.skip_training:
             torch.set_num_threads(args.workers)  # the same cores as the Ray workers together
-            torch.manual_seed(0)
-            model = DualStreamModel(run.config)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            step = plain_training_step(model, optimizer, run.config.levels, torch.Generator().manual_seed(0))
+            step = plain_training_step(run, torch.Generator().manual_seed(0))
             results["train_dataloader"] = dataloader_loop(paths, reader, args.batch_size, args.epochs, 1, step=step)
             results["train_ray"] = ray_training_run(run, storage)
         ray.shutdown()

@@ -6,15 +6,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
-import torch
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
-from h2crop_core.errors import H2CropError
+from h2crop_core.checkpoint import load_checkpoint
+from h2crop_core.data.dataset import H2CropDataset, collate_samples, raise_read_failures
 from h2crop_core.data.index import DatasetIndex
-from h2crop_core.data.reader import SampleReader
+from h2crop_core.data.reader import SampleReader, infer_dataset_spec
 from h2crop_core.data.schema import H2CROP_SPEC, SampleSpec
+from h2crop_core.errors import H2CropError
 from h2crop_core.metrics import HierarchicalConfusion
-from h2crop_core.models.heads import DEFAULT_DECODE
+from h2crop_core.models.heads import DEFAULT_DECODE, decode_argmax, decode_consistent, resolve_decode
 from h2crop_core.taxonomy import NUM_LEVELS, Taxonomy
 
 PREDICTION_KEY = "pred"
@@ -97,14 +101,10 @@ def score_predictions(
 ) -> HierarchicalConfusion:
     """Stream every sample of ``split``: its labels and priors from the dataset, its prediction from
     ``predictions``; return the filled confusion matrices."""
-    from tqdm.auto import tqdm
-
-    from h2crop_core.data.reader import infer_spec
-
     index = DatasetIndex(root)
     names = index.split_names(split)
     paths = index.split_paths(split)
-    spec = infer_spec(paths[0])  # the labels' tile size, so non-benchmark tiles score too
+    spec = infer_dataset_spec(paths)  # the labels' tile size, so non-benchmark tiles score too
     found = check_predictions(Path(predictions), names, spec)
     reader = SampleReader(spec.months, modalities=("label", "prior"), taxonomy=taxonomy, spec=spec)
     confusion = HierarchicalConfusion(taxonomy.num_classes, taxonomy)
@@ -118,10 +118,11 @@ def score_predictions(
     return confusion
 
 
-
-
 @dataclass
 class Evaluation:
+    """What :func:`evaluate_checkpoint` found: the filled confusion matrices, the checkpoint's taxonomy and
+    the extras for ``metrics.json``."""
+
     confusion: HierarchicalConfusion
     taxonomy: Taxonomy
     extra: dict
@@ -151,23 +152,19 @@ def evaluate_checkpoint(
         The confusion matrices, the checkpoint's taxonomy and extras for ``metrics.json`` (decode mode,
         checkpoint, and how often plain argmax breaks the hierarchy).
     """
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
-    from h2crop_core.checkpoint import load_checkpoint
-    from h2crop_core.data.dataset import H2CropDataset
-    from h2crop_core.models.heads import decode_argmax, decode_consistent, resolve_decode
-
     loaded = load_checkpoint(checkpoint, device=device, **({"precision": precision} if precision else {}))
     levels = loaded.config.levels
     decode = resolve_decode(decode, levels)
     index = DatasetIndex(root)
     paths = index.split_paths(split)
-    loader = DataLoader(H2CropDataset(paths, loaded.reader()), batch_size=batch_size, num_workers=loader_workers)
+    dataset = H2CropDataset(paths, loaded.reader())
+    # collate_samples + raise_read_failures: a bad file in a loader worker raises its own one-line error here
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=loader_workers, collate_fn=collate_samples)
     confusion = HierarchicalConfusion(loaded.taxonomy.num_classes, loaded.taxonomy, levels=levels)
     argmax_valid = argmax_total = 0
     with torch.inference_mode():
-        for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=not progress, dynamic_ncols=True):
+        batches = tqdm(raise_read_failures(loader), total=len(loader), desc=f"evaluate {split}", unit="batch", disable=not progress, dynamic_ncols=True)
+        for batch in batches:
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             logits = loaded.model(**loaded.model.inputs(batch))
             argmax = decode_argmax(logits)

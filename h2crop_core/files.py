@@ -1,7 +1,8 @@
-"""Writing files so that a reader never sees half of one."""
+"""Writing files so that a reader never sees half of one, and naming a file by its content (its digest)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -12,6 +13,18 @@ from typing import BinaryIO
 PARTIAL = ".partial"
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once, at import, before any thread writes files
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: the mode a plain ``open(path, "w")`` would give: mkstemp's temporary files are 0600, and renaming one
+#: would otherwise leave results (metrics, split lists, stats) unreadable to other users of a shared disk.
+FILE_MODE = 0o666 & ~_read_umask()
+
+
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(file)`` on a uniquely named temporary file beside ``path``, flush it to disk, then rename
     it to ``path``: ``path`` is either absent, its old self or complete, even after a crash or with a
@@ -20,6 +33,7 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL)
     try:
         with os.fdopen(handle, "wb") as file:
+            os.fchmod(file.fileno(), FILE_MODE)
             write(file)
             file.flush()
             os.fsync(file.fileno())
@@ -33,3 +47,18 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """:func:`write_atomic` for text (UTF-8)."""
     return write_atomic(path, lambda file: file.write(text.encode()))
+
+
+def write_figure_atomic(path: str | Path, figure: object, *, dpi: int = 100) -> Path:
+    """:func:`write_atomic` for a matplotlib figure, saved as PNG (the format is given, not guessed from
+    the temporary file's ``.partial`` suffix)."""
+    return write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=dpi))
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's content, read in 4 MiB chunks so memory stays flat for any file size."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from h2crop_core.files import write_atomic, write_figure_atomic, write_text_atomic
 from h2crop_core.metrics import HierarchicalConfusion
 from h2crop_core.taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CONFUSION_TOP_CLASSES = 20
 F1_TOP_CLASSES = 40
@@ -36,27 +44,25 @@ def build_metrics(confusion: HierarchicalConfusion, split: str, *, ignore_backgr
 def write_report(metrics: dict, confusion: HierarchicalConfusion, out_dir: str | Path, taxonomy: Taxonomy | None = None) -> dict[str, Path]:
     """Write ``metrics.json``, ``per_class_level{1..4}.csv``, ``confusion.npz`` and the plots.
 
+    Every file is written atomically (:mod:`h2crop_core.files`): an interrupted run leaves each one absent,
+    as it was, or complete, never truncated.
+
     Returns:
         The written files by role.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    written["metrics"] = out / "metrics.json"
-    written["metrics"].write_text(json.dumps(_json_safe(metrics), indent=1))
+    written["metrics"] = write_text_atomic(out / "metrics.json", json.dumps(_json_safe(metrics), indent=1))
     for k in confusion.levels:
-        path = out / f"per_class_level{k}.csv"
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["id", "name", "iou", "precision", "recall", "f1", "support"])
-            for row in metrics["levels"][f"level{k}"]["per_class"]:
-                writer.writerow([row["id"], row["name"]] + [_fmt(row[m]) for m in ("iou", "precision", "recall", "f1")] + [row["support"]])
-        written[f"per_class_level{k}"] = path
-    written["confusion"] = out / "confusion.npz"
-    np.savez_compressed(
-        written["confusion"],
-        **{f"{area}_level{level}": m.cpu().numpy() for area, ms in confusion.matrices.items() for level, m in zip(confusion.levels, ms)},
-    )
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(["id", "name", "iou", "precision", "recall", "f1", "support"])
+        for row in metrics["levels"][f"level{k}"]["per_class"]:
+            writer.writerow([row["id"], row["name"]] + [_fmt(row[m]) for m in ("iou", "precision", "recall", "f1")] + [row["support"]])
+        written[f"per_class_level{k}"] = write_text_atomic(out / f"per_class_level{k}.csv", text.getvalue())
+    arrays = {f"{area}_level{level}": m.cpu().numpy() for area, ms in confusion.matrices.items() for level, m in zip(confusion.levels, ms)}
+    written["confusion"] = write_atomic(out / "confusion.npz", lambda file: np.savez_compressed(file, **arrays))
     written.update(plot_report(metrics, confusion, out, taxonomy))
     return written
 
@@ -69,50 +75,73 @@ def plot_report(metrics: dict, confusion: HierarchicalConfusion, out: Path, taxo
     import matplotlib.pyplot as plt
 
     written = {}
+    for role, fig in _figures(plt, metrics, confusion, taxonomy):
+        if fig is None:  # no labelled pixel to plot
+            continue
+        try:
+            written[role] = write_figure_atomic(out / f"{role}.png", fig, dpi=100)
+        finally:
+            plt.close(fig)
+    return written
+
+
+def _figures(plt: ModuleType, metrics: dict, confusion: HierarchicalConfusion, taxonomy: Taxonomy | None) -> Iterator[tuple[str, Figure | None]]:
+    """(role, figure or None) of each plot, built one at a time so only one is open at once."""
     for index, level_number in enumerate(confusion.levels):
-        k = level_number - 1
         level = f"level{level_number}"
         names = taxonomy.class_names(level_number) if taxonomy else tuple(str(i) for i in range(confusion.num_classes[index]))
-        matrix = confusion.matrices["all"][index].cpu().numpy().astype(np.float64)
-        support = matrix.sum(axis=1)
-        top = [int(c) for c in np.argsort(-support, kind="stable")[:CONFUSION_TOP_CLASSES] if support[c] > 0]
-        if top:
-            sub = matrix[np.ix_(top, top)]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                normalised = sub / matrix[top].sum(axis=1, keepdims=True)  # share of each class's pixels
-            size = 3 + 0.38 * len(top)
-            fig, ax = plt.subplots(figsize=(size + 1.5, size))
-            image = ax.imshow(normalised, cmap="viridis", vmin=0, vmax=1)
-            labels = [_short(names[c]) for c in top]
-            ax.set_xticks(range(len(top)), labels, rotation=60, ha="right", fontsize=7)
-            ax.set_yticks(range(len(top)), labels, fontsize=7)
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("label")
-            ax.set_title(f"{level}: confusion, row-normalised ({len(top)} most frequent classes)", fontsize=9)
-            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the label's pixels")
-            fig.tight_layout()
-            written[f"confusion_{level}"] = out / f"confusion_{level}.png"
-            fig.savefig(written[f"confusion_{level}"], dpi=100)
-            plt.close(fig)
+        yield f"confusion_{level}", _confusion_figure(plt, confusion.matrices["all"][index].cpu().numpy(), names, level)
+        yield f"f1_{level}", _f1_figure(plt, metrics, level_number, taxonomy)
+    yield "changed_vs_unchanged", _changed_figure(plt, metrics)
 
-        rows = [r for r in metrics["levels"][level]["per_class"] if r["support"] > 0]
-        rows = sorted(rows, key=lambda r: -r["support"])[:F1_TOP_CLASSES]
-        if rows:
-            fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(rows) + 2), 4))
-            f1 = [0.0 if _isnan(r["f1"]) else r["f1"] for r in rows]
-            colours = taxonomy.colours(k + 1)[[r["id"] for r in rows]] / 255 if taxonomy else None
-            ax.bar(range(len(rows)), f1, color=colours, edgecolor="black", linewidth=0.4)
-            ax.set_xticks(range(len(rows)), [_short(r["name"]) for r in rows], rotation=70, ha="right", fontsize=7)
-            ax.set_ylim(0, 1)
-            ax.set_ylabel("F1")
-            ax.axhline(metrics["levels"][level]["mf1"], color="black", linestyle="--", linewidth=0.8, label="mF1")
-            ax.set_title(f"{level}: per-class F1 (classes by support, most frequent first)", fontsize=9)
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            written[f"f1_{level}"] = out / f"f1_{level}.png"
-            fig.savefig(written[f"f1_{level}"], dpi=100)
-            plt.close(fig)
 
+def _confusion_figure(plt: ModuleType, matrix: np.ndarray, names: Sequence[str], level: str) -> Figure | None:
+    """The confusion matrix of the most frequent classes, each row normalised to its class's pixels."""
+    matrix = matrix.astype(np.float64)
+    support = matrix.sum(axis=1)
+    top = [int(c) for c in np.argsort(-support, kind="stable")[:CONFUSION_TOP_CLASSES] if support[c] > 0]
+    if not top:
+        return None
+    sub = matrix[np.ix_(top, top)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalised = sub / matrix[top].sum(axis=1, keepdims=True)  # share of each class's pixels
+    size = 3 + 0.38 * len(top)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(normalised, cmap="viridis", vmin=0, vmax=1)
+    labels = [_short(names[c]) for c in top]
+    ax.set_xticks(range(len(top)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(top)), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("label")
+    ax.set_title(f"{level}: confusion, row-normalised ({len(top)} most frequent classes)", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the label's pixels")
+    fig.tight_layout()
+    return fig
+
+
+def _f1_figure(plt: ModuleType, metrics: dict, level_number: int, taxonomy: Taxonomy | None) -> Figure | None:
+    """Per-class F1 bars of a level, the most frequent classes first, with the level's mF1 as a line."""
+    level = f"level{level_number}"
+    rows = [r for r in metrics["levels"][level]["per_class"] if r["support"] > 0]
+    rows = sorted(rows, key=lambda r: -r["support"])[:F1_TOP_CLASSES]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(rows) + 2), 4))
+    f1 = [0.0 if _isnan(r["f1"]) else r["f1"] for r in rows]
+    colours = taxonomy.colours(level_number)[[r["id"] for r in rows]] / 255 if taxonomy else None
+    ax.bar(range(len(rows)), f1, color=colours, edgecolor="black", linewidth=0.4)
+    ax.set_xticks(range(len(rows)), [_short(r["name"]) for r in rows], rotation=70, ha="right", fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("F1")
+    ax.axhline(metrics["levels"][level]["mf1"], color="black", linestyle="--", linewidth=0.8, label="mF1")
+    ax.set_title(f"{level}: per-class F1 (classes by support, most frequent first)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _changed_figure(plt: ModuleType, metrics: dict) -> Figure:
+    """mF1 per level where the crop changed since last year's and where it did not."""
     fig, ax = plt.subplots(figsize=(6, 4))
     width = 0.38
     names = list(metrics["levels"])
@@ -127,10 +156,7 @@ def plot_report(metrics: dict, confusion: HierarchicalConfusion, out: Path, taxo
     ax.set_title("crop changed vs unchanged since last year", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    written["changed_vs_unchanged"] = out / "changed_vs_unchanged.png"
-    fig.savefig(written["changed_vs_unchanged"], dpi=100)
-    plt.close(fig)
-    return written
+    return fig
 
 
 def format_summary(metrics: dict) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from h2crop_core.errors import H2CropError
+from h2crop_core.files import write_text_atomic
 
 NUM_LEVELS = 4
 BACKGROUND = 0
@@ -253,8 +254,7 @@ class Taxonomy:
         """Write the taxonomy in the benchmark's CSV format."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_csv_text(), encoding="utf-8")
-        return path
+        return write_text_atomic(path, self.to_csv_text())
 
     def to_csv_text(self) -> str:
         """The taxonomy as CSV text in the benchmark's format."""

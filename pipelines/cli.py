@@ -1,26 +1,25 @@
-"""The ``h2crop`` command: thin subcommands that parse, call ``h2crop_core`` / the pipelines, and print."""
+"""The ``h2crop`` command: thin subcommands that parse, call ``h2crop_core`` / the pipelines, and print.
+
+The options of ``train``, ``evaluate`` and ``map`` are built from their settings dataclasses
+(:mod:`pipelines.settings`), so every default lives there. Errors: a user error (any
+:class:`~h2crop_core.errors.H2CropError`, wherever it was raised: here, a process pool, a DataLoader worker
+or a Ray worker) is one line and exit code 2; anything else is a bug: its traceback, and exit code 1.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
-from h2crop_core.data.index import DatasetError, DatasetIndex
-from h2crop_core.data.reader import SampleError
-from h2crop_core.evaluation import PredictionError
-from h2crop_core.taxonomy import TaxonomyError, load_taxonomy
+from h2crop_core.data.index import DatasetIndex
+from h2crop_core.errors import find_user_error
+from h2crop_core.taxonomy import load_taxonomy
 from pipelines.model_info import add_model_info_parser
-
-
-class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit code 2."""
-
-
-def _default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 1)))
+from pipelines.options import add_settings_options, settings_from_args
+from pipelines.settings import EvaluateSettings, MapSettings, TrainSettings
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -92,35 +91,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipelines.train import TrainSettings, parse_overrides, run_training
+    from pipelines.settings import parse_overrides
+    from pipelines.train import run_training
 
-    settings = TrainSettings(
-        data=str(args.data),
-        preset=args.preset,
-        overrides=parse_overrides(args.set or []),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        workers=args.workers,
-        use_gpu=args.use_gpu,
-        cpus_per_worker=args.cpus_per_worker,
-        grad_accum=args.grad_accum,
-        precision=args.precision,
-        cutmix_p=args.cutmix,
-        input_mode=args.input_mode,
-        loader_workers=args.loader_workers,
-        seed=args.seed,
-        run_name=args.run_name or "",
-        storage=str(args.storage),
-        output=str(args.output or ""),
-        tracking_uri=args.tracking_uri or "",
-        experiment=args.experiment,
-        max_failures=args.max_failures,
-        taxonomy=str(args.taxonomy or ""),
-        warmup_iters=args.warmup_iters,
-        time_budget_s=args.time_budget_minutes * 60,
-    )
-    outcome = run_training(settings)
+    settings = settings_from_args(TrainSettings, args, overrides=parse_overrides(args.set or []))
+    outcome = run_training(settings, progress=not args.quiet)
     best = outcome.best_metrics
     print(f"run {outcome.run_name}: {outcome.epochs_done} epoch(s); best val mF1 {best.get('val_mf1', float('nan')):.4f} at epoch {best.get('epoch')}")
     print(f"  best checkpoint  {outcome.best_checkpoint}")
@@ -133,34 +108,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from h2crop_core.evaluation import evaluate_checkpoint
     from h2crop_core.report import build_metrics, format_summary, write_report
 
+    settings = settings_from_args(EvaluateSettings, args)
     evaluation = evaluate_checkpoint(
         args.checkpoint,
         args.data,
-        args.split,
-        decode=args.decode,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        loader_workers=args.loader_workers,
-        device="cuda" if args.use_gpu else "cpu",
+        settings.split,
+        decode=settings.decode,
+        batch_size=settings.batch_size,
+        precision=settings.precision,
+        loader_workers=settings.loader_workers,
+        device="cuda" if settings.use_gpu else "cpu",
         progress=not args.quiet,
     )
     extra = evaluation.extra
-    metrics = build_metrics(evaluation.confusion, args.split, ignore_background=args.ignore_background, mmseg_f1=args.mmseg_f1, extra=extra)
+    metrics = build_metrics(evaluation.confusion, settings.split, ignore_background=settings.ignore_background, mmseg_f1=settings.mmseg_f1, extra=extra)
     written = write_report(metrics, evaluation.confusion, args.output, evaluation.taxonomy)
     print(format_summary(metrics))
     if "argmax_invalid_path_fraction" in extra:
-        print(f"plain argmax breaks the hierarchy on {100 * extra['argmax_invalid_path_fraction']:.2f}% of pixels (decode: {args.decode})")
+        print(f"plain argmax breaks the hierarchy on {100 * extra['argmax_invalid_path_fraction']:.2f}% of pixels (decode: {extra['decode']})")
     print(f"wrote {written['metrics']} and {len(written) - 1} more files (CSVs, confusion.npz, plots) to {args.output}")
     return 0
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    from pipelines.mapping import MapSettings, map_region
+    settings = settings_from_args(MapSettings, args)  # checked before anything heavy is imported
+    from pipelines.mapping import map_region
 
-    settings = MapSettings(
-        tile=args.tile, margin=args.margin, batch_size=args.batch_size, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
-        use_gpu=args.use_gpu, decode=args.decode, precision=args.precision,
-    )
     manifest = map_region(args.checkpoint, args.region, args.output, settings, progress=not args.quiet)
     files = ", ".join(manifest["files"].values())
     print(
@@ -170,134 +143,100 @@ def cmd_map(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_metric_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ignore-background", action="store_true", help="leave class 0 out of the means and OA (stricter)")
-    p.add_argument(
-        "--mmseg-f1",
-        action="store_true",
-        help="reproduce the research code's F1 exactly: classes present but never correctly predicted are skipped (inflates mF1)",
-    )
-
-
 # ------------------------------------------------------------------------------------------- parser
+def _default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 1)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="h2crop",
         description="Four-level crop type mapping from EnMAP + Sentinel-2 (H2Crop benchmark), at scale on Ray.",
     )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--verbose", action="store_true", help="show Ray's and the libraries' own log lines and warnings")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = lambda name, help: sub.add_parser(name, help=help, parents=[common])  # noqa: E731
 
-    p = sub.add_parser("synth", help="write a synthetic dataset (and region) with the benchmark's exact layout")
+    p = add("synth", "write a synthetic dataset (and region) with the benchmark's exact layout")
     p.add_argument("--out", required=True, type=Path, help="dataset root to create")
     p.add_argument("--samples", type=int, default=32, help="number of samples (default 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--taxonomy", type=Path, help="taxonomy CSV to generate classes from (default: a generated 6/36/82/101 tree)")
     p.add_argument("--key-style", choices=("files", "readme"), default="files", help="HDF5 key spelling: as the files ship (S2_data, ...) or as the README documents (S2, ...)")
     p.add_argument("--region-size", type=int, default=1008, help="side of the synthetic mapping region in S2 pixels, a multiple of 3; 0 for none (default 1008)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("validate", help="check every sample file; write validation.json; exit 1 if any is bad")
-    p.add_argument("--data", required=True, type=Path, help="dataset root")
-    p.add_argument("--split", choices=("train", "val", "test"), help="only this split (default: every file)")
-    p.add_argument("--taxonomy", type=Path, help="taxonomy CSV (default: <data>/cascade_labels.csv)")
-    p.add_argument("--report", type=Path, help="where to write the JSON report (default: <data>/validation.json)")
-    p.add_argument("--workers", type=int, default=_default_workers(), help="reader processes (default: CPU count, at most 8)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_validate)
+    for name, help_text, func in (
+        ("validate", "check every sample file; write validation.json; exit 1 if any is bad", cmd_validate),
+        ("stats", "per-band mean/std over the training split, written to <data>/norm_stats.json", cmd_stats),
+    ):
+        p = add(name, help_text)
+        p.add_argument("--data", required=True, type=Path, help="dataset root")
+        p.add_argument("--workers", type=int, default=_default_workers(), help="reader processes (default: CPU count, at most 8)")
+        p.set_defaults(func=func)
+        if name == "validate":
+            p.add_argument("--split", choices=("train", "val", "test"), help="only this split (default: every file)")
+            p.add_argument("--taxonomy", type=Path, help="taxonomy CSV (default: <data>/cascade_labels.csv)")
+            p.add_argument("--report", type=Path, help="where to write the JSON report (default: <data>/validation.json)")
+        else:
+            p.add_argument("--split", choices=("train", "val", "test"), default="train")
+            p.add_argument("--output", type=Path, help="where to write (default: <data>/norm_stats.json; a .png plot beside it)")
+            p.add_argument("--compare", type=Path, help="statistics JSON to plot beside ours (e.g. the published ones)")
 
-    p = sub.add_parser("stats", help="per-band mean/std over the training split, written to <data>/norm_stats.json")
+    p = add("score", "score external predictions (<sample>.npy (4,H,W) uint8 or <sample>.h5 'pred') against a split")
     p.add_argument("--data", required=True, type=Path, help="dataset root")
-    p.add_argument("--split", choices=("train", "val", "test"), default="train")
-    p.add_argument("--output", type=Path, help="where to write (default: <data>/norm_stats.json; a .png plot beside it)")
-    p.add_argument("--compare", type=Path, help="statistics JSON to plot beside ours (e.g. the published ones)")
-    p.add_argument("--workers", type=int, default=_default_workers(), help="reader processes (default: CPU count, at most 8)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_stats)
-
-    p = sub.add_parser("score", help="score external predictions (<sample>.npy (4,H,W) uint8 or <sample>.h5 'pred') against a split")
-    p.add_argument("--data", required=True, type=Path, help="dataset root")
-    p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--predictions", required=True, type=Path, help="folder of <sample>.npy or <sample>.h5 files")
     p.add_argument("--output", required=True, type=Path, help="folder for metrics.json, per-class CSVs and plots")
     p.add_argument("--taxonomy", type=Path, help="taxonomy CSV (default: <data>/cascade_labels.csv)")
-    add_metric_options(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_settings_options(p, EvaluateSettings, only=("split", "ignore_background", "mmseg_f1"))
     p.set_defaults(func=cmd_score)
 
-    add_model_info_parser(sub)
+    model_info = add_model_info_parser(sub)
+    model_info.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    model_info.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
 
-    p = sub.add_parser("evaluate", help="run a checkpoint over a split and score it (metrics.json, CSVs, plots)")
-    p.add_argument("--checkpoint", required=True, type=Path, help="an h2crop checkpoint (e.g. runs/<run>/best.ckpt)")
-    p.add_argument("--data", required=True, type=Path, help="dataset root")
-    p.add_argument("--split", choices=("train", "val", "test"), default="test")
-    p.add_argument("--output", required=True, type=Path, help="folder for metrics.json, per-class CSVs and plots")
-    p.add_argument("--decode", choices=("argmax", "consistent"), default="argmax", help="per-level argmax, or the most probable taxonomy path (levels always agree)")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--precision", choices=("fp32", "bf16"), help="override the checkpoint's precision")
-    p.add_argument("--loader-workers", type=int, default=1, help="reader processes")
-    p.add_argument("--use-gpu", action="store_true")
-    add_metric_options(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_evaluate)
+    for name, help_text, (source, source_help), output_help, settings, func in (
+        ("evaluate", "run a checkpoint over a split and score it (metrics.json, CSVs, plots)", ("--data", "dataset root"),
+         "folder for metrics.json, per-class CSVs and plots", EvaluateSettings, cmd_evaluate),
+        ("map", "map a georeferenced region with a checkpoint: one Cloud-Optimized GeoTIFF per level; resumes by tile",
+         ("--region", "region folder with region.json, s2.tif, enmap.tif, prior.tif (h2crop synth writes one)"),
+         "output folder: level<k>.tif, map.json, tiles/ (rerun to resume)", MapSettings, cmd_map),
+    ):
+        p = add(name, help_text)
+        p.add_argument("--checkpoint", required=True, type=Path, help="an h2crop checkpoint (e.g. runs/<run>/best.ckpt)")
+        p.add_argument(source, required=True, type=Path, help=source_help)
+        p.add_argument("--output", required=True, type=Path, help=output_help)
+        add_settings_options(p, settings)
+        p.set_defaults(func=func)
 
-    p = sub.add_parser("map", help="map a georeferenced region with a checkpoint: one Cloud-Optimized GeoTIFF per level; resumes by tile")
-    p.add_argument("--checkpoint", required=True, type=Path, help="an h2crop checkpoint (e.g. runs/<run>/best.ckpt)")
-    p.add_argument("--region", required=True, type=Path, help="region folder with region.json, s2.tif, enmap.tif, prior.tif (h2crop synth --region writes one)")
-    p.add_argument("--output", required=True, type=Path, help="output folder: level<k>.tif, map.json, tiles/ (rerun to resume)")
-    p.add_argument("--tile", type=int, default=192, help="model tile side in S2 pixels, a multiple of 96 (default 192, the benchmark's)")
-    p.add_argument("--margin", type=int, default=16, help="pixels at each inner tile edge left to the neighbouring tile")
-    p.add_argument("--batch-size", type=int, default=2, help="tiles per forward pass")
-    p.add_argument("--actors", type=int, default=1, help="model replicas working in parallel (Ray actors)")
-    p.add_argument("--cpus-per-actor", type=float, help="CPUs (and torch threads) per actor (default: this machine's cores shared among the actors)")
-    p.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
-    p.add_argument("--decode", choices=("auto", "argmax", "consistent"), default="auto", help="consistent: most probable taxonomy path, the four maps always agree; argmax: per level; auto (default): consistent for four-level models, else argmax")
-    p.add_argument("--precision", choices=("fp32", "bf16"), help="override the checkpoint's precision")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_map)
-
-    p = sub.add_parser("train", help="train a preset on Ray (joins RAY_ADDRESS if set, else a local Ray); resumes by --run-name")
-    p.add_argument("--data", required=True, type=Path, help="dataset root")
-    p.add_argument("--preset", required=True, help="model preset, e.g. crops_S2_H_P_jun or tiny_crops_S2_H_P_jun (h2crop model-info --all)")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--workers", type=int, default=2, help="Ray Train workers (one per GPU with --use-gpu)")
-    p.add_argument("--use-gpu", action="store_true")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=4, help="samples per worker per step (default 4, the benchmark's)")
-    p.add_argument("--lr", type=float, default=6e-5, help="peak AdamW learning rate (default 6e-5, the benchmark's)")
-    p.add_argument("--warmup-iters", type=int, default=1000, help="linear warm-up steps (capped at 10%% of all steps)")
-    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="autocast precision (default bf16; the benchmark trained in mixed precision)")
-    p.add_argument("--cutmix", type=float, default=0.5, help="CutMix probability per sample (0 disables)")
+    p = add("train", "train a preset on Ray (joins RAY_ADDRESS if set, else a local Ray); resumes by --run-name")
+    add_settings_options(p, TrainSettings)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model setting override, e.g. --set precision=bf16 --set fusion=gated (repeatable)")
-    p.add_argument("--input-mode", choices=("paths", "arrays"), default="paths", help="shard paths and read on the workers (default) or read in Ray Data tasks")
-    p.add_argument("--loader-workers", type=int, default=1, help="reader processes per training worker (paths mode)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--run-name", help="name of the run; re-running with the same name and storage resumes it")
-    p.add_argument("--storage", default="ray_results", help="Ray Train storage: a folder, or a URI such as s3://bucket/runs (multi-node runs need storage every node reaches)")
-    p.add_argument("--output", type=Path, help="where best.ckpt and the best epoch's metrics.json go (default runs/<run-name>)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlruns.db; an mlflow server on clusters)")
-    p.add_argument("--experiment", default="h2crop", help="MLflow experiment")
-    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint before giving up")
-    p.add_argument("--taxonomy", type=Path, help="taxonomy CSV (default: <data>/cascade_labels.csv)")
-    p.add_argument("--time-budget-minutes", type=float, default=0.0, help="train for at most this long: stop before an epoch that would overrun it (0: no limit)")
     p.set_defaults(func=cmd_train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from pipelines.ray_runtime import configure_console, ray_log_dir
+
+    args = build_parser().parse_args(argv)
+    configure_console(args.verbose)
     try:
         return args.func(args)
-    except (CliError, DatasetError, SampleError, TaxonomyError, PredictionError, FileNotFoundError, ValueError) as error:
-        print(f"h2crop {args.command}: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"h2crop {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
+    except Exception as error:  # noqa: BLE001 - sorted below into the user's errors and our bugs
+        user_error = find_user_error(error)
+        if user_error is not None:
+            print(f"h2crop {args.command}: error: {user_error}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        hint = f"; Ray's logs: {ray_log_dir()}" if "ray" in sys.modules and sys.modules["ray"].is_initialized() else ""
+        print(f"h2crop {args.command}: internal error (a bug in h2crop: please report it with the traceback above{hint})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

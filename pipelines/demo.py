@@ -15,10 +15,10 @@ from pathlib import Path
 from pipelines.cli import main as h2crop
 
 
-def step(title: str, argv: list[str]) -> None:
+def step(title: str, argv: list[str], verbose: bool = False) -> None:
     print(f"\n=== {title}\n$ h2crop {' '.join(argv)}", flush=True)
     start = time.perf_counter()
-    code = h2crop(argv)
+    code = h2crop(argv + (["--verbose"] if verbose else []))
     if code != 0:
         print(f"demo: step '{title}' failed with exit code {code}", file=sys.stderr)
         sys.exit(code)
@@ -31,13 +31,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=96, help="generated samples (default 96)")
     parser.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")
     parser.add_argument("--preset", default="tiny_crops_S2_H_P_jun")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's and the libraries' own log lines")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     data, run = out / "data", out / "run"
     start = time.perf_counter()
-    step("1/6 synthesise a dataset with the benchmark's layout, and a georeferenced region", ["synth", "--out", str(data), "--samples", str(args.samples)])
-    step("2/6 validate every file against the layout and the taxonomy", ["validate", "--data", str(data)])
-    step("3/6 per-band normalisation statistics over the training split", ["stats", "--data", str(data)])
+    step("1/6 synthesise a dataset with the benchmark's layout, and a georeferenced region", ["synth", "--out", str(data), "--samples", str(args.samples)], args.verbose)
+    step("2/6 validate every file against the layout and the taxonomy", ["validate", "--data", str(data)], args.verbose)
+    step("3/6 per-band normalisation statistics over the training split", ["stats", "--data", str(data)], args.verbose)
     step(
         f"4/6 train {args.preset} on a local Ray: 2 workers, MLflow tracking, a checkpoint per epoch",
         [
@@ -45,14 +46,17 @@ def main(argv: list[str] | None = None) -> None:
             "--batch-size", "2", "--lr", "2e-3", "--warmup-iters", "0", "--run-name", f"demo-{args.preset}",
             "--storage", str(out / "ray_results"), "--output", str(run), "--tracking-uri", f"sqlite:///{out / 'mlruns.db'}",
         ],
+        args.verbose,
     )
     step(
         "5/6 evaluate the best checkpoint on the test split (hierarchy-consistent decoding)",
         ["evaluate", "--checkpoint", str(run / "best.ckpt"), "--data", str(data), "--split", "test", "--output", str(out / "test_eval"), "--decode", "consistent"],
+        args.verbose,
     )
     step(
         "6/6 map the georeferenced region with the best checkpoint: one Cloud-Optimized GeoTIFF per level",
         ["map", "--checkpoint", str(run / "best.ckpt"), "--region", str(data / "region"), "--output", str(out / "map"), "--actors", "2"],
+        args.verbose,
     )
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s. Where things are:")
     print(f"  dataset          {data}  (h5_data/, data_lists/, cascade_labels.csv, norm_stats.json/.png, validation.json)")

@@ -11,56 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
-import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from h2crop_core.checkpoint import LoadedCheckpoint, load_checkpoint
-from h2crop_core.data.region import MANIFEST
+from h2crop_core.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from h2crop_core.mapping import RegionReader, TileGrid, TileStore, predict_tiles, write_level_cogs
-from h2crop_core.mapping.writer import MAP_MANIFEST
-from h2crop_core.models.heads import DECODES
-
-
-@dataclass
-class MapSettings:
-    """How to map (the model and the region come from the checkpoint and the region folder).
-
-    Attributes:
-        tile: model tile side in S2 pixels (a multiple of 96); the benchmark's is 192.
-        margin: pixels at each inner tile edge given to the neighbour (edge predictions see less context).
-        batch_size: tiles per forward pass.
-        actors: model replicas (Ray actors) working in parallel.
-        cpus_per_actor: CPUs reserved per actor, and its torch threads; default: this machine's cores
-            shared among the actors.
-        use_gpu: one GPU per actor.
-        decode: ``consistent`` (most probable taxonomy path, levels always agree), ``argmax``, or ``auto``:
-            consistent for four-level models, argmax for single-level ones.
-        precision: ``fp32``/``bf16`` to override the checkpoint's.
-    """
-
-    tile: int = 192
-    margin: int = 16
-    batch_size: int = 2
-    actors: int = 1
-    cpus_per_actor: float | None = None
-    use_gpu: bool = False
-    decode: str = "auto"
-    precision: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.decode not in DECODES + ("auto",):
-            raise ValueError(f"decode must be one of {DECODES + ('auto',)}, got {self.decode!r}")
-        if self.cpus_per_actor is None:
-            self.cpus_per_actor = max(1.0, (os.cpu_count() or 1) / max(1, self.actors))
-        if self.batch_size < 1 or self.actors < 1 or self.cpus_per_actor <= 0:
-            raise ValueError("batch_size and actors must be at least 1 and cpus_per_actor positive")
+from h2crop_core.mapping.region import region_identity
+from h2crop_core.errors import SettingError
+from h2crop_core.files import file_digest
+from h2crop_core.mapping.writer import MAP_MANIFEST, MappingRecordError
+from h2crop_core.models.heads import resolve_decode
+from pipelines.settings import MapSettings
 
 
 def region_reader_for(loaded: LoadedCheckpoint, region: str | Path) -> RegionReader:
@@ -72,15 +38,6 @@ def region_reader_for(loaded: LoadedCheckpoint, region: str | Path) -> RegionRea
     )
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file (identifies the checkpoint in the resume record even if it is copied or moved)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class TilePredictor:
     """A Ray Data actor: loads the checkpoint once, then reads, predicts and stores batches of tiles."""
 
@@ -90,7 +47,7 @@ class TilePredictor:
         self.device = "cuda" if self.settings.use_gpu else "cpu"
         overrides = {"precision": self.settings.precision} if self.settings.precision else {}
         if file_digest(Path(checkpoint)) != record["checkpoint_sha256"]:  # e.g. a training run replaced best.ckpt
-            raise ValueError(f"{checkpoint} changed since this mapping run started; rerun h2crop map (into a new folder for the new model)")
+            raise CheckpointError(f"{checkpoint} changed since this mapping run started; rerun h2crop map (into a new folder for the new model)")
         self.loaded = load_checkpoint(checkpoint, device=self.device, **overrides)
         self.reader = region_reader_for(self.loaded, region)
         self.tiles = {tile.index: tile for tile in TileGrid(**grid).tiles()}
@@ -107,23 +64,6 @@ class TilePredictor:
         return {"index": np.asarray(batch["index"], dtype=np.int64)}
 
 
-def resolve_decode(settings: MapSettings, levels: tuple[int, ...]) -> MapSettings:
-    """``auto`` decoding becomes ``consistent`` for a four-level model and ``argmax`` otherwise."""
-    if settings.decode != "auto":
-        return settings
-    return replace(settings, decode="consistent" if len(levels) == 4 else "argmax")
-
-
-def region_identity(region: Path, manifest: dict) -> dict:
-    """What identifies a region's content in the resume record: its manifest's digest and each raster's
-    size and modification time (not its path: a moved region still resumes)."""
-    rasters = {}
-    for key, name in sorted(manifest["files"].items()):
-        stat = (region / name).stat()
-        rasters[key] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    return {"manifest_sha256": file_digest(region / MANIFEST), "rasters": rasters}
-
-
 @contextlib.contextmanager
 def exclusive(output: Path):
     """Hold ``output/.lock`` for the run: a second ``h2crop map`` into the same folder is refused."""
@@ -132,7 +72,7 @@ def exclusive(output: Path):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(f"{output}: another h2crop map is writing here (it holds {output / '.lock'})") from None
+            raise MappingRecordError(f"{output}: another h2crop map is writing here (it holds {output / '.lock'})") from None
         yield
 
 
@@ -145,10 +85,10 @@ def check_resources(settings: MapSettings) -> None:
     for key, wanted in per_actor.items():
         largest = max((node.get(key, 0) for node in nodes), default=0)
         if wanted > largest:
-            raise ValueError(f"one actor needs {wanted:g} {key}; the largest Ray node has {largest:g}: lower --cpus-per-actor or drop --use-gpu")
+            raise SettingError(f"one actor needs {wanted:g} {key}; the largest Ray node has {largest:g}: lower --cpus-per-actor or drop --use-gpu")
         total = sum(node.get(key, 0) for node in nodes)
         if wanted * settings.actors > total:
-            raise ValueError(f"the actor pool needs {wanted * settings.actors:g} {key} (the Ray cluster has {total:g}): lower --actors or --cpus-per-actor")
+            raise SettingError(f"the actor pool needs {wanted * settings.actors:g} {key} (the Ray cluster has {total:g}): lower --actors or --cpus-per-actor")
 
 
 def map_region(checkpoint: str | Path, region: str | Path, output: str | Path, settings: MapSettings | None = None, *, progress: bool = True) -> dict:
@@ -163,9 +103,7 @@ def map_region(checkpoint: str | Path, region: str | Path, output: str | Path, s
     settings = settings or MapSettings()
     checkpoint, region, output = Path(checkpoint).resolve(), Path(region).resolve(), Path(output).resolve()
     loaded = load_checkpoint(checkpoint)  # on the driver too: a bad checkpoint or region fails here, not in an actor
-    settings = resolve_decode(settings, loaded.config.levels)
-    if settings.decode == "consistent" and len(loaded.config.levels) != 4:
-        raise ValueError(f"consistent decoding needs a four-level model; {loaded.config.name} predicts levels {loaded.config.levels}: use --decode argmax")
+    settings = replace(settings, decode=resolve_decode(settings.decode, loaded.config.levels))
     reader = region_reader_for(loaded, region)
     try:
         with exclusive(output):
@@ -178,7 +116,7 @@ def _map_locked(loaded: LoadedCheckpoint, checkpoint: Path, reader: RegionReader
     import ray
     from tqdm.auto import tqdm
 
-    from pipelines.train import connect_ray, quiet_data_context
+    from pipelines.ray_runtime import connect_ray, quiet_data_context
 
     started = time.perf_counter()
     height, width = reader.shape

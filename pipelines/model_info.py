@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from h2crop_core.errors import SettingError
 from h2crop_core.models.presets import get_preset, preset_names
 from h2crop_core.models.summary import ModelSummary, summarize
 
@@ -24,7 +25,7 @@ def _table(summaries: list[ModelSummary]) -> str:
 def run_model_info(preset: str | None, all_presets: bool, as_json: bool, tile: int = 192) -> int:
     """Print the summary of ``preset`` (or of all 20 full-size presets); returns the exit code."""
     if all_presets == (preset is not None):
-        raise ValueError("model-info takes a preset name or --all (not both)")
+        raise SettingError("model-info takes a preset name or --all (not both)")
     names = preset_names() if all_presets else [preset]  # type: ignore[list-item]
     summaries = [summarize(get_preset(name), tile=tile) for name in names]
     if as_json:

@@ -16,7 +16,8 @@ Either way ``ExactlyOnceDataConfig`` splits with ``equal=False``: Train's defaul
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,10 @@ import torch
 from ray.train import DataConfig
 from torch.utils.data import DataLoader, Sampler
 
-from h2crop_core.data.dataset import H2CropDataset
+from h2crop_core.data.dataset import H2CropDataset, collate_samples, raise_read_failures
 from h2crop_core.data.reader import SampleReader
+from pipelines.settings import INPUT_MODES
 
-INPUT_MODES = ("paths", "arrays")
 #: path rows per block: small blocks let ``streaming_split(equal=False)`` balance shards dynamically
 ROWS_PER_BLOCK = 4
 
@@ -136,33 +137,49 @@ class ShardReader:
                 H2CropDataset(list(all_paths), reader),
                 batch_size=batch_size,
                 sampler=self.sampler,
+                collate_fn=collate_samples,  # a bad file's error reaches this process whole (see raise_read_failures)
                 num_workers=loader_workers,
                 persistent_workers=loader_workers > 0,
                 prefetch_factor=2 if loader_workers > 0 else None,
             )
 
-    def epoch(self, shuffle_seed: int | None = None, prefetch_next: bool = False) -> Iterator[dict]:
+    def epoch(self, shuffle_seed: int | None = None, prefetch_next: bool = False) -> EpochBatches:
         """One epoch of this worker's batches; ``shuffle_seed`` None keeps the shard's order.
 
         ``prefetch_next`` (``paths`` mode) starts draining the next epoch's paths in the background while
         this epoch is read and trained on. Every worker must pass the same value, since shards of a split
-        are consumed together.
+        are consumed together. The shard is drained here, so the returned batches know their count.
         """
         if self.mode == "arrays":
-            batches = self.shard.iter_torch_batches(batch_size=self.batch_size, collate_fn=_numpy_to_torch)
-        else:
-            paths = self._next_paths.result() if self._next_paths is not None else shard_paths(self.shard)
-            self._next_paths = self._drainer.submit(shard_paths, self.shard) if prefetch_next else None
-            if shuffle_seed is not None:
-                np.random.default_rng(shuffle_seed).shuffle(paths)
-            unknown = [p for p in paths if p not in self.position]
-            if unknown:
-                raise ValueError(f"shard paths not among the split's paths: {unknown[:3]}")
-            self.sampler.indices = [self.position[p] for p in paths]
-            if not paths:
-                return
-            batches = self.loader
-        for batch in batches:
+            return EpochBatches(self.shard.iter_torch_batches(batch_size=self.batch_size, collate_fn=_numpy_to_torch), None, self.device)
+        paths = self._next_paths.result() if self._next_paths is not None else shard_paths(self.shard)
+        self._next_paths = self._drainer.submit(shard_paths, self.shard) if prefetch_next else None
+        if shuffle_seed is not None:
+            np.random.default_rng(shuffle_seed).shuffle(paths)
+        unknown = [p for p in paths if p not in self.position]
+        if unknown:
+            raise ValueError(f"shard paths not among the split's paths: {unknown[:3]}")
+        self.sampler.indices = [self.position[p] for p in paths]
+        return EpochBatches(self.loader if paths else (), math.ceil(len(paths) / self.batch_size), self.device)
+
+    def close(self) -> None:
+        """Wait for a next-epoch drain still running (every worker started it: it completes), then stop."""
+        if self._next_paths is not None:
+            self._next_paths.result()
+            self._next_paths = None
+        self._drainer.shutdown(wait=True)
+
+
+@dataclass
+class EpochBatches:
+    """One epoch of batches moved to ``device``; ``batches`` is their count where known (paths mode)."""
+
+    source: Iterable[dict]
+    batches: int | None
+    device: torch.device | str = "cpu"
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in raise_read_failures(self.source):
             yield {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 

@@ -83,7 +83,7 @@ def _zscore(values: np.ndarray, mean: np.ndarray, std: np.ndarray, channel_axis:
     shape = [1] * values.ndim
     shape[channel_axis] = -1
     if values.shape[channel_axis] != len(mean):
-        raise ValueError(f"normalisation statistics have {len(mean)} bands; data has {values.shape[channel_axis]}")
+        raise DatasetError(f"normalisation statistics have {len(mean)} bands; data has {values.shape[channel_axis]}")
     scale = (1.0 / std).astype(np.float32).reshape(shape)
     offset = mean.astype(np.float32).reshape(shape)
     out = values.astype(np.float32)  # one new array, then in place: this runs for every sample read

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from h2crop_core.errors import H2CropError
+from h2crop_core.errors import H2CropError, SettingError
 from h2crop_core.data.schema import H2CROP_SPEC, KEY_SPELLINGS, MODALITIES, Sample, SampleSpec, window_months
 from h2crop_core.taxonomy import UNLABELLED, Taxonomy
 
@@ -77,10 +78,10 @@ class SampleReader:
     def __post_init__(self) -> None:
         unknown = [m for m in self.modalities if m not in MODALITIES]
         if unknown:
-            raise ValueError(f"unknown modalities {unknown}; expected a subset of {MODALITIES}")
+            raise SettingError(f"unknown modalities {unknown}; expected a subset of {MODALITIES}")
         object.__setattr__(self, "modalities", tuple(self.modalities))
         if window_months(self.window) > self.spec.months:  # also fails early on a bad window
-            raise ValueError(f"window {self.window!r} needs {window_months(self.window)} months; the files hold {self.spec.months}")
+            raise SettingError(f"window {self.window!r} needs {window_months(self.window)} months; the files hold {self.spec.months}")
 
     @property
     def months(self) -> int:
@@ -196,8 +197,40 @@ def infer_spec(path: str | Path) -> SampleSpec:
             key, node = find_dataset(handle, modality)
             if key is None:
                 raise SampleError(path, KEY_SPELLINGS[modality][0], "a dataset to infer the sample layout from", f"keys {sorted(handle.keys())}")
+            if not isinstance(node, h5py.Dataset):
+                raise SampleError(path, key, "a dataset", f"a {type(node).__name__}")
             shapes[modality] = node.shape
     s2, enmap = shapes["s2"], shapes["enmap"]
     if len(s2) != 4 or len(enmap) != 3 or s2[-1] != s2[-2] or enmap[-1] == 0 or s2[-1] % enmap[-1]:
         raise SampleError(path, None, "S2 (T, bands, H, H) and EnMAP (bands, H/f, H/f)", f"S2 {s2} and EnMAP {enmap}")
     return SampleSpec(months=s2[0], s2_bands=s2[1], enmap_bands=enmap[0], size=s2[-1], enmap_factor=s2[-1] // enmap[-1])
+
+
+#: sample files whose headers :func:`infer_dataset_spec` reads.
+SPEC_PROBES = 8
+
+
+def infer_dataset_spec(paths: Sequence[str | Path], probes: int = SPEC_PROBES) -> SampleSpec:
+    """The :class:`SampleSpec` of a dataset: the most common layout among the headers of up to ``probes``
+    files spread over ``paths`` (the first one included). Unreadable or misshaped files are skipped, so one
+    bad file among the probes neither decides the layout nor stops the inference: checking every file
+    against the layout is the reader's job.
+
+    Raises:
+        SampleError: of the first probed file, when no probed file could be read.
+        ValueError: ``paths`` is empty.
+    """
+    if not paths:
+        raise ValueError("no sample files to infer the sample layout from")
+    count = min(probes, len(paths))
+    picks = sorted({round(i * (len(paths) - 1) / max(1, count - 1)) for i in range(count)})  # first and last included
+    specs: list[SampleSpec] = []
+    errors: list[SampleError] = []
+    for i in picks:
+        try:
+            specs.append(infer_spec(paths[i]))
+        except SampleError as error:
+            errors.append(error)
+    if not specs:
+        raise errors[0]
+    return Counter(specs).most_common(1)[0][0]  # on a tie, the layout seen first (Counter keeps order)

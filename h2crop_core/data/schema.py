@@ -11,6 +11,8 @@ from typing import TypedDict
 
 import numpy as np
 
+from h2crop_core.errors import SettingError
+
 #: modality -> accepted HDF5 keys, the files' own spelling first.
 KEY_SPELLINGS: dict[str, tuple[str, ...]] = {
     "s2": ("S2_data", "S2"),
@@ -35,9 +37,9 @@ def window_months(window: str | int) -> int:
     try:
         months = int(window)
     except (TypeError, ValueError):
-        raise ValueError(f"temporal window must be one of {sorted(WINDOWS)} or an integer 1-12, got {window!r}") from None
+        raise SettingError(f"temporal window must be one of {sorted(WINDOWS)} or an integer 1-12, got {window!r}") from None
     if not 1 <= months <= 12:
-        raise ValueError(f"temporal window must be 1-12 months, got {months}")
+        raise SettingError(f"temporal window must be 1-12 months, got {months}")
     return months
 
 
@@ -61,7 +63,7 @@ class SampleSpec:
 
     def __post_init__(self) -> None:
         if self.size % self.enmap_factor:
-            raise ValueError(f"size {self.size} is not divisible by the EnMAP factor {self.enmap_factor}")
+            raise SettingError(f"size {self.size} is not divisible by the EnMAP factor {self.enmap_factor}")
 
     @property
     def enmap_size(self) -> int:

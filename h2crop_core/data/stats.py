@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from h2crop_core.data.index import DatasetError, DatasetIndex
 from h2crop_core.data.normalise import NormStats
+from h2crop_core.data.reader import SampleReader, infer_dataset_spec
 from h2crop_core.data.schema import Sample, SampleSpec
-
-if TYPE_CHECKING:
-    from h2crop_core.data.index import DatasetIndex
+from h2crop_core.files import write_figure_atomic
+from h2crop_core.parallel import map_with_progress
 
 
 @dataclass
@@ -69,6 +70,7 @@ def sample_moments(sample: Sample) -> tuple[RunningMoments, RunningMoments]:
 
 
 def moments_to_stats(s2: RunningMoments, enmap: RunningMoments, meta: dict | None = None) -> NormStats:
+    """Statistics from merged moments (``meta`` says what they were computed over)."""
     if s2.count == 0 or enmap.count == 0:
         raise ValueError("no samples were read; cannot compute normalisation statistics")
     return NormStats(s2.mean, s2.std, enmap.mean, enmap.std, meta=meta or {})
@@ -78,25 +80,35 @@ def moments_to_stats(s2: RunningMoments, enmap: RunningMoments, meta: dict | Non
 class _MomentsOfFile:
     """Picklable per-file task for :func:`compute_norm_stats`."""
 
-    spec: object
+    spec: SampleSpec
 
     def __call__(self, path: Path) -> tuple[RunningMoments, RunningMoments]:
-        from h2crop_core.data.reader import SampleReader
-
         reader = SampleReader(self.spec.months, ("s2", "enmap"), spec=self.spec)
         return sample_moments(reader.read(path))
 
 
-def compute_norm_stats(paths: list[Path], *, workers: int = 1, progress: bool = True, spec=None, meta: dict | None = None) -> NormStats:
-    """Per-band mean/std of S2 (all 12 months) and EnMAP over ``paths`` in one streaming pass.
+def compute_norm_stats(
+    paths: list[Path], *, workers: int = 1, progress: bool = True, spec: SampleSpec | None = None, meta: dict | None = None
+) -> NormStats:
+    """Per-band mean/std of S2 (all its months) and EnMAP over ``paths`` in one streaming pass.
 
     Memory stays at one sample per worker; per-file moments are merged exactly (Chan et al.).
-    """
-    from h2crop_core.data.schema import H2CROP_SPEC
-    from h2crop_core.parallel import map_with_progress
 
+    Args:
+        paths: the sample files.
+        workers: reader processes.
+        spec: the files' layout; by default the one most of them have
+            (:func:`~h2crop_core.data.reader.infer_dataset_spec`).
+        meta: more entries for the statistics' ``meta``.
+
+    Raises:
+        DatasetError: ``paths`` is empty.
+        SampleError: a file is unreadable or does not have the layout.
+    """
+    if not paths:
+        raise DatasetError("no sample files to compute normalisation statistics over")
     s2, enmap = RunningMoments(), RunningMoments()
-    task = _MomentsOfFile(spec or H2CROP_SPEC)
+    task = _MomentsOfFile(spec or infer_dataset_spec(paths))
     for s2_part, enmap_part in map_with_progress(task, paths, workers=workers, desc="stats", progress=progress):
         s2.merge(s2_part)
         enmap.merge(enmap_part)
@@ -106,8 +118,6 @@ def compute_norm_stats(paths: list[Path], *, workers: int = 1, progress: bool = 
 
 def ensure_norm_stats(index: DatasetIndex, spec: SampleSpec, *, workers: int | None = None, progress: bool = True) -> NormStats:
     """The root's ``norm_stats.json``, computed over the training split (and written) first if it is missing."""
-    import os
-
     if not index.norm_stats_path.is_file():
         print(f"[h2crop] {index.norm_stats_path} not found: computing it over the training split", flush=True)
         paths = index.split_paths("train")
@@ -139,6 +149,7 @@ def plot_norm_stats(stats: NormStats, path: str | Path, reference: NormStats | N
         ax.set_ylabel("raw value")
     axes[1].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)
+    try:
+        return write_figure_atomic(path, fig, dpi=90)
+    finally:
+        plt.close(fig)

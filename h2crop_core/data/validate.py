@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from h2crop_core.data.index import DatasetError, DatasetIndex
-from h2crop_core.data.reader import SampleError, SampleReader
+from h2crop_core.data.reader import SampleError, SampleReader, infer_dataset_spec
 from h2crop_core.data.schema import H2CROP_SPEC, SampleSpec
+from h2crop_core.files import write_text_atomic
 from h2crop_core.parallel import map_with_progress
 from h2crop_core.taxonomy import Taxonomy
 
@@ -61,8 +62,7 @@ class ValidationReport:
             "missing": self.missing,
             "seconds": round(self.seconds, 3),
         }
-        path.write_text(json.dumps(payload, indent=1))
-        return path
+        return write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 @dataclass(frozen=True)
@@ -85,12 +85,21 @@ def validate_dataset(
     split: str | None = None,
     *,
     taxonomy: Taxonomy | None = None,
-    spec: SampleSpec = H2CROP_SPEC,
+    spec: SampleSpec | None = None,
     workers: int = 1,
     progress: bool = True,
 ) -> ValidationReport:
     """Read every file of ``split`` (or every ``.h5`` under ``h5_data/`` plus every split's members) with
     all checks. Bad files never stop the run: they are all collected in the report.
+
+    Args:
+        root: the dataset root.
+        split: one split, or None for every file.
+        taxonomy: when given, label and prior ids are checked against it.
+        spec: the layout every file must have; by default the one most of the files have
+            (:func:`~h2crop_core.data.reader.infer_dataset_spec`), or the benchmark's when no file's header
+            can be read (then every file is reported bad, with its reason).
+        workers: reader processes.
     """
     index = DatasetIndex(root)
     report = ValidationReport(str(index.root), split, taxonomy.source if taxonomy else None)
@@ -109,7 +118,7 @@ def validate_dataset(
             continue
         report.missing += [p.stem for p in listed if not p.is_file()]
     existing = [p for p in paths if p.is_file()]
-    check = _CheckFile(taxonomy, spec)
+    check = _CheckFile(taxonomy, spec or _layout_of(existing))
     for path, problem in zip(existing, map_with_progress(check, existing, workers=workers, desc="validate", progress=progress)):
         report.checked += 1
         if problem is None:
@@ -119,3 +128,11 @@ def validate_dataset(
     report.missing = sorted(set(report.missing))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _layout_of(paths: list[Path]) -> SampleSpec:
+    """The layout most of ``paths`` have, or the benchmark's if none of them can be read."""
+    try:
+        return infer_dataset_spec(paths) if paths else H2CROP_SPEC
+    except SampleError:
+        return H2CROP_SPEC

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import gcd
 
+from h2crop_core.errors import SettingError
+
 #: S2 tile sides must be multiples of 32 (the Swin's patching and merges).
 S2_TILE_MULTIPLE = 32
 
@@ -77,13 +79,13 @@ class TileGrid:
     def __post_init__(self) -> None:
         multiple = S2_TILE_MULTIPLE * self.factor // gcd(S2_TILE_MULTIPLE, self.factor)
         if self.tile <= 0 or self.tile % multiple:
-            raise ValueError(f"tile side must be a positive multiple of {multiple} (32 for the S2 stream, {self.factor} for EnMAP), got {self.tile}")
+            raise SettingError(f"tile side must be a positive multiple of {multiple} (32 for the S2 stream, {self.factor} for EnMAP), got {self.tile}")
         if self.height % self.factor or self.width % self.factor:
-            raise ValueError(f"region {self.height}×{self.width} is not a whole number of EnMAP pixels ({self.factor} S2 pixels each)")
+            raise SettingError(f"region {self.height}×{self.width} is not a whole number of EnMAP pixels ({self.factor} S2 pixels each)")
         if self.height < self.tile or self.width < self.tile:
-            raise ValueError(f"region {self.height}×{self.width} is smaller than one {self.tile}-pixel tile")
+            raise SettingError(f"region {self.height}×{self.width} is smaller than one {self.tile}-pixel tile")
         if not 0 <= 2 * self.margin < self.tile - self.factor:
-            raise ValueError(f"margin {self.margin} leaves no core in a {self.tile}-pixel tile")
+            raise SettingError(f"margin {self.margin} leaves no core in a {self.tile}-pixel tile")
 
     @property
     def stride(self) -> int:

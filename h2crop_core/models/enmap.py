@@ -23,6 +23,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from h2crop_core.errors import SettingError
 from h2crop_core.models.layers import (
     AttentionImpl,
     ConvBNReLUConv,
@@ -93,7 +94,7 @@ class SpatialBranch(_TokenTransformer):
     def forward(self, enmap: Tensor) -> Tensor:
         """(B, bands, h, w) -> (B, out_channels, upscale·h, upscale·w)."""
         if enmap.shape[-2] % self.patch or enmap.shape[-1] % self.patch:
-            raise ValueError(f"EnMAP tile {tuple(enmap.shape[-2:])} is not divisible by the {self.patch}-pixel patches")
+            raise SettingError(f"EnMAP tile {tuple(enmap.shape[-2:])} is not divisible by the {self.patch}-pixel patches")
         grid = self.patch_embed(enmap)
         tokens = self.run_blocks(rearrange(grid, "b c h w -> b (h w) c"))
         grid = rearrange(tokens, "b (h w) c -> b c h w", h=grid.shape[-2])
@@ -143,7 +144,7 @@ class SpectralBranch(_TokenTransformer):
         """(B, bands, h, w) -> (B, out_channels, upscale·h, upscale·w)."""
         height, width = enmap.shape[-2:]
         if height % self.grid or width % self.grid:
-            raise ValueError(f"EnMAP tile {height}×{width} is not divisible by the spectral grid {self.grid}")
+            raise SettingError(f"EnMAP tile {height}×{width} is not divisible by the spectral grid {self.grid}")
         pooled = F.avg_pool2d(enmap, kernel_size=(height // self.grid, width // self.grid))
         tokens = self.run_blocks(rearrange(pooled, "b c h w -> b c (h w)"))
         maps = rearrange(self.out_post(tokens), "b c (h w) -> b c h w", h=self.map_size)

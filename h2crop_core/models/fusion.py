@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from h2crop_core.errors import SettingError
 from h2crop_core.models.layers import AttentionImpl, attend, cat_channels
 
 FusionKind = Literal["concat", "gated", "cross_attention"]
@@ -40,7 +41,7 @@ class GatedFusion(nn.Module):
     def __init__(self, s2_channels: int, enmap_channels: int) -> None:
         super().__init__()
         if s2_channels != enmap_channels:
-            raise ValueError(f"gated fusion needs equal channels, got S2 {s2_channels} and EnMAP {enmap_channels}")
+            raise SettingError(f"gated fusion needs equal channels, got S2 {s2_channels} and EnMAP {enmap_channels}")
         self.gate = nn.Conv2d(2 * s2_channels, s2_channels, kernel_size=1)
         self.out_channels = s2_channels
 
@@ -70,7 +71,7 @@ class CrossAttentionFusion(nn.Module):
     ) -> None:
         super().__init__()
         if s2_channels % num_heads:
-            raise ValueError(f"S2 width {s2_channels} is not divisible by {num_heads} heads")
+            raise SettingError(f"S2 width {s2_channels} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
         self.upscale = upscale
         self.impl: AttentionImpl = impl

@@ -48,7 +48,7 @@ class HierarchicalHeads(nn.Module):
     def __init__(self, in_channels: int, num_classes: Sequence[int], levels: Sequence[int] = (1, 2, 3, 4), use_prior: bool = False) -> None:
         super().__init__()
         if not levels or list(levels) != sorted(set(levels)) or not set(levels) <= set(range(1, len(num_classes) + 1)):
-            raise ValueError(f"levels must be increasing, unique and within 1..{len(num_classes)}, got {tuple(levels)}")
+            raise SettingError(f"levels must be increasing, unique and within 1..{len(num_classes)}, got {tuple(levels)}")
         self.levels = tuple(levels)
         self.num_classes = tuple(num_classes)
         self.use_prior = use_prior

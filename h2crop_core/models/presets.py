@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from h2crop_core.data.schema import WINDOWS, window_months
+from h2crop_core.errors import SettingError
 from h2crop_core.models.enmap import ENMAP_BRANCHES
 from h2crop_core.models.fusion import FUSIONS
 from h2crop_core.models.layers import ATTENTION_IMPLS
@@ -86,9 +87,9 @@ class ModelConfig:
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
-                raise ValueError(f"ModelConfig.{key} must be one of {allowed}, got {value!r}")
+                raise SettingError(f"ModelConfig.{key} must be one of {allowed}, got {value!r}")
         if len(self.num_classes) != 4:
-            raise ValueError(f"num_classes needs the four levels' class counts, got {self.num_classes}")
+            raise SettingError(f"num_classes needs the four levels' class counts, got {self.num_classes}")
 
     @property
     def months(self) -> int:
@@ -118,7 +119,7 @@ class ModelConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ValueError(f"unknown ModelConfig keys {unknown}")
+            raise SettingError(f"unknown ModelConfig keys {unknown}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
 
@@ -182,7 +183,7 @@ def get_preset(name: str, **overrides: Any) -> ModelConfig:
     """The preset ``name`` (``tiny_`` prefix allowed) with ``overrides`` applied."""
     base = name.removeprefix(TINY_PREFIX)
     if base not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)} (each also with a {TINY_PREFIX!r} prefix)")
+        raise SettingError(f"unknown preset {name!r}; known: {', '.join(PRESETS)} (each also with a {TINY_PREFIX!r} prefix)")
     config = PRESETS[base]()
     if name.startswith(TINY_PREFIX):
         config = tiny(config)

@@ -23,6 +23,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from h2crop_core.errors import SettingError
 from h2crop_core.models.layers import (
     AttentionImpl,
     ConvBNReLUConv,
@@ -137,7 +138,7 @@ class SwinEncoder3D(nn.Module):
     ) -> None:
         super().__init__()
         if len(depths) != 4 or len(num_heads) != 4 or len(time_steps) != 3:
-            raise ValueError("the S2 encoder has 4 stages (depths, num_heads) and 3 patch mergings (time_steps)")
+            raise SettingError("the S2 encoder has 4 stages (depths, num_heads) and 3 patch mergings (time_steps)")
         self.patch_embed = PatchEmbed3D(in_channels, embed_dim, patch_size)
         rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         starts = [sum(depths[:i]) for i in range(4)]
@@ -217,15 +218,16 @@ class S2Stream(nn.Module):
         self.out_channels = self.decoder.out_channels
 
     def check_input(self, s2: Tensor) -> None:
-        """Raise a ValueError naming the problem if ``s2`` is not (B, T, bands, H, W) with this model's T and
-        tile sides divisible by 32."""
+        """Raise an error naming the problem if ``s2`` is not (B, T, bands, H, W) with this model's T (a
+        ValueError: the caller's reader fixes T) and tile sides divisible by 32 (a SettingError: the data's or
+        the ``--tile`` setting's size)."""
         if s2.ndim != 5 or s2.shape[1] != self.geometry.months:
             raise ValueError(
                 f"s2 must be (B, T={self.geometry.months}, bands, H, W) for this model, got {tuple(s2.shape)}"
             )
         height, width = s2.shape[-2:]
         if height % S2_TILE_MULTIPLE or width % S2_TILE_MULTIPLE:
-            raise ValueError(f"S2 tile sides must be multiples of {S2_TILE_MULTIPLE}, got {height}×{width}")
+            raise SettingError(f"S2 tile sides must be multiples of {S2_TILE_MULTIPLE}, got {height}×{width}")
 
     def forward(self, s2: Tensor) -> Tensor:
         """(B, T, bands, H, W) -> (B, out_channels, H, W)."""

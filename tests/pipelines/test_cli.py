@@ -92,3 +92,67 @@ def test_model_info_is_a_subcommand(capsys):
     assert "tiny_crops_S2_H_P_jun" in capsys.readouterr().out
     assert main(["model-info", "no_such_preset"]) == 2
     assert "unknown preset" in capsys.readouterr().err
+
+
+def _subcommand(name: str):
+    from pipelines.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    return action.choices[name]
+
+
+@pytest.mark.parametrize("command,cls", [("train", "TrainSettings"), ("evaluate", "EvaluateSettings"), ("map", "MapSettings")])
+def test_options_are_the_settings_fields_with_their_defaults_help_and_choices(command, cls):
+    import dataclasses
+
+    from pipelines import settings as settings_module
+    from pipelines.options import cli_fields
+
+    settings_cls = getattr(settings_module, cls)
+    actions = {a.dest: a for a in _subcommand(command)._actions}
+    fields = cli_fields(settings_cls)
+    assert len(fields) >= 7
+    for item in fields:
+        action = actions[item.name]
+        assert f"--{item.name.replace('_', '-')}" in action.option_strings
+        assert item.metadata["help"] and action.help.startswith(item.metadata["help"]), item.name
+        if item.default is not dataclasses.MISSING:
+            assert action.default == item.default, item.name
+        assert tuple(action.choices or ()) == tuple(item.metadata.get("choices") or ()), item.name
+    # an unchanged command line gives exactly the dataclass's defaults
+    from pipelines.options import settings_from_args
+
+    required = {"train": ["--data", "D", "--preset", "P"], "evaluate": ["--checkpoint", "c", "--data", "d", "--output", "o"],
+                "map": ["--checkpoint", "c", "--region", "r", "--output", "o"]}[command]
+    args = _subcommand(command).parse_args(required)
+    built = settings_from_args(settings_cls, args, **({"data": "D", "preset": "P"} if command == "train" else {}))
+    assert built == settings_cls(**({"data": "D", "preset": "P"} if command == "train" else {}))
+
+
+def test_evaluate_checkpoint_defaults_are_the_evaluate_settings():
+    import inspect
+
+    from h2crop_core.evaluation import evaluate_checkpoint
+    from pipelines.settings import EvaluateSettings
+
+    defaults = EvaluateSettings()
+    for name, parameter in inspect.signature(evaluate_checkpoint).parameters.items():
+        if parameter.default is not inspect.Parameter.empty and hasattr(defaults, name):
+            assert parameter.default == getattr(defaults, name), name
+
+
+def test_bad_settings_are_user_errors_and_bugs_keep_their_traceback(tmp_path, capsys, monkeypatch):
+    assert main(["map", "--checkpoint", "c", "--region", "r", "--output", "o", "--actors", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "h2crop map: error: actors must be at least 1; got 0"
+    assert main(["train", "--data", str(tmp_path), "--preset", "p", "--cutmix", "1.5"]) == 2
+    assert "cutmix_p is a probability" in capsys.readouterr().err
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr("h2crop_core.data.synth.synthesize_dataset", broken)
+    assert main(["synth", "--out", str(tmp_path / "x"), "--samples", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "an internal invariant broke" in err and "a bug in h2crop" in err

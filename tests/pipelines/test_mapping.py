@@ -102,10 +102,14 @@ def test_map_errors_name_the_problem(ray_local, synth_root, checkpoint, tmp_path
 
 
 def test_auto_decoding_is_consistent_for_four_levels_and_argmax_for_one():
-    from pipelines.mapping import MapSettings, resolve_decode
+    from h2crop_core.errors import SettingError
+    from h2crop_core.models.heads import resolve_decode
+    from pipelines.settings import MapSettings
 
-    assert resolve_decode(MapSettings(), (1, 2, 3, 4)).decode == "consistent"
-    assert resolve_decode(MapSettings(), (2,)).decode == "argmax"
-    assert resolve_decode(MapSettings(decode="argmax"), (1, 2, 3, 4)).decode == "argmax"
-    with pytest.raises(ValueError, match="decode must be one of"):
+    assert resolve_decode(MapSettings().decode, (1, 2, 3, 4)) == "consistent"
+    assert resolve_decode(MapSettings().decode, (2,)) == "argmax"
+    assert resolve_decode(MapSettings(decode="argmax").decode, (1, 2, 3, 4)) == "argmax"
+    with pytest.raises(SettingError, match="decode must be one of"):
         MapSettings(decode="vote")
+    with pytest.raises(SettingError, match="four-level model"):
+        resolve_decode("consistent", (3,))

@@ -6,13 +6,15 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
 from h2crop_core.checkpoint import load_checkpoint
+from h2crop_core.errors import SettingError
+from pipelines.settings import TrainSettings, parse_overrides
+from pipelines.steps import lr_factor
 from pipelines.tracking import RUN_NAME_TAG
-from pipelines.train import TrainSettings, lr_factor, parse_overrides, run_training
+from pipelines.train import run_training
 
 pytestmark = pytest.mark.ray
 
@@ -67,23 +69,35 @@ def test_training_learns_writes_checkpoints_tracks_and_resumes(ray_local, train_
     assert len(runs) == 1
 
 
-def _kill_a_worker_after_first_checkpoint(storage: Path, run_name: str, killed: list) -> None:
+def _own_train_worker_pids(job_id: str) -> list[int]:
+    """PIDs of the live Ray Train workers of this test's own Ray job (from Ray's state API): never a
+    process of anyone else on the machine."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE"), ("job_id", "=", job_id)])
+    return [actor.pid for actor in actors if actor.pid]
+
+
+def _kill_a_worker_after_first_checkpoint(storage: Path, run_name: str, killed: list, job_id: str) -> None:
     deadline = time.time() + 240
     while time.time() < deadline and not list((storage / run_name).glob("checkpoint_*")):
         time.sleep(0.2)
     time.sleep(2.5)  # let the controller register the report before the failure (RAY_NOTES.md)
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if any("RayTrainWorker" in part for part in (process.info["cmdline"] or [])):
-            os.kill(process.info["pid"], signal.SIGKILL)
-            killed.append(process.info["pid"])
-            return
+    pids = _own_train_worker_pids(job_id)
+    if pids:
+        os.kill(pids[0], signal.SIGKILL)
+        killed.append(pids[0])
 
 
 def test_a_killed_worker_is_replaced_and_an_interrupted_run_resumes(ray_local, train_data, tmp_path):
     # with a failure budget the worker group restarts from the last checkpoint and finishes
+    import ray
+    import ray.train
+
+    job_id = ray.get_runtime_context().get_job_id()
     settings = _settings(train_data, tmp_path, "survive", epochs=4, max_failures=1)
     killed: list[int] = []
-    killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint, args=(tmp_path / "storage", "survive", killed))
+    killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint, args=(tmp_path / "storage", "survive", killed, job_id))
     killer.start()
     outcome = run_training(settings)
     killer.join()
@@ -94,9 +108,9 @@ def test_a_killed_worker_is_replaced_and_an_interrupted_run_resumes(ray_local, t
     # without one the run stops; the same command then resumes from the saved epoch
     settings = _settings(train_data, tmp_path, "interrupted", epochs=4, max_failures=0)
     killed.clear()
-    killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint, args=(tmp_path / "storage", "interrupted", killed))
+    killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint, args=(tmp_path / "storage", "interrupted", killed, job_id))
     killer.start()
-    with pytest.raises(Exception):
+    with pytest.raises(ray.train.TrainingFailedError):
         run_training(settings)
     killer.join()
     assert killed
@@ -122,7 +136,34 @@ def test_overrides_are_typed_and_checked():
         "s2_depths": (2, 2, 2, 2),
         "spatial_patch": 2,
     }
-    with pytest.raises(ValueError, match="not a model setting"):
+    with pytest.raises(SettingError, match="not a model setting"):
         parse_overrides(["learning_rate=3"])
-    with pytest.raises(ValueError, match="key=value"):
+    with pytest.raises(SettingError, match="key=value"):
         parse_overrides(["precision"])
+
+
+def test_a_bad_file_is_named_from_a_process_pool_and_from_a_ray_worker(ray_local, train_data, tmp_path, capsys):
+    import shutil
+
+    from h2crop_core.data.index import DatasetIndex
+    from pipelines.cli import main
+
+    root = Path(shutil.copytree(train_data, tmp_path / "data"))
+    (root / "norm_stats.json").unlink()
+    index = DatasetIndex(root)
+    bad = index.split_paths("train")[1]
+    good = bad.read_bytes()
+    bad.write_bytes(good[:5000])  # truncated: found while computing the statistics, in a process pool
+    command = ["train", "--data", str(root), "--preset", "tiny_crops_S2_H_P_jun", "--epochs", "1", "--workers", "2", "--batch-size", "2",
+               "--storage", str(tmp_path / "storage"), "--output", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}",
+               "--max-failures", "0", "--quiet"]
+    assert main(command + ["--run-name", "pool"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"h2crop train: error: {bad}") and "truncated or corrupt" in err and "Traceback" not in err
+
+    bad.write_bytes(good)
+    val = index.split_paths("val")[0]
+    val.write_bytes(val.read_bytes()[:5000])  # found by a DataLoader worker inside a Ray Train worker
+    assert main(command + ["--run-name", "worker"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"h2crop train: error: {val}") and "Traceback" not in err

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from h2crop_core.errors import SettingError
+
 AttentionImpl = Literal["sdpa", "plain"]
 ATTENTION_IMPLS: tuple[str, ...] = ("sdpa", "plain")
 
@@ -68,7 +70,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, impl: AttentionImpl = "sdpa") -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+            raise SettingError(f"width {dim} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
         self.impl: AttentionImpl = impl
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)

@@ -12,6 +12,7 @@ from einops import rearrange
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
+from h2crop_core.errors import SettingError
 from h2crop_core.models.layers.attention import AttentionImpl, attend, split_heads
 from h2crop_core.models.layers.tensor_cache import tensor_cache
 
@@ -55,7 +56,7 @@ class WindowAttention3D(nn.Module):
     ) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+            raise SettingError(f"width {dim} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
         self.window_size = tuple(window_size)
         self.impl: AttentionImpl = impl

@@ -1,0 +1,38 @@
+"""A synthetic stand-in for the H2Crop benchmark that exercises the science, not just the shapes.
+
+The real benchmark is 180 GB and cannot be downloaded where h2crop is developed and tested. This package
+writes datasets with its exact layout, key names, dtypes and shapes, whose content behaves like it:
+
+* parcels are convex polygons (an anisotropic Voronoi tessellation) with one crop each, background
+  (hedges, tracks, non-crop land) between and among them, and a few unlabelled (255) parcels;
+* crop frequencies are long-tailed (Zipf over the level-4 classes);
+* each class has an S2 phenology over 12 months built down the tree: level-1 classes differ from the
+  first months on, finer levels only from later months, so early windows separate fewer classes;
+* each class has an EnMAP spectrum whose narrow absorption features separate sibling classes at levels
+  3-4 that the S2 stream confuses (about half of the fine sibling groups look alike in S2);
+* priors come from a crop-rotation process: most parcels follow their class's rotation, some keep last
+  year's crop, some change at random;
+* sensor noise: pixel noise, per-parcel variability, clouds in some months, noisy water-vapour bands,
+  and EnMAP pixels that mix the 3×3 S2 pixels under them.
+
+Modules, each depending only on those after it: :mod:`~h2crop_core.data.synth.samples` (taxonomy, ``.h5``
+samples, names, splits), :mod:`~h2crop_core.data.synth.region` (a georeferenced region in the format of
+:mod:`h2crop_core.mapping.region`) and :mod:`~h2crop_core.data.synth.world` (the classes' signatures and the
+scenes drawn from them).
+"""
+
+from h2crop_core.data.synth.region import synthesize_region
+from h2crop_core.data.synth.samples import SynthResult, generate_taxonomy, sample_names, synthesize_dataset, write_splits
+from h2crop_core.data.synth.world import SyntheticWorld, add_clouds, voronoi_parcels
+
+__all__ = [
+    "SynthResult",
+    "SyntheticWorld",
+    "add_clouds",
+    "generate_taxonomy",
+    "sample_names",
+    "synthesize_dataset",
+    "synthesize_region",
+    "voronoi_parcels",
+    "write_splits",
+]

@@ -1,0 +1,154 @@
+"""Synthetic sample datasets: a generated taxonomy, the ``.h5`` samples, their names and split lists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from h2crop_core.data.index import H5_DIR, LIST_DIRS, SPLITS, DatasetError
+from h2crop_core.data.schema import H2CROP_SPEC, KEY_STYLES, SampleSpec
+from h2crop_core.data.synth.region import synthesize_region
+from h2crop_core.data.synth.world import SyntheticWorld, add_clouds
+from h2crop_core.errors import SettingError
+from h2crop_core.files import write_text_atomic
+from h2crop_core.taxonomy import NUM_LEVELS, TAXONOMY_FILENAME, Taxonomy
+
+#: class counts per level of the generated taxonomy (background excluded), as in the benchmark.
+DEFAULT_TREE = (6, 36, 82, 101)
+LEVEL1_NAMES = ("arable", "grassland", "permanent", "forest", "fallow", "unmaintained", "wetland", "orchard")
+
+
+# ------------------------------------------------------------------------------------------- taxonomy
+def generate_taxonomy(counts: tuple[int, ...] = DEFAULT_TREE, seed: int = 0) -> Taxonomy:
+    """A random strict tree with ``counts`` classes per level; level 1 long-tailed like the benchmark's
+    (one level-1 class holds most leaves, most level-3 nodes have a single child)."""
+    if len(counts) != NUM_LEVELS or any(b < a for a, b in zip(counts, counts[1:])) or counts[0] < 1:
+        raise SettingError(f"need 4 non-decreasing positive class counts, got {counts}")
+    rng = np.random.default_rng(seed)
+    parents = []
+    for k in range(1, NUM_LEVELS):
+        n_parent, n_child = counts[k - 1], counts[k]
+        weights = rng.dirichlet(np.full(n_parent, 0.6))
+        if k == 1:
+            weights = np.sort(weights)[::-1]  # "arable", the first level-1 class, holds the most leaves
+        extra = rng.choice(n_parent, size=n_child - n_parent, p=weights)
+        assignment = np.concatenate([np.arange(n_parent), extra])
+        parents.append(np.sort(assignment) + 1)  # child i (1-based) -> parent id
+    level1 = [LEVEL1_NAMES[i] if i < len(LEVEL1_NAMES) else f"group{i + 1}" for i in range(counts[0])]
+    rows = []
+    for leaf in range(1, counts[3] + 1):
+        path = [leaf]
+        for k in range(NUM_LEVELS - 1, 0, -1):
+            path.insert(0, int(parents[k - 1][path[0] - 1]))
+        row = {"HCAT3_code": f"99{leaf:08d}"}
+        for k, class_id in enumerate(path):
+            prefix = level1[path[0] - 1]
+            row[f"level{k + 1}_id"] = str(class_id)
+            row[f"level{k + 1}_name"] = prefix if k == 0 else f"{prefix}_l{k + 1}_{class_id:03d}"
+        rows.append((leaf, row))
+    return Taxonomy.from_rows(rows, source="generated")
+
+
+# ------------------------------------------------------------------------------------------- datasets
+@dataclass
+class SynthResult:
+    """What :func:`synthesize_dataset` wrote: the root, its taxonomy, the split members and the region's
+    manifest (None without a region)."""
+
+    root: Path
+    taxonomy: Taxonomy
+    splits: dict[str, list[str]]
+    region: dict | None = None
+
+
+def synthesize_dataset(
+    out: str | Path,
+    samples: int = 32,
+    *,
+    seed: int = 0,
+    taxonomy: Taxonomy | None = None,
+    key_style: str = "files",
+    spec: SampleSpec = H2CROP_SPEC,
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    region_size: int | None = 1008,
+    progress: bool = True,
+) -> SynthResult:
+    """Write a synthetic dataset root: ``h5_data/``, ``data_lists/``, ``cascade_labels.csv`` and, unless
+    ``region_size`` is None, a georeferenced ``region/`` for the mapping stage.
+
+    Args:
+        out: the dataset root to create (existing sample files are overwritten).
+        samples: number of samples.
+        seed: everything is a deterministic function of the seed.
+        taxonomy: classes to generate; a generated 6/36/82/101 tree by default.
+        key_style: ``files`` (``S2_data``, ``EnMAP_data``, ``priors``) or ``readme`` (``S2``, ``EnMAP``, ``prior``).
+        region_size: side of the region in S2 pixels (a multiple of 3), or None for no region.
+    """
+    from tqdm.auto import tqdm
+
+    if key_style not in KEY_STYLES:
+        raise SettingError(f"key_style must be one of {sorted(KEY_STYLES)}, got {key_style!r}")
+    if samples < 1:
+        raise SettingError(f"samples must be at least 1, got {samples}")
+    root = Path(out)
+    names = sample_names(samples, seed)
+    h5_dir = root / H5_DIR
+    foreign = sorted(p.name for p in h5_dir.glob("*.h5") if p.stem not in set(names)) if h5_dir.is_dir() else []
+    if foreign:
+        raise DatasetError(
+            f"{h5_dir} already holds {len(foreign)} sample file(s) this synthesis would not overwrite "
+            f"(e.g. {foreign[0]}): they would mix into the new dataset. Use an empty or new folder."
+        )
+    h5_dir.mkdir(parents=True, exist_ok=True)
+    taxonomy = taxonomy or generate_taxonomy(seed=seed)
+    taxonomy.to_csv(root / TAXONOMY_FILENAME)
+    world = SyntheticWorld.create(taxonomy, spec, seed)
+    keys = KEY_STYLES[key_style]
+    for i, name in enumerate(tqdm(names, desc="synth", unit="sample", disable=not progress, dynamic_ncols=True)):
+        sample_rng = np.random.default_rng([seed, i])
+        scene = world.scene(spec.size, spec.size, sample_rng)
+        scene["seed"] = int(sample_rng.integers(2**31))
+        add_clouds(scene, sample_rng, spec.months)
+        s2, enmap = world.render(scene, slice(None), sample_rng)
+        arrays = {"s2": s2, "enmap": enmap, "label": world.label_stack(scene), "prior": world.label_stack(scene, "prior")}
+        with h5py.File(h5_dir / f"{name}.h5", "w") as handle:
+            for modality, array in arrays.items():
+                handle.create_dataset(keys[modality], data=array)
+    splits = write_splits(root, names, split_fractions, seed)
+    region = None
+    if region_size:
+        region = synthesize_region(root / "region", world, size=region_size, seed=seed, progress=progress)
+    return SynthResult(root, taxonomy, splits, region)
+
+
+def sample_names(samples: int, seed: int) -> list[str]:
+    """Benchmark-style names: EnMAP acquisition time, running number, pixel offsets, MGRS tile."""
+    rng = np.random.default_rng(seed)
+    tiles = ("T31UGQ", "T31TCJ", "T30UXU", "T31UDP")
+    names = []
+    for i in range(samples):
+        month, day, hour, minute, second = rng.integers(5, 9), rng.integers(1, 28), rng.integers(0, 6), rng.integers(0, 60), rng.integers(0, 60)
+        x, y = (rng.integers(0, 30, size=2) * 64).tolist()
+        names.append(f"2022{month:02d}{day:02d}T1{hour}{minute:02d}{second:02d}Z_{i:03d}_x{x}_y{y}_{tiles[i % len(tiles)]}")
+    return names
+
+
+def write_splits(root: Path, names: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
+    """Shuffle ``names`` into train/val/test lists (every split non-empty when there are ≥ 3 samples)."""
+    order = np.random.default_rng(seed + 1).permutation(len(names))
+    n = len(names)
+    n_val = max(1, round(fractions[1] * n)) if n >= 3 else 0
+    n_test = max(1, round(fractions[2] * n)) if n >= 3 else 0
+    n_train = n - n_val - n_test
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
+    folder = root / LIST_DIRS[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for split in SPLITS:
+        lo, hi = bounds[split]
+        splits[split] = [names[j] for j in order[lo:hi]]
+        write_text_atomic(folder / f"{split}.txt", "".join(f"{name}\n" for name in splits[split]))
+    return splits

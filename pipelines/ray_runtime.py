@@ -1,0 +1,75 @@
+"""Ray start-up and the console: join or start Ray, keep Ray's own chatter in its log files.
+
+By default (``--verbose`` off) the driver shows only h2crop's own lines and progress bars: Ray's driver-side
+INFO/WARNING messages are not printed, workers' output is not forwarded (it stays in the session's log
+files, named on :func:`ray_log_dir`), and third-party Python warnings are hidden. Training progress reaches
+the driver through :mod:`pipelines.progress` instead of worker prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+#: set by ``h2crop --verbose`` (inherited by child processes and jobs started from here)
+VERBOSE_ENV = "H2CROP_VERBOSE"
+#: loggers of libraries whose INFO/WARNING lines a user cannot act on
+CHATTY_LOGGERS = ("ray", "mlflow", "alembic", "urllib3", "filelock", "py.warnings")
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def configure_console(verbose_mode: bool) -> None:
+    """Set up the process's logging and warnings for a command (``--verbose`` shows everything)."""
+    os.environ[VERBOSE_ENV] = "1" if verbose_mode else "0"
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # no duplicated worker prints
+    if verbose_mode:
+        return
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore")  # third-party deprecations; h2crop itself reports through errors
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # and in the processes started from here
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def connect_ray(num_cpus: int | None = None) -> None:
+    """Join ``RAY_ADDRESS`` if set (``ray job submit``); otherwise start a local Ray sized to the machine.
+
+    On small machines the local Ray gets more logical CPUs than cores: training workers and Ray Data's
+    read tasks must be schedulable together (with 2 workers on 2 cores, reads would starve). The
+    dashboard stays on (loopback only): Train's placement-group cleaner queries the State API through it.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    loud = verbose()
+    common = {"log_to_driver": loud, "logging_level": logging.INFO if loud else logging.ERROR}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(**common)
+    else:
+        ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True, dashboard_host="127.0.0.1", **common)
+    if not loud:
+        configure_console(False)  # ray.init re-levels its loggers
+
+
+def quiet_data_context() -> None:
+    """Ray Data's per-split progress bars and plan printouts are noise next to h2crop's own bars."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+
+
+def ray_log_dir() -> str:
+    """Where this Ray session keeps every process's log files (shown when a run fails)."""
+    try:
+        import ray
+
+        return str(ray._private.worker._global_node.get_logs_dir_path())  # no public API names it
+    except Exception:  # noqa: BLE001 - only a hint for the user; never worth failing over
+        return "/tmp/ray/session_latest/logs"

@@ -1,0 +1,155 @@
+"""The settings of training, evaluation and mapping: the one place every default lives.
+
+Each field carries its help text (and allowed values) as metadata; ``h2crop train|evaluate|map`` build their
+options from these dataclasses (:mod:`pipelines.options`), so a default is written once, here. Values are
+checked when a settings object is made: a bad one is a :class:`~h2crop_core.errors.SettingError` naming the
+setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from h2crop_core.errors import SettingError
+from h2crop_core.models.heads import DECODE_CHOICES, DEFAULT_DECODE
+from h2crop_core.models.presets import PRECISIONS, ModelConfig
+
+#: how training workers get their arrays: read on the worker from sharded paths, or in Ray Data tasks
+INPUT_MODES: tuple[str, ...] = ("paths", "arrays")
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None, flags: tuple[str, ...] = (), cli: bool = True) -> Any:
+    """A dataclass field with its command-line help, allowed values and option names (default
+    ``--field-name``); ``cli=False`` keeps it off the command line."""
+    metadata = {"help": help, "choices": choices, "flags": flags, "cli": cli}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def check_choices(settings: object) -> None:
+    """Every field with ``choices`` holds one of them (None allowed where it is the default)."""
+    for item in dataclasses.fields(settings):
+        allowed, value = item.metadata.get("choices"), getattr(settings, item.name)
+        if allowed and value not in allowed and not (value is None and item.default is None):
+            raise SettingError(f"{item.name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+def check_positive(settings: object, names: tuple[str, ...], minimum: float = 1) -> None:
+    for name in names:
+        if getattr(settings, name) < minimum:
+            raise SettingError(f"{name} must be at least {minimum:g}; got {getattr(settings, name)!r}")
+
+
+@dataclass
+class TrainSettings:
+    """Everything a training run needs; recorded whole as MLflow params. Defaults: the benchmark recipe."""
+
+    data: str = setting(help="dataset root")
+    preset: str = setting(help="model preset, e.g. crops_S2_H_P_jun or tiny_crops_S2_H_P_jun (h2crop model-info --all)")
+    overrides: dict = setting({}, "model setting overrides (--set key=value)", cli=False)
+    epochs: int = setting(100, "epochs (the run stops earlier at --time-budget-minutes)")
+    batch_size: int = setting(4, "samples per worker per step (the benchmark's: 4)")
+    lr: float = setting(6e-5, "peak AdamW learning rate (the benchmark's: 6e-5)")
+    weight_decay: float = setting(5e-4, "AdamW weight decay")
+    warmup_iters: int = setting(1000, "linear warm-up steps (capped at 10%% of all steps)")
+    warmup_start: float = setting(0.01, "warm-up starts at this fraction of the lr")
+    min_lr: float = setting(6e-6, "learning rate at the end of the cosine decay")
+    grad_accum: int = setting(1, "gradient accumulation steps")
+    precision: str = setting("bf16", "autocast precision unless --set precision= says otherwise (the benchmark trained in mixed precision)", choices=PRECISIONS)
+    cutmix_p: float = setting(0.5, "CutMix probability per sample (0 disables)", flags=("--cutmix",))
+    flip_rotate: bool = setting(True, "random flips and 90° rotations")
+    workers: int = setting(2, "Ray Train workers (one per GPU with --use-gpu)")
+    use_gpu: bool = setting(False, "one GPU per worker; bf16 autocast on CUDA")
+    cpus_per_worker: float = setting(1.0, "CPUs reserved per training worker")
+    loader_workers: int = setting(1, "reader processes per training worker (paths mode)")
+    input_mode: str = setting("paths", "shard paths and read on the workers, or read in Ray Data tasks", choices=INPUT_MODES)
+    seed: int = setting(0, "seed of weights, shuffling and augmentations")
+    run_name: str = setting("", "name of the run; re-running with the same name and storage resumes it (default: <preset>-<time>)")
+    storage: str = setting("ray_results", "Ray Train storage: a folder, or a URI such as s3://bucket/runs (multi-node runs need storage every node reaches)")
+    output: str = setting("", "where best.ckpt and the best epoch's metrics.json go (default: runs/<run-name>)")
+    tracking_uri: str = setting("", "MLflow tracking URI (default: sqlite:///./mlruns.db; an mlflow server on clusters)")
+    experiment: str = setting("h2crop", "MLflow experiment")
+    max_failures: int = setting(2, "worker-group restarts from the last checkpoint before giving up")
+    taxonomy: str = setting("", "taxonomy CSV (default: <data>/cascade_labels.csv)")
+    time_budget_minutes: float = setting(0.0, "train for at most this long: stop before an epoch that would overrun it (0: no limit)")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        check_positive(self, ("epochs", "batch_size", "grad_accum", "workers"))
+        check_positive(self, ("loader_workers", "max_failures", "warmup_iters", "time_budget_minutes", "cutmix_p"), minimum=0)
+        if not 0 <= self.cutmix_p <= 1:
+            raise SettingError(f"cutmix_p is a probability in [0, 1]; got {self.cutmix_p!r}")
+        if self.lr <= 0 or self.min_lr < 0:
+            raise SettingError(f"lr must be positive and min_lr non-negative; got lr {self.lr!r}, min_lr {self.min_lr!r}")
+
+    @property
+    def time_budget_s(self) -> float:
+        return self.time_budget_minutes * 60
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EvaluateSettings:
+    """How ``h2crop evaluate`` runs a checkpoint over a split (the checkpoint and data are its inputs)."""
+
+    split: str = setting("test", "the split to evaluate", choices=("train", "val", "test"))
+    decode: str = setting(DEFAULT_DECODE, "consistent: the most probable taxonomy path (the four levels always agree); argmax: per level; auto: consistent for four-level models, else argmax", choices=DECODE_CHOICES)
+    batch_size: int = setting(4, "samples per forward pass")
+    precision: str | None = setting(None, "override the checkpoint's precision", choices=PRECISIONS)
+    loader_workers: int = setting(1, "reader processes")
+    use_gpu: bool = setting(False, "run on the GPU")
+    ignore_background: bool = setting(False, "leave class 0 out of the means and OA (stricter)")
+    mmseg_f1: bool = setting(False, "reproduce the research code's F1 exactly: classes present but never correctly predicted are skipped (inflates mF1)")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        check_positive(self, ("batch_size",))
+        check_positive(self, ("loader_workers",), minimum=0)
+
+
+@dataclass
+class MapSettings:
+    """How to map (the model and the region come from the checkpoint and the region folder)."""
+
+    tile: int = setting(192, "model tile side in S2 pixels, a multiple of 96 (the benchmark's: 192)")
+    margin: int = setting(16, "pixels at each inner tile edge left to the neighbouring tile (edge predictions see less context)")
+    batch_size: int = setting(2, "tiles per forward pass")
+    actors: int = setting(1, "model replicas working in parallel (Ray actors)")
+    cpus_per_actor: float | None = setting(None, "CPUs (and torch threads) per actor (default: this machine's cores shared among the actors)")
+    use_gpu: bool = setting(False, "one GPU per actor")
+    decode: str = setting(DEFAULT_DECODE, EvaluateSettings.__dataclass_fields__["decode"].metadata["help"], choices=DECODE_CHOICES)
+    precision: str | None = setting(None, "override the checkpoint's precision", choices=PRECISIONS)
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.cpus_per_actor is None:
+            self.cpus_per_actor = max(1.0, (os.cpu_count() or 1) / max(1, self.actors))
+        check_positive(self, ("batch_size", "actors"))
+        if self.cpus_per_actor <= 0:
+            raise SettingError(f"cpus_per_actor must be positive; got {self.cpus_per_actor!r}")
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["precision=bf16", "fusion=gated", "s2_depths=[2,2,2,2]"]`` -> typed ModelConfig overrides."""
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SettingError(f"--set expects key=value, got {pair!r}")
+        key, text = pair.split("=", 1)
+        key = key.strip()
+        if key not in fields:
+            raise SettingError(f"--set {key}: not a model setting; known: {', '.join(sorted(fields))}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text  # a bare string such as bf16
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out

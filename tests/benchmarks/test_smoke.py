@@ -1,0 +1,47 @@
+"""Every benchmark runs in ``--smoke`` mode (tiny sizes), so none can rot unnoticed: each prints its table and
+writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py"))
+
+
+@pytest.fixture(autouse=True)
+def _no_ray_in_this_process():
+    """A benchmark starts its own Ray: disconnect this test process from the session's one first (it
+    restarts on demand for later tests), so two local Rays never compete for the two cores."""
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    yield
+
+
+def test_every_benchmark_is_covered():
+    assert set(SCRIPTS) >= {"attention_kernels.py", "data_read.py", "learning.py", "mapping_throughput.py", "model_speed.py", "train_throughput.py"}
+    for script in SCRIPTS:
+        assert "--smoke" in (BENCHMARKS / script).read_text(), f"{script} has no --smoke mode"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_runs_in_smoke_mode(script, tmp_path):
+    output = tmp_path / "result.json"
+    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--smoke", "--json", str(output)], capture_output=True, text=True,
+                          timeout=420, cwd=tmp_path, env=env)
+    assert done.returncode == 0, f"{script} --smoke failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    assert output.is_file(), f"{script} --smoke wrote no JSON"
+    payload = json.loads(output.read_text())
+    assert payload, f"{script} wrote an empty result"
+    assert f"wrote {output}" in done.stdout
