@@ -83,8 +83,8 @@ class ProgressBoard:
             self._close_bar()
             self._bar = tqdm(total=event["steps"], desc=f"epoch {event['epoch']}/{event['epochs']}", unit="step", disable=not self.bars, dynamic_ncols=True, leave=False, file=sys.stderr)
         elif kind == "step" and self._bar is not None:
-            self._bar.update(1)
             self._bar.set_postfix(loss=f"{event['loss']:.3f}", samples_s=f"{event['samples_per_s']:.1f}", refresh=False)
+            self._bar.update(1)  # draws the postfix just set
         elif kind in ("epoch_end", "message"):
             self._close_bar()
             print(f"[h2crop] {event['text']}", flush=True)

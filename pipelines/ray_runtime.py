@@ -15,7 +15,7 @@ import warnings
 #: set by ``h2crop --verbose`` (inherited by child processes and jobs started from here)
 VERBOSE_ENV = "H2CROP_VERBOSE"
 #: loggers of libraries whose INFO/WARNING lines a user cannot act on
-CHATTY_LOGGERS = ("ray", "mlflow", "alembic", "urllib3", "filelock", "py.warnings")
+CHATTY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "mlflow", "alembic", "urllib3", "filelock", "py.warnings")
 
 
 def verbose() -> bool:
@@ -28,9 +28,15 @@ def configure_console(verbose_mode: bool) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # no duplicated worker prints
     if verbose_mode:
         return
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore")  # third-party deprecations; h2crop itself reports through errors
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # and in the processes started from here
+    silence_loggers()
+
+
+def silence_loggers() -> None:
+    """Libraries' INFO/WARNING lines off the console (again after Ray or Ray Data set up their own logging)."""
+    if verbose():
+        return
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -52,8 +58,7 @@ def connect_ray(num_cpus: int | None = None) -> None:
         ray.init(**common)
     else:
         ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True, dashboard_host="127.0.0.1", **common)
-    if not loud:
-        configure_console(False)  # ray.init re-levels its loggers
+    silence_loggers()  # ray.init re-levels its loggers
 
 
 def quiet_data_context() -> None:
@@ -63,6 +68,7 @@ def quiet_data_context() -> None:
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    silence_loggers()  # Ray Data configures its loggers on import (and warns that its bars are off)
 
 
 def ray_log_dir() -> str:

@@ -289,6 +289,7 @@ def run_training(settings: TrainSettings, *, progress: bool = True) -> TrainOutc
     from pipelines.progress import ProgressBoard
     from pipelines.ray_runtime import connect_ray, quiet_data_context
 
+    get_preset(settings.preset, **{"precision": settings.precision, **settings.overrides})  # a bad preset fails before any work
     data = prepare_dataset(settings.data, settings.taxonomy or None, progress=progress)
     connect_ray()
     quiet_data_context()
