@@ -19,14 +19,17 @@ class SettingError(H2CropError):
 
 
 def find_user_error(error: BaseException, _depth: int = 0) -> H2CropError | None:
-    """The :class:`H2CropError` behind ``error``, if any: ``error`` itself, its cause or context, or an
-    error a framework wrapped it in (Ray's ``cause``, Ray Train's per-worker ``worker_failures``)."""
+    """The :class:`H2CropError` behind ``error``, if any: ``error`` itself, its explicit cause (``raise ... from``),
+    or an error a framework wrapped it in (Ray's ``cause``, Ray Train's per-worker ``worker_failures``).
+
+    Not ``__context__``: a bug raised while handling a user error must stay a bug, with its traceback.
+    """
     if _depth > 12 or error is None:
         return None
     if isinstance(error, H2CropError) and type(error).__module__.startswith(("h2crop_core", "pipelines")):
         return error
     candidates: list[BaseException] = []
-    for attribute in ("cause", "__cause__", "__context__"):
+    for attribute in ("cause", "__cause__"):
         value = getattr(error, attribute, None)
         if isinstance(value, BaseException) and value is not error:
             candidates.append(value)

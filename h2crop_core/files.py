@@ -28,8 +28,9 @@ FILE_MODE = 0o666 & ~_read_umask()
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(file)`` on a uniquely named temporary file beside ``path``, flush it to disk, then rename
     it to ``path``: ``path`` is either absent, its old self or complete, even after a crash or with a
-    concurrent writer."""
+    concurrent writer. A missing parent folder is created (an output named inside a new folder)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL)
     try:
         with os.fdopen(handle, "wb") as file:

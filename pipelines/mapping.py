@@ -22,7 +22,6 @@ import torch
 from h2crop_core.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from h2crop_core.mapping import RegionReader, TileGrid, TileStore, predict_tiles, write_level_cogs
 from h2crop_core.mapping.region import region_identity
-from h2crop_core.errors import SettingError
 from h2crop_core.files import file_digest
 from h2crop_core.mapping.writer import MAP_MANIFEST, MappingRecordError
 from h2crop_core.models.heads import resolve_decode
@@ -76,21 +75,6 @@ def exclusive(output: Path):
         yield
 
 
-def check_resources(settings: MapSettings) -> None:
-    """Ray would wait forever for an actor no node can host, or for a pool larger than the cluster."""
-    import ray
-
-    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    per_actor = {"CPU": settings.cpus_per_actor, "GPU": 1 if settings.use_gpu else 0}
-    for key, wanted in per_actor.items():
-        largest = max((node.get(key, 0) for node in nodes), default=0)
-        if wanted > largest:
-            raise SettingError(f"one actor needs {wanted:g} {key}; the largest Ray node has {largest:g}: lower --cpus-per-actor or drop --use-gpu")
-        total = sum(node.get(key, 0) for node in nodes)
-        if wanted * settings.actors > total:
-            raise SettingError(f"the actor pool needs {wanted * settings.actors:g} {key} (the Ray cluster has {total:g}): lower --actors or --cpus-per-actor")
-
-
 def map_region(checkpoint: str | Path, region: str | Path, output: str | Path, settings: MapSettings | None = None, *, progress: bool = True) -> dict:
     """Map ``region`` with ``checkpoint`` into ``output``; resume if ``output`` holds this run's tiles.
 
@@ -116,7 +100,7 @@ def _map_locked(loaded: LoadedCheckpoint, checkpoint: Path, reader: RegionReader
     import ray
     from tqdm.auto import tqdm
 
-    from pipelines.ray_runtime import connect_ray, quiet_data_context
+    from pipelines.ray_runtime import check_resources, connect_ray, quiet_data_context
 
     started = time.perf_counter()
     height, width = reader.shape
@@ -140,7 +124,8 @@ def _map_locked(loaded: LoadedCheckpoint, checkpoint: Path, reader: RegionReader
     if todo:
         connect_ray()
         quiet_data_context()
-        check_resources(settings)
+        per_actor = {"CPU": settings.cpus_per_actor, "GPU": 1 if settings.use_gpu else 0}
+        check_resources(per_actor, settings.actors, "actor", "actor pool", "lower --actors or --cpus-per-actor, or drop --use-gpu")
         items = ray.data.from_items([{"index": index} for index in todo], override_num_blocks=max(1, len(todo) // settings.batch_size))
         predicted = items.map_batches(
             TilePredictor,

@@ -31,12 +31,13 @@ def cli_fields(cls: type) -> list[dataclasses.Field]:
 
 
 def option_flags(item: dataclasses.Field) -> tuple[str, ...]:
-    return (f"--{item.name.replace('_', '-')}",) + tuple(item.metadata.get("flags", ()))
+    """``--field-name``, or the flags the field's metadata names instead (kept from older command lines)."""
+    return tuple(item.metadata.get("flags", ())) or (f"--{item.name.replace('_', '-')}",)
 
 
 def add_settings_options(parser: argparse.ArgumentParser, cls: type, *, only: tuple[str, ...] | None = None) -> None:
     """Add one option per field of ``cls`` (or of the fields named in ``only``) to ``parser``."""
-    group = parser.add_argument_group(f"{cls.__name__.removesuffix('Settings').lower()} settings")
+    group = parser.add_argument_group(f"settings (defaults: {cls.__name__} in pipelines/settings.py)")
     for item in cli_fields(cls):
         if only is not None and item.name not in only:
             continue

@@ -162,12 +162,15 @@ class ShardReader:
         self.sampler.indices = [self.position[p] for p in paths]
         return EpochBatches(self.loader if paths else (), math.ceil(len(paths) / self.batch_size), self.device)
 
-    def close(self) -> None:
-        """Wait for a next-epoch drain still running (every worker started it: it completes), then stop."""
-        if self._next_paths is not None:
-            self._next_paths.result()
-            self._next_paths = None
-        self._drainer.shutdown(wait=True)
+    def close(self, wait: bool = True) -> None:
+        """Stop the drain thread. ``wait``: first let a next-epoch drain still running finish (after a
+        complete run every worker started it, so it completes); its outcome no longer matters. Without
+        ``wait`` (the run failed: another worker may never drain its share) the thread is left to the
+        process's end."""
+        if wait and self._next_paths is not None:
+            self._next_paths.exception()  # waits; an error of a drain nobody needs is not the run's error
+        self._next_paths = None
+        self._drainer.shutdown(wait=wait, cancel_futures=not wait)
 
 
 @dataclass

@@ -12,6 +12,8 @@ import logging
 import os
 import warnings
 
+from h2crop_core.errors import SettingError
+
 #: set by ``h2crop --verbose`` (inherited by child processes and jobs started from here)
 VERBOSE_ENV = "H2CROP_VERBOSE"
 #: loggers of libraries whose INFO/WARNING lines a user cannot act on
@@ -19,14 +21,19 @@ CHATTY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "mlflow", "alembic
 
 
 def verbose() -> bool:
-    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+    """Whether Ray's own output is shown. Only the ``h2crop`` command quiets it: library use (a notebook,
+    a benchmark) keeps Ray's defaults."""
+    return os.environ.get(VERBOSE_ENV, "1") != "0"
 
 
 def configure_console(verbose_mode: bool) -> None:
     """Set up the process's logging and warnings for a command (``--verbose`` shows everything)."""
     os.environ[VERBOSE_ENV] = "1" if verbose_mode else "0"
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # no duplicated worker prints
-    if verbose_mode:
+    if verbose_mode:  # undo an earlier quiet command in this process (the demo runs several)
+        warnings.resetwarnings()
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
         return
     warnings.filterwarnings("ignore")  # third-party deprecations; h2crop itself reports through errors
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # and in the processes started from here
@@ -59,6 +66,27 @@ def connect_ray(num_cpus: int | None = None) -> None:
     else:
         ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True, dashboard_host="127.0.0.1", **common)
     silence_loggers()  # ray.init re-levels its loggers
+
+
+def check_resources(per_unit: dict[str, float], count: int, unit: str, group: str, hint: str) -> None:
+    """Refuse work that no Ray node, or the whole cluster, can host: Ray would otherwise wait forever.
+
+    Args:
+        per_unit: resources of one worker or actor, e.g. ``{"CPU": 1, "GPU": 0}``.
+        count: how many of them run at once.
+        unit, group: what they are called in the message ("actor", "actor pool").
+        hint: which options to change.
+    """
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    for key, wanted in per_unit.items():
+        largest = max((node.get(key, 0) for node in nodes), default=0)
+        if wanted > largest:
+            raise SettingError(f"one {unit} needs {wanted:g} {key}; the largest Ray node has {largest:g}: {hint}")
+        total = sum(node.get(key, 0) for node in nodes)
+        if wanted * count > total:
+            raise SettingError(f"the {group} needs {wanted * count:g} {key} (the Ray cluster has {total:g}): {hint}")
 
 
 def quiet_data_context() -> None:

@@ -23,7 +23,7 @@ INPUT_MODES: tuple[str, ...] = ("paths", "arrays")
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None, flags: tuple[str, ...] = (), cli: bool = True) -> Any:
-    """A dataclass field with its command-line help, allowed values and option names (default
+    """A dataclass field with its command-line help, allowed values and option names (``flags``; default
     ``--field-name``); ``cli=False`` keeps it off the command line."""
     metadata = {"help": help, "choices": choices, "flags": flags, "cli": cli}
     if isinstance(default, (dict, list)):
@@ -47,14 +47,14 @@ def check_positive(settings: object, names: tuple[str, ...], minimum: float = 1)
 
 @dataclass
 class TrainSettings:
-    """Everything a training run needs; recorded whole as MLflow params. Defaults: the benchmark recipe."""
+    """Everything a training run needs; recorded whole as MLflow params. Defaults: the benchmark's recipe."""
 
     data: str = setting(help="dataset root")
     preset: str = setting(help="model preset, e.g. crops_S2_H_P_jun or tiny_crops_S2_H_P_jun (h2crop model-info --all)")
     overrides: dict = setting({}, "model setting overrides (--set key=value)", cli=False)
     epochs: int = setting(100, "epochs (the run stops earlier at --time-budget-minutes)")
-    batch_size: int = setting(4, "samples per worker per step (the benchmark's: 4)")
-    lr: float = setting(6e-5, "peak AdamW learning rate (the benchmark's: 6e-5)")
+    batch_size: int = setting(4, "samples per worker per step")
+    lr: float = setting(6e-5, "peak AdamW learning rate")
     weight_decay: float = setting(5e-4, "AdamW weight decay")
     warmup_iters: int = setting(1000, "linear warm-up steps (capped at 10%% of all steps)")
     warmup_start: float = setting(0.01, "warm-up starts at this fraction of the lr")
@@ -74,14 +74,15 @@ class TrainSettings:
     output: str = setting("", "where best.ckpt and the best epoch's metrics.json go (default: runs/<run-name>)")
     tracking_uri: str = setting("", "MLflow tracking URI (default: sqlite:///./mlruns.db; an mlflow server on clusters)")
     experiment: str = setting("h2crop", "MLflow experiment")
-    max_failures: int = setting(2, "worker-group restarts from the last checkpoint before giving up")
+    max_failures: int = setting(2, "worker-group restarts from the last checkpoint before giving up (-1: no limit)")
     taxonomy: str = setting("", "taxonomy CSV (default: <data>/cascade_labels.csv)")
     time_budget_minutes: float = setting(0.0, "train for at most this long: stop before an epoch that would overrun it (0: no limit)")
 
     def __post_init__(self) -> None:
         check_choices(self)
         check_positive(self, ("epochs", "batch_size", "grad_accum", "workers"))
-        check_positive(self, ("loader_workers", "max_failures", "warmup_iters", "time_budget_minutes", "cutmix_p"), minimum=0)
+        check_positive(self, ("loader_workers", "warmup_iters", "time_budget_minutes", "cutmix_p"), minimum=0)
+        check_positive(self, ("max_failures",), minimum=-1)  # -1: restart forever
         if not 0 <= self.cutmix_p <= 1:
             raise SettingError(f"cutmix_p is a probability in [0, 1]; got {self.cutmix_p!r}")
         if self.lr <= 0 or self.min_lr < 0:
@@ -118,7 +119,7 @@ class EvaluateSettings:
 class MapSettings:
     """How to map (the model and the region come from the checkpoint and the region folder)."""
 
-    tile: int = setting(192, "model tile side in S2 pixels, a multiple of 96 (the benchmark's: 192)")
+    tile: int = setting(192, "model tile side in S2 pixels, a multiple of 96 (the benchmark's tiles are 192)")
     margin: int = setting(16, "pixels at each inner tile edge left to the neighbouring tile (edge predictions see less context)")
     batch_size: int = setting(2, "tiles per forward pass")
     actors: int = setting(1, "model replicas working in parallel (Ray actors)")

@@ -80,13 +80,14 @@ class TrainState:
     def state_dict(self) -> dict:
         """Everything but the weights (they go in the model checkpoint)."""
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": self.epoch - 1,
-                "best_score": self.best_score, "mlflow_run_id": self.mlflow_run_id, "spent_s": self.spent_s}
+                "best_score": self.best_score, "mlflow_run_id": self.mlflow_run_id, "spent_s": self.spent_s, "last_epoch_s": self.last_epoch_s}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.best_score = state["epoch"] + 1, state["best_score"]
         self.mlflow_run_id, self.spent_s = state.get("mlflow_run_id"), float(state.get("spent_s", 0.0))
+        self.last_epoch_s = float(state.get("last_epoch_s", 0.0))  # the budget check right after a restart
 
 
 def steps_per_epoch(n_train: int, world: int, settings: TrainSettings) -> int:
@@ -147,15 +148,17 @@ def train_epoch(
     *,
     factor: int,
     generator: torch.Generator,
-    on_step: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+    started: float | None = None,
 ) -> EpochTotals:
     """One pass over this rank's batches. Shards may differ by a few samples: ``Join`` lets ranks that run
     out shadow the others' collectives, then every rank takes the optimizer state of the one that stepped
-    most, so replicas stay identical."""
+    most, so replicas stay identical. ``on_step(samples, loss)`` sees each step (the loss stays a tensor:
+    reading it is the caller's choice); ``started`` is when the epoch's reading began (default: now)."""
     from torch.distributed.algorithms.join import Join
 
     state.model.train()
-    started, totals = time.perf_counter(), EpochTotals()
+    started, totals = started or time.perf_counter(), EpochTotals()
     device = next(state.core.parameters()).device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no sync per step
     world = world_size()
@@ -166,7 +169,7 @@ def train_epoch(
             loss_sum += loss.double() * size
             totals.samples += size
             if on_step is not None:
-                on_step(size, float(loss))
+                on_step(size, loss)
         if totals.steps % settings.grad_accum:  # flush a partial accumulation at the end of the epoch
             optimizer_step(state)
     if world > 1:

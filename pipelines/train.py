@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -35,6 +36,7 @@ from h2crop_core.data.normalise import NormStats
 from h2crop_core.data.reader import SampleReader, infer_dataset_spec
 from h2crop_core.data.schema import SampleSpec
 from h2crop_core.data.stats import ensure_norm_stats
+from h2crop_core.errors import SettingError
 from h2crop_core.files import write_atomic, write_text_atomic
 from h2crop_core.models.presets import ModelConfig, get_preset
 from h2crop_core.report import write_report
@@ -65,11 +67,11 @@ def prepare_dataset(root: str | Path, taxonomy: str | Path | None = None, *, pro
     """Splits, taxonomy, sample layout and normalisation statistics (computed over the training split if
     the root has none)."""
     index = DatasetIndex(Path(root).resolve())
+    loaded_taxonomy = load_taxonomy(index.root, taxonomy or None)  # before the statistics: a typo fails fast
     train_paths, val_paths = index.split_paths("train"), index.split_paths("val")
     spec = infer_dataset_spec(train_paths)
     stats = ensure_norm_stats(index, spec, progress=progress)
-    return DatasetContext(str(index.root), load_taxonomy(index.root, taxonomy or None), spec, stats,
-                          tuple(map(str, train_paths)), tuple(map(str, val_paths)), index.fingerprint())
+    return DatasetContext(str(index.root), loaded_taxonomy, spec, stats, tuple(map(str, train_paths)), tuple(map(str, val_paths)), index.fingerprint())
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,21 @@ class LoopConfig:
 
 
 def model_config_for(settings: TrainSettings, taxonomy: Taxonomy, spec: SampleSpec) -> ModelConfig:
-    """Preset + overrides, with class counts from the taxonomy and band counts from the data."""
+    """Preset + overrides, with class counts from the taxonomy and band counts from the data; the model is
+    built once on the meta device, so overrides it cannot be built with fail here, not in every worker."""
+    from h2crop_core.models.summary import build_meta
+
     overrides = {"precision": settings.precision, **settings.overrides}
     config = get_preset(settings.preset, **overrides)
-    return config.replace(num_classes=taxonomy.num_classes, s2_bands=spec.s2_bands, enmap_bands=spec.enmap_bands, enmap_upscale=spec.enmap_factor)
+    config = config.replace(num_classes=taxonomy.num_classes, s2_bands=spec.s2_bands, enmap_bands=spec.enmap_bands, enmap_upscale=spec.enmap_factor)
+    try:
+        build_meta(config)
+    except SettingError:
+        raise
+    except (ValueError, TypeError, RuntimeError, IndexError, AssertionError) as error:  # a shape or count that does not fit
+        given = " ".join(f"--set {k}={v}" for k, v in settings.overrides.items()) or "no --set"
+        raise SettingError(f"preset {settings.preset} with {given} cannot be built for this data: {error}") from error
+    return config
 
 
 def reader_for(config: ModelConfig, data: DatasetContext) -> SampleReader:
@@ -177,24 +190,30 @@ def train_loop_per_worker(config: dict) -> None:
     if rank == 0:
         open_tracking(loop, state)
     train_data, val_data = shard_readers(loop, device)
-    stop, why = should_stop(settings, state, device)
-    while not stop:
-        started, more = time.perf_counter(), state.epoch + 1 < settings.epochs  # prefetch unless surely the last
-        generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + state.epoch * 101 + rank)
-        batches = train_data.epoch(shuffle_seed=settings.seed * 7919 + state.epoch * 31 + rank, prefetch_next=more)
-        progress.epoch_start(state.epoch + 1, settings.epochs, batches.batches)
-        totals = train_epoch(state, batches, settings, levels, factor=factor, generator=generator, on_step=progress.step if rank == 0 else None)
-        confusion = validate(state.core, val_data.epoch(prefetch_next=more), loop.data.taxonomy, levels, device)
-        report, metrics = epoch_report(state, totals, confusion, time.perf_counter() - started, device)
-        state.epoch, state.last_epoch_s = state.epoch + 1, report["epoch_seconds"]
-        state.spent_s += state.last_epoch_s
-        save_epoch(loop, state, report, metrics, confusion, rank)
-        progress.epoch_end(summary_line(report, metrics, settings.epochs))
+    try:
         stop, why = should_stop(settings, state, device)
-    if why:
-        progress.message(why)
+        while not stop:
+            started, more = time.perf_counter(), state.epoch + 1 < settings.epochs  # prefetch unless surely the last
+            generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + state.epoch * 101 + rank)
+            batches = train_data.epoch(shuffle_seed=settings.seed * 7919 + state.epoch * 31 + rank, prefetch_next=more)
+            progress.epoch_start(state.epoch + 1, settings.epochs, batches.batches)
+            on_step = progress.step if rank == 0 else None
+            totals = train_epoch(state, batches, settings, levels, factor=factor, generator=generator, on_step=on_step, started=started)
+            confusion = validate(state.core, val_data.epoch(prefetch_next=more), loop.data.taxonomy, levels, device)
+            report, metrics = epoch_report(state, totals, confusion, time.perf_counter() - started, device)
+            state.epoch, state.last_epoch_s = state.epoch + 1, report["epoch_seconds"]
+            state.spent_s += state.last_epoch_s
+            save_epoch(loop, state, report, metrics, confusion, rank)
+            progress.epoch_end(summary_line(report, metrics, settings.epochs))
+            stop, why = should_stop(settings, state, device)
+    except BaseException:
+        for data in (train_data, val_data):
+            data.close(wait=False)  # another rank may never drain its share: do not wait for it
+        raise
     for data in (train_data, val_data):
         data.close()
+    progress.message(why)
+    progress.finish()
     if rank == 0:
         tracking.close_run()
 
@@ -260,13 +279,15 @@ def datasets_for(run: PreparedRun) -> dict:
 
 
 def make_trainer(run: PreparedRun, callbacks: list | None = None):
-    """The ``TorchTrainer`` of a prepared run."""
+    """The ``TorchTrainer`` of a prepared run; worker failures are reported on the run's progress channel."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from pipelines.progress import FailureNotice
     from pipelines.ray_data import ExactlyOnceDataConfig
 
     settings = run.settings
+    callbacks = [FailureNotice(run.loop.progress, settings.max_failures), *(callbacks or [])]
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"loop": run.loop},
@@ -287,12 +308,15 @@ def run_training(settings: TrainSettings, *, progress: bool = True) -> TrainOutc
     """Run (or resume) a training, with its progress on this console; copy the best checkpoint and its
     report to the run's output folder."""
     from pipelines.progress import ProgressBoard
-    from pipelines.ray_runtime import connect_ray, quiet_data_context
+    from pipelines.ray_runtime import check_resources, connect_ray, quiet_data_context
 
     get_preset(settings.preset, **{"precision": settings.precision, **settings.overrides})  # a bad preset fails before any work
     data = prepare_dataset(settings.data, settings.taxonomy or None, progress=progress)
     connect_ray()
     quiet_data_context()
+    if not os.environ.get("RAY_ADDRESS"):  # on a joined cluster an autoscaler may add nodes: Train checks then
+        per_worker = {"CPU": settings.cpus_per_worker, "GPU": 1 if settings.use_gpu else 0}
+        check_resources(per_worker, settings.workers, "training worker", "training worker group", "lower --workers or --cpus-per-worker, or drop --use-gpu")
     board = ProgressBoard(bars=progress)
     try:
         run = prepare_run(settings, data, progress=board.sender(settings.workers))
@@ -300,8 +324,23 @@ def run_training(settings: TrainSettings, *, progress: bool = True) -> TrainOutc
     finally:
         board.close()
     if result.error:
+        refused = _refused_resources(result.error)
+        if refused is not None:
+            raise refused from result.error
         raise result.error
     return collect_outcome(run, result)
+
+
+def _refused_resources(error: BaseException) -> SettingError | None:
+    """Train's own refusal of a worker group larger than the cluster is the user's setting, not a bug."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            return None
+        if type(seen).__name__ == "InsufficientClusterResourcesError":
+            return SettingError(f"{str(seen).strip().splitlines()[-1]} (--workers, --cpus-per-worker, --use-gpu)")
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return None
 
 
 def collect_outcome(run: PreparedRun, result) -> TrainOutcome:

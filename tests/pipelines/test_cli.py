@@ -46,6 +46,11 @@ def test_validate_a_split_reports_missing_members(writable_root, capsys):
     assert json.loads(report_path.read_text())["missing"] == [names[0]]
 
 
+def test_reports_go_into_new_folders(writable_root, tmp_path):
+    assert main(["validate", "--data", str(writable_root), "--report", str(tmp_path / "new" / "v.json"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "new" / "v.json").read_text())["ok"]
+
+
 def test_validate_with_a_taxonomy_that_does_not_fit_the_labels(writable_root, tmp_path, capsys):
     from h2crop_core.data.synth import generate_taxonomy
 
@@ -107,7 +112,7 @@ def test_options_are_the_settings_fields_with_their_defaults_help_and_choices(co
     import dataclasses
 
     from pipelines import settings as settings_module
-    from pipelines.options import cli_fields
+    from pipelines.options import cli_fields, option_flags
 
     settings_cls = getattr(settings_module, cls)
     actions = {a.dest: a for a in _subcommand(command)._actions}
@@ -115,7 +120,7 @@ def test_options_are_the_settings_fields_with_their_defaults_help_and_choices(co
     assert len(fields) >= 7
     for item in fields:
         action = actions[item.name]
-        assert f"--{item.name.replace('_', '-')}" in action.option_strings
+        assert set(option_flags(item)) <= set(action.option_strings)  # (+ --no-... for switches that default on)
         assert item.metadata["help"] and action.help.startswith(item.metadata["help"]), item.name
         if item.default is not dataclasses.MISSING:
             assert action.default == item.default, item.name

@@ -89,7 +89,7 @@ def _kill_a_worker_after_first_checkpoint(storage: Path, run_name: str, killed: 
         killed.append(pids[0])
 
 
-def test_a_killed_worker_is_replaced_and_an_interrupted_run_resumes(ray_local, train_data, tmp_path):
+def test_a_killed_worker_is_replaced_and_an_interrupted_run_resumes(ray_local, train_data, tmp_path, capsys):
     # with a failure budget the worker group restarts from the last checkpoint and finishes
     import ray
     import ray.train
@@ -104,6 +104,9 @@ def test_a_killed_worker_is_replaced_and_an_interrupted_run_resumes(ray_local, t
     assert killed, "no Ray Train worker process was found to kill"
     assert outcome.epochs_done == 4
     assert _history(settings, outcome.mlflow_run_id, "resumed_from_epoch")
+    out = capsys.readouterr().out  # the console says what happened, though workers' own output is not forwarded
+    assert "failed" in out and "restarting the workers from the last checkpoint" in out
+    assert "[h2crop] resuming survive after epoch" in out and "[h2crop] epoch 4/4:" in out
 
     # without one the run stops; the same command then resumes from the saved epoch
     settings = _settings(train_data, tmp_path, "interrupted", epochs=4, max_failures=0)
