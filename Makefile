@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+# -qq: errors only (pip's notes about this machine's package mirrors and setuptools' editable-install
+# warning are not the user's to act on)
+PIP     = PYTHONWARNINGS=ignore $(BIN)/python -m pip install -qq
 
 .PHONY: install demo test clean
 
@@ -11,9 +14,9 @@ install: $(STAMP)
 # Re-installs only when the venv is missing or pyproject.toml changed.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(PIP) --upgrade pip
+	$(PIP) "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) -e ".[dev]"
 	@touch $(STAMP)
 
 demo: install
