@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # An MLflow tracking server (needs the full `mlflow`: pip install -e ".[server]").
 # It listens on 127.0.0.1 unless told otherwise: a tracking server open to the network accepts anyone's runs
-# and serves every artifact. For other nodes, put it behind an authenticating proxy, or set HOST=0.0.0.0 on a
-# private network you trust. Point training at it with: h2crop train ... --tracking-uri http://<host>:5000
+# and serves every artifact. For other nodes, put it behind an authenticating proxy, or set HOST to this
+# node's address on a private network you trust. Point training at it with:
+#   h2crop train ... --tracking-uri http://<host>:5000
 set -euo pipefail
 STORE=${STORE:-sqlite:///$PWD/mlflow-server.db}
 ARTIFACTS=${ARTIFACTS:-$PWD/mlartifacts}
