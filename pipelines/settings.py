@@ -81,7 +81,7 @@ class TrainSettings:
     def __post_init__(self) -> None:
         check_choices(self)
         check_positive(self, ("epochs", "batch_size", "grad_accum", "workers"))
-        check_positive(self, ("loader_workers", "warmup_iters", "time_budget_minutes", "cutmix_p"), minimum=0)
+        check_positive(self, ("loader_workers", "warmup_iters", "time_budget_minutes"), minimum=0)
         check_positive(self, ("max_failures",), minimum=-1)  # -1: restart forever
         if not 0 <= self.cutmix_p <= 1:
             raise SettingError(f"cutmix_p is a probability in [0, 1]; got {self.cutmix_p!r}")

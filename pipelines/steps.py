@@ -19,6 +19,7 @@ from torch import nn
 
 from h2crop_core.data.augment import batch_cutmix, random_flip_rotate
 from h2crop_core.metrics import HierarchicalConfusion
+from h2crop_core.models.heads import decode_argmax
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import ModelConfig
 from h2crop_core.report import build_metrics
@@ -50,9 +51,8 @@ def hierarchical_loss(logits: list[torch.Tensor], label: torch.Tensor, levels: t
 
 
 def predict(model: nn.Module, batch: dict) -> torch.Tensor:
-    """(B, L, H, W) uint8 per-level argmax."""
-    logits = model(**model.inputs(batch))
-    return torch.stack([level.argmax(1) for level in logits], 1).to(torch.uint8)
+    """(B, L, H, W) uint8 per-level argmax (validation ranks epochs by it, as the benchmark does)."""
+    return decode_argmax(model(**model.inputs(batch))).to(torch.uint8)
 
 
 def world_size() -> int:
