@@ -20,6 +20,7 @@ from h2crop_core.taxonomy import load_taxonomy
 from pipelines.model_info import add_model_info_parser
 from pipelines.options import add_settings_options, settings_from_args
 from pipelines.settings import EvaluateSettings, MapSettings, TrainSettings
+from pipelines.sweep_cli import add_sweep_parsers
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_options(p, TrainSettings)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model setting override, e.g. --set precision=bf16 --set fusion=gated (repeatable)")
     p.set_defaults(func=cmd_train)
+    add_sweep_parsers(sub, common)
     return parser
 
 

@@ -55,7 +55,7 @@ def add_settings_options(parser: argparse.ArgumentParser, cls: type, *, only: tu
             kwargs["metavar"] = item.name.split("_")[-1].upper() if kind is str and not item.metadata.get("choices") else None
             if item.metadata.get("choices"):
                 kwargs["choices"] = item.metadata["choices"]
-            if "default" in kwargs and kwargs["default"] not in (None, ""):
+            if "default" in kwargs and kwargs["default"] not in (None, "") and "(default" not in help_text:
                 kwargs["help"] = f"{help_text} (default: {item.default})"
         group.add_argument(*option_flags(item), **{k: v for k, v in kwargs.items() if v is not None or k == "default"})
 

@@ -64,6 +64,9 @@ def connect_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**common)
     else:
+        # Sweeps run several trials' actors, Train workers and Ray Data tasks at once: more Python workers
+        # than a 2-core machine's startup concurrency (2), for which the raylet prints a warning per 2 more.
+        os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(max(8, os.cpu_count() or 1)))
         ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True, dashboard_host="127.0.0.1", **common)
     silence_loggers()  # ray.init re-levels its loggers
 

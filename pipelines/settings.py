@@ -137,6 +137,31 @@ class MapSettings:
             raise SettingError(f"cpus_per_actor must be positive; got {self.cpus_per_actor!r}")
 
 
+#: training settings ``h2crop tune`` takes as the base of every trial (the space sets the others)
+TUNE_BASE_SETTINGS: tuple[str, ...] = (
+    "data", "use_gpu", "cpus_per_worker", "loader_workers", "input_mode", "seed", "storage", "tracking_uri", "experiment",
+    "max_failures", "taxonomy", "time_budget_minutes",
+)
+
+
+@dataclass
+class TuneSettings:
+    """How ``h2crop tune`` runs a sweep (what each trial trains comes from the space file)."""
+
+    space: str = setting(help="search-space file, e.g. tune_spaces/quick.yaml")
+    trials: int = setting(0, "trials: draws of a random search, or a multiple of the grid (each repeat another seed) (default: the space's samples)")
+    max_epochs: int = setting(0, "epochs per trial, the most ASHA lets a trial run (default: the space's max_epochs, else 100)")
+    workers_per_trial: int = setting(1, "Ray Train workers per trial")
+    concurrent: int = setting(2, "trials running side by side (lowered to what the cluster fits; each holds a model and its data)")
+    name: str = setting("", "name of the sweep; re-running with the same name and storage resumes it (default: <space>-<time>)")
+    output: str = setting("", "where each trial's best checkpoint and the sweep's summary go (default: runs/<name>)")
+    repeat_best: int = setting(0, "after the sweep, train the best configuration again with this many other seeds")
+
+    def __post_init__(self) -> None:
+        check_positive(self, ("workers_per_trial", "concurrent"))
+        check_positive(self, ("trials", "max_epochs", "repeat_best"), minimum=0)
+
+
 def parse_overrides(pairs: list[str]) -> dict:
     """``["precision=bf16", "fusion=gated", "s2_depths=[2,2,2,2]"]`` -> typed ModelConfig overrides."""
     fields = {f.name: f for f in dataclasses.fields(ModelConfig)}

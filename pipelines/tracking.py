@@ -15,6 +15,11 @@ import subprocess
 from pathlib import Path
 
 RUN_NAME_TAG = "h2crop.run_name"
+#: what a run is: train, sweep (a sweep's parent run), trial, repeat (the best trial with another seed)
+KIND_TAG = "h2crop.kind"
+SWEEP_TAG = "h2crop.sweep"
+CONFIG_TAG = "h2crop.config"  #: a trial's space values as JSON
+PARENT_TAG = "mlflow.parentRunId"  #: MLflow's own nesting tag (the UI shows children under it)
 DEFAULT_EXPERIMENT = "h2crop"
 
 
@@ -47,16 +52,48 @@ def open_run(tracking_uri: str, experiment: str, run_name: str, params: dict, ta
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(tracking_uri)
+    flat = flatten(params)
+    client = MlflowClient(tracking_uri)
+    experiment_id = ensure_experiment(tracking_uri, experiment)
+    run_id = run_id or _unfinished_run(client, experiment_id, run_name, flat)
     if run_id:
         run = mlflow.start_run(run_id=run_id)
     else:
-        client = MlflowClient(tracking_uri)
-        found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=default_artifact_location(tracking_uri))
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={RUN_NAME_TAG: run_name})
-        mlflow.log_params(flatten(params))
+        mlflow.log_params(flat)
     mlflow.set_tags(tags)
     return run.info.run_id
+
+
+def ensure_experiment(tracking_uri: str, experiment: str) -> str:
+    """The id of ``experiment``, created (artifacts beside a local sqlite store) if new."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    return found.experiment_id if found else client.create_experiment(experiment, artifact_location=default_artifact_location(tracking_uri))
+
+
+def _unfinished_run(client, experiment_id: str, run_name: str, params: dict[str, str]) -> str | None:
+    """A run of this name that never finished and has exactly these params: the same run started again
+    before its first checkpoint (a restarted worker group, an interrupted sweep trial). Continued rather
+    than duplicated."""
+    for run in client.search_runs([experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'"):
+        if run.info.status != "FINISHED" and run.data.params == params:
+            return run.info.run_id
+    return None
+
+
+def end_if_running(tracking_uri: str, run_id: str, status: str) -> bool:
+    """Mark a run that is still RUNNING as ended with ``status`` (e.g. KILLED: a trial stopped early whose
+    worker was stopped before it could end its run). Returns whether it changed anything."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    if not run_id or client.get_run(run_id).info.status != "RUNNING":
+        return False
+    client.set_terminated(run_id, status=status)
+    return True
 
 
 def log_epoch(metrics: dict, step: int) -> None:

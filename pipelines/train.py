@@ -84,6 +84,7 @@ class LoopConfig:
     tracking_uri: str
     git_commit: str
     progress: ProgressSender = field(default_factory=ProgressSender)
+    tags: dict = field(default_factory=dict)  #: extra MLflow tags (a sweep's trial: its parent run, its config)
 
 
 def model_config_for(settings: TrainSettings, taxonomy: Taxonomy, spec: SampleSpec) -> ModelConfig:
@@ -134,7 +135,7 @@ def open_tracking(loop: LoopConfig, state: TrainState) -> None:
 
     params = {"settings": loop.settings.to_dict(), "model": loop.model.to_dict()}
     tags = {"preset": loop.settings.preset, "window": str(loop.model.window), "modalities": ",".join(loop.model.input_keys),
-            "git_commit": loop.git_commit, "dataset_fingerprint": loop.data.fingerprint}
+            "git_commit": loop.git_commit, "dataset_fingerprint": loop.data.fingerprint, tracking.KIND_TAG: "train", **loop.tags}
     state.mlflow_run_id = tracking.open_run(loop.tracking_uri, loop.settings.experiment, loop.settings.run_name, params, tags, run_id=state.mlflow_run_id)
     if state.epoch:  # restored from a checkpoint
         tracking.log_epoch({"resumed_from_epoch": state.epoch}, step=state.epoch)

@@ -1,0 +1,82 @@
+"""Search-space files: the shipped ones load; a malformed one is refused naming its file and key."""
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.settings import TrainSettings
+from pipelines.space import Choice, Fixed, Range, SpaceError, compose_preset, load_space, trial_settings
+
+SPACES = Path(__file__).resolve().parents[2] / "tune_spaces"
+
+
+def test_shipped_spaces_load_with_their_trial_counts():
+    quick = load_space(SPACES / "quick.yaml")
+    assert quick.trial_count() == 4 and quick.scheduler == "asha" and quick.max_epochs == 2
+    assert isinstance(quick.params["model.fusion"], Choice) and isinstance(quick.params["lr"], Fixed)
+    grid = load_space(SPACES / "temporal_window.yaml")
+    assert grid.trial_count() == 16 and grid.scheduler == "fifo"
+    presets = {trial_settings(TrainSettings(data="", preset=""), combo).preset for combo in grid.combinations()}
+    assert len(presets) == 16 and "crops_S2_H_P_dec" in presets and "crops_S2_jun" in presets
+    fusion = load_space(SPACES / "fusion.yaml")
+    assert fusion.search == "random" and fusion.trial_count() == 24 and fusion.trial_count(5) == 5
+    assert fusion.params["lr"] == Range(2e-5, 3e-4, log=True)
+
+
+def test_param_space_grid_repeats_become_seeds():
+    quick = load_space(SPACES / "quick.yaml")
+    space, samples = quick.param_space(trials=8, base_seed=3)
+    assert samples == 1 and space["seed"] == {"grid_search": [3, 4]} and space["window"] == {"grid_search": ["oct", "jun"]}
+    with pytest.raises(SpaceError, match="multiple of it"):
+        quick.trial_count(6)
+
+
+def test_trial_settings_compose_the_benchmark_grid():
+    base = TrainSettings(data="d", preset="", lr=1e-3)
+    settings = trial_settings(base, {"preset": "tiny_crops_S2_H_jun", "window": "dec", "modalities": "S2+P", "model.fusion": "gated", "lr": 5e-4}, run_name="r")
+    assert settings.preset == "tiny_crops_S2_P_dec" and settings.overrides == {"fusion": "gated"} and settings.lr == 5e-4 and settings.run_name == "r"
+    assert compose_preset("crops_S2_H_P_jun", window="aug") == "crops_S2_H_P_aug"
+    with pytest.raises(SpaceError, match="level1_crops_S2_H_P_jun"):
+        compose_preset("level1_crops_S2_H_P_jun", window="aug")
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("preset: tiny_crops_S2_H_jun\nfusion: [concat]\n", r"unknown key 'fusion' \(did you mean model.fusion\?\)"),
+        ("preset: tiny_crops_S2_H_jun\nmodel.fusion: [concat, sum]\n", r"model.fusion: .*'sum'"),
+        ("preset: tiny_crops_S2_H_jun\nmodel.widths: [1]\n", r"model.widths: the model has no such setting"),
+        ("preset: tiny_crops_S2_H_jun\nlr: {min: 0.01, max: 0.001}\n", r"lr: min must be below max"),
+        ("preset: tiny_crops_S2_H_jun\nlr: {min: 0, max: 0.1, log: true}\n", r"lr: a log range needs min above 0"),
+        ("preset: tiny_crops_S2_H_jun\nlr: {low: 0.1, max: 1}\n", r"lr: a range is \{min"),
+        ("preset: tiny_crops_S2_H_jun\nbatch_size: [2, two]\n", r"batch_size: expected int values, got 'two'"),
+        ("preset: tiny_crops_S2_H_jun\ncutmix_p: [0.5, 2]\n", r"cutmix_p: .*probability"),
+        ("preset: tiny_crops_S2_H_jun\nworkers: [1, 2]\n", r"workers: not a per-trial setting; set it with --workers-per-trial"),
+        ("preset: [tiny_crops_S2_H_jun, nope]\n", r"preset: unknown preset 'nope'"),
+        ("preset: tiny_crops_S2_H_jun\nwindow: [may]\n", r"window: 'may' is not a benchmark window"),
+        ("preset: tiny_crops_S2_H_jun\nmodalities: [S2+X]\n", r"modalities: 'S2\+X' is not allowed"),
+        ("preset: level2_crops_S2_H_P_jun\nwindow: [aug]\n", r"window and modalities rewrite"),
+        ("preset: tiny_crops_S2_H_jun\nscheduler: hyperband\n", r"scheduler: 'hyperband' is not allowed; use one of asha, fifo"),
+        ("preset: tiny_crops_S2_H_jun\nmetric: val_loss\n", r"metric: 'val_loss' is not allowed"),
+        ("preset: tiny_crops_S2_H_jun\nmodel.s2_depths: [2, 2]\n", r"model.s2_depths: expected a list per value"),
+        ("model.fusion: [concat]\n", r"no preset key"),
+        ("preset: [tiny_crops_S2_H_jun\n", r"not valid YAML"),
+        ("- a\n- b\n", r"expected a mapping"),
+    ],
+)
+def test_malformed_space_names_file_and_key(tmp_path, text, named):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SpaceError, match=named) as raised:
+        load_space(path)
+    assert str(raised.value).startswith(str(path))
+
+
+def test_malformed_space_is_one_line_exit_2_from_the_cli(tmp_path, capsys):
+    from pipelines.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("preset: tiny_crops_S2_H_jun\nmodel.fuson: [concat]\n")
+    assert main(["tune", "--data", str(tmp_path), "--space", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.yaml: model.fuson: the model has no such setting (did you mean model.fusion?)" in err[0]

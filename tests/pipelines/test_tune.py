@@ -1,0 +1,145 @@
+"""Sweeps on the session's local Ray: ASHA's stops reach MLflow, and the quick sweep survives its driver."""
+
+import csv
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines import tracking
+
+# Only light imports at module level: Tune's trial actors import this module to run _reporting_trial.
+pytestmark = pytest.mark.ray
+
+QUICK = Path(__file__).resolve().parents[2] / "tune_spaces" / "quick.yaml"
+
+
+def _reporting_trial(config: dict) -> None:
+    """A trial that reports given values the way a training's rank 0 does: its own MLflow run, then epochs."""
+    from ray import tune
+
+    import mlflow
+
+    trial_id = tune.get_context().get_trial_id()
+    run_id = tracking.open_run(config["uri"], "h2crop", f"asha-{trial_id}", {"value": config["value"]}, {tracking.KIND_TAG: "trial"})
+    for epoch in (1, 2):
+        mlflow.log_metric("val_mf1", config["value"], step=epoch)
+        tune.report({"epoch": epoch, "val_mf1": config["value"], "mlflow_run_id": run_id})
+    tracking.close_run()
+
+
+def test_asha_stops_trials_behind_and_their_runs_end_killed(ray_local, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from pipelines.space import load_space
+    from pipelines.sweep_console import SweepConsole
+    from pipelines.tune import make_scheduler
+
+    uri = tracking.resolve_tracking_uri(str(tmp_path / "mlruns.db"))
+    space = load_space(QUICK)
+    tuner = tune.Tuner(
+        tune.with_resources(_reporting_trial, {"CPU": 0.01}),
+        param_space={"uri": uri, "value": tune.grid_search([0.5, 0.6, 0.1, 0.2])},
+        tune_config=tune.TuneConfig(metric=space.metric, mode="max", scheduler=make_scheduler(space, 2), max_concurrent_trials=1, reuse_actors=True),
+        run_config=tune.RunConfig(name="asha", storage_path=str(tmp_path / "ray"), verbose=0, callbacks=[SweepConsole("asha", space.metric, 2, uri, ["value"])]),
+    )
+    results = tuner.fit()
+    assert not results.errors
+    client = MlflowClient(uri)
+    runs = {float(r.data.params["value"]): r for r in client.search_runs([client.get_experiment_by_name("h2crop").experiment_id])}
+    # in turn: 0.5 (nothing to compare with), 0.6 (above 0.5) run on; 0.1 and 0.2 fall below the rung's median
+    assert {v: r.info.status for v, r in runs.items()} == {0.5: "FINISHED", 0.6: "FINISHED", 0.1: "KILLED", 0.2: "KILLED"}
+    assert [m.step for m in client.get_metric_history(runs[0.1].info.run_id, "val_mf1")] == [1]  # its last metrics kept
+    out = capsys.readouterr().out
+    assert out.count("stopped early after epoch 1") == 2 and out.count("finished: best val_mf1") == 2
+
+
+def _lines(process: subprocess.Popen) -> "queue.Queue[str]":
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    return lines
+
+
+def _terminated_in_state(sweep_dir: Path, trial_id: str) -> bool:
+    """Whether Tune's saved experiment state already records ``trial_id`` as finished."""
+    for state in sweep_dir.glob("experiment_state-*.json"):
+        try:
+            trials = json.loads(state.read_text())["trial_data"]
+        except (ValueError, KeyError):
+            continue
+        for trial_json, _ in trials:
+            trial = json.loads(trial_json)
+            if trial.get("trial_id") == trial_id and trial.get("status") == "TERMINATED":
+                return True
+    return False
+
+
+def _wait_for_idle_cluster(ray, timeout: float = 60) -> None:
+    """The killed driver's trials, Train workers and placement groups are released by Ray."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0) >= ray.cluster_resources()["CPU"] - 1e-6:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the killed sweep's resources were not released: {ray.available_resources()}")
+
+
+def test_quick_sweep_tracks_stops_early_and_resumes_after_its_driver_is_killed(ray_local, train_data, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.cli import main
+    from pipelines.space import load_space
+
+    uri = tracking.resolve_tracking_uri(str(tmp_path / "mlruns.db"))
+    argv = ["tune", "--data", str(train_data), "--space", str(QUICK), "--name", "quick", "--storage", str(tmp_path / "ray"),
+            "--tracking-uri", uri, "--output", str(tmp_path / "runs"), "--loader-workers", "0"]
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines, seen, first = _lines(driver), [], None
+    try:
+        deadline = time.monotonic() + 240
+        while first is None and time.monotonic() < deadline:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            seen.append(line)
+            if "finished: best" in line:
+                first = line.split(" trial ")[1].split()[0]
+        assert first, "".join(seen)
+        while not _terminated_in_state(tmp_path / "ray" / "quick", first) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGKILL)  # the driver dies mid-sweep: no chance to save or clean up
+    finally:
+        driver.kill()
+        driver.wait(30)
+    client = MlflowClient(uri)
+    first_run = client.search_runs([client.get_experiment_by_name("h2crop").experiment_id], filter_string=f"tags.`h2crop.trial_id` = '{first}'")[0]
+    _wait_for_idle_cluster(ray_local)
+
+    assert main(argv) == 0  # the same command resumes the sweep
+    out = capsys.readouterr().out
+    assert "resuming sweep quick" in out and f"trial {first} started" not in out
+    experiment_id = client.get_experiment_by_name("h2crop").experiment_id
+    parent = client.search_runs([experiment_id], filter_string=f"tags.`{tracking.KIND_TAG}` = 'sweep'")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED" and parent[0].data.params["space_digest"] == load_space(QUICK).digest
+    children = client.search_runs([experiment_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent[0].info.run_id}'")
+    assert len(children) == 4 and parent[0].data.tags["best_trial"] in {c.data.tags["h2crop.trial_id"] for c in children}
+    assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}  # none left RUNNING
+    for child in children:
+        epochs = len(client.get_metric_history(child.info.run_id, "val_mf1"))
+        assert epochs == (2 if child.info.status == "FINISHED" else 1)
+        assert all(client.get_metric_history(child.info.run_id, f"val_level{k}_mf1") for k in range(1, 5))
+        assert json.loads(child.data.tags[tracking.CONFIG_TAG])["window"] in ("oct", "jun")
+    again = client.get_run(first_run.info.run_id)  # the finished trial was not run again
+    assert again.info.end_time == first_run.info.end_time and "resumed_from_epoch" not in again.data.metrics
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert all((tmp_path / "runs" / "trials" / c.data.tags["h2crop.trial_id"] / "best.ckpt").is_file() for c in finished)
+    table = list(csv.DictReader((tmp_path / "runs" / "sweep_summary.csv").read_text().splitlines()))
+    assert len(table) == 4 and [float(r["val_mf1"]) for r in table] == sorted((float(r["val_mf1"]) for r in table), reverse=True)
+    print(out, file=sys.stderr)  # the resumed sweep's console, for the closing note
