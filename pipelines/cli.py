@@ -28,6 +28,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from h2crop_core.data.synth import synthesize_dataset
     from h2crop_core.taxonomy import Taxonomy
 
+    from h2crop_core.data.schema import SampleSpec
+    from h2crop_core.errors import SettingError
+
+    if args.size < 96 or args.size % 96:
+        raise SettingError(f"--size {args.size}: the sample side must be a multiple of 96 (the model's tiles; the benchmark's are 192)")
     taxonomy = Taxonomy.from_csv(args.taxonomy) if args.taxonomy else None
     result = synthesize_dataset(
         args.out,
@@ -35,6 +40,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         taxonomy=taxonomy,
         key_style=args.key_style,
+        spec=SampleSpec(size=args.size),
         region_size=None if args.region_size == 0 else args.region_size,
         progress=not args.quiet,
     )
@@ -166,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--taxonomy", type=Path, help="taxonomy CSV to generate classes from (default: a generated 6/36/82/101 tree)")
     p.add_argument("--key-style", choices=("files", "readme"), default="files", help="HDF5 key spelling: as the files ship (S2_data, ...) or as the README documents (S2, ...)")
+    p.add_argument("--size", type=int, default=192, help="sample side in S2 pixels, a multiple of 96 (default 192, the benchmark's; 96 for quick sweeps)")
     p.add_argument("--region-size", type=int, default=1008, help="side of the synthetic mapping region in S2 pixels, a multiple of 3; 0 for none (default 1008)")
     p.set_defaults(func=cmd_synth)
 

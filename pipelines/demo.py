@@ -2,7 +2,8 @@
 
 synthesise -> validate -> stats -> train ``tiny_crops_S2_H_P_jun`` on a local Ray with 2 workers (MLflow
 tracking) -> evaluate the best checkpoint on the test split -> map the generated region to Cloud-Optimized
-GeoTIFFs with a Ray Data actor pool.
+GeoTIFFs with a Ray Data actor pool -> sweep ``tune_spaces/quick.yaml`` (4 trials, ASHA) on a small
+dataset and compare the trials.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 from pipelines.cli import main as h2crop
+
+QUICK_SPACE = Path(__file__).resolve().parents[1] / "tune_spaces" / "quick.yaml"
 
 
 def step(title: str, argv: list[str], verbose: bool = False) -> None:
@@ -36,11 +39,11 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out.resolve()
     data, run = out / "data", out / "run"
     start = time.perf_counter()
-    step("1/6 synthesise a dataset with the benchmark's layout, and a georeferenced region", ["synth", "--out", str(data), "--samples", str(args.samples)], args.verbose)
-    step("2/6 validate every file against the layout and the taxonomy", ["validate", "--data", str(data)], args.verbose)
-    step("3/6 per-band normalisation statistics over the training split", ["stats", "--data", str(data)], args.verbose)
+    step("1/8 synthesise a dataset with the benchmark's layout, and a georeferenced region", ["synth", "--out", str(data), "--samples", str(args.samples)], args.verbose)
+    step("2/8 validate every file against the layout and the taxonomy", ["validate", "--data", str(data)], args.verbose)
+    step("3/8 per-band normalisation statistics over the training split", ["stats", "--data", str(data)], args.verbose)
     step(
-        f"4/6 train {args.preset} on a local Ray: 2 workers, MLflow tracking, a checkpoint per epoch",
+        f"4/8 train {args.preset} on a local Ray: 2 workers, MLflow tracking, a checkpoint per epoch",
         [
             "train", "--data", str(data), "--preset", args.preset, "--epochs", str(args.epochs), "--workers", "2",
             "--batch-size", "2", "--lr", "2e-3", "--warmup-iters", "0", "--run-name", f"demo-{args.preset}",
@@ -49,13 +52,22 @@ def main(argv: list[str] | None = None) -> None:
         args.verbose,
     )
     step(
-        "5/6 evaluate the best checkpoint on the test split (hierarchy-consistent decoding)",
+        "5/8 evaluate the best checkpoint on the test split (hierarchy-consistent decoding)",
         ["evaluate", "--checkpoint", str(run / "best.ckpt"), "--data", str(data), "--split", "test", "--output", str(out / "test_eval"), "--decode", "consistent"],
         args.verbose,
     )
     step(
-        "6/6 map the georeferenced region with the best checkpoint: one Cloud-Optimized GeoTIFF per level",
+        "6/8 map the georeferenced region with the best checkpoint: one Cloud-Optimized GeoTIFF per level",
         ["map", "--checkpoint", str(run / "best.ckpt"), "--region", str(data / "region"), "--output", str(out / "map"), "--actors", "2"],
+        args.verbose,
+    )
+    sweep_data = out / "sweep_data"
+    step("7/8 synthesise a small dataset for the sweep (32 samples of 96 x 96 px)",
+         ["synth", "--out", str(sweep_data), "--samples", "32", "--size", "96", "--region-size", "0", "--seed", "1"], args.verbose)
+    step(
+        "8/8 sweep tune_spaces/quick.yaml: two fusions x two windows, ASHA stops trials that are behind after epoch 1",
+        ["tune", "--data", str(sweep_data), "--space", str(QUICK_SPACE), "--name", "demo-quick", "--concurrent", "2",
+         "--storage", str(out / "ray_results"), "--output", str(out / "sweep"), "--tracking-uri", f"sqlite:///{out / 'mlruns.db'}"],
         args.verbose,
     )
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s. Where things are:")
@@ -64,7 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  best checkpoint  {run / 'best.ckpt'}  (self-contained: model, taxonomy, statistics, window)")
     print(f"  validation       {run / 'metrics.json'} and plots in {run}")
     print(f"  test evaluation  {out / 'test_eval' / 'metrics.json'}, confusion_level*.png, f1_level*.png, changed_vs_unchanged.png")
-    print(f"  MLflow runs      mlflow ui --backend-store-uri sqlite:///{out / 'mlruns.db'}   (needs `pip install mlflow`)")
+    print(f"  sweep            {out / 'sweep'}  (sweep_summary.csv, trials/<id>/best.ckpt); MLflow parent run demo-quick with 4 children")
+    print(f"  compare runs     .venv/bin/h2crop runs compare --tracking-uri sqlite:///{out / 'mlruns.db'} --sweep demo-quick --by window --plot {out / 'sweep' / 'by_window.png'}")
+    print(f"  MLflow UI        .venv/bin/h2crop runs ui --tracking-uri sqlite:///{out / 'mlruns.db'}   (once: .venv/bin/pip install 'mlflow>=3.10,<4')")
     print(f"  Ray checkpoints  {out / 'ray_results'}  (re-running the demo resumes the finished run)")
     print(f"  region maps      {out / 'map'}  (level1..4.tif COGs, quicklook.png, map.json; tiles/ for resuming)")
 

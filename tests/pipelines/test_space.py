@@ -18,6 +18,7 @@ def test_shipped_spaces_load_with_their_trial_counts():
     assert grid.trial_count() == 16 and grid.scheduler == "fifo"
     presets = {trial_settings(TrainSettings(data="", preset=""), combo).preset for combo in grid.combinations()}
     assert len(presets) == 16 and "crops_S2_H_P_dec" in presets and "crops_S2_jun" in presets
+    assert load_space(SPACES / "quick_grid.yaml").trial_count() == 4
     fusion = load_space(SPACES / "fusion.yaml")
     assert fusion.search == "random" and fusion.trial_count() == 24 and fusion.trial_count(5) == 5
     assert fusion.params["lr"] == Range(2e-5, 3e-4, log=True)

@@ -109,7 +109,7 @@ def test_a_killed_worker_is_replaced_and_an_interrupted_run_resumes(ray_local, t
     assert "[h2crop] resuming survive after epoch" in out and "[h2crop] epoch 4/4:" in out
 
     # without one the run stops; the same command then resumes from the saved epoch
-    settings = _settings(train_data, tmp_path, "interrupted", epochs=4, max_failures=0)
+    settings = _settings(train_data, tmp_path, "interrupted", epochs=3, max_failures=0)
     killed.clear()
     killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint, args=(tmp_path / "storage", "interrupted", killed, job_id))
     killer.start()
@@ -120,7 +120,7 @@ def test_a_killed_worker_is_replaced_and_an_interrupted_run_resumes(ray_local, t
     saved = len(list((tmp_path / "storage" / "interrupted").glob("checkpoint_*")))
     assert saved >= 1
     outcome = run_training(settings)
-    assert outcome.epochs_done == 4
+    assert outcome.epochs_done == 3
     resumed = _history(settings, outcome.mlflow_run_id, "resumed_from_epoch")
     assert resumed and resumed[0] >= 1
 

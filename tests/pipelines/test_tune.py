@@ -100,7 +100,7 @@ def test_quick_sweep_tracks_stops_early_and_resumes_after_its_driver_is_killed(r
 
     uri = tracking.resolve_tracking_uri(str(tmp_path / "mlruns.db"))
     argv = ["tune", "--data", str(train_data), "--space", str(QUICK), "--name", "quick", "--storage", str(tmp_path / "ray"),
-            "--tracking-uri", uri, "--output", str(tmp_path / "runs"), "--loader-workers", "0"]
+            "--tracking-uri", uri, "--output", str(tmp_path / "runs"), "--loader-workers", "0", "--repeat-best", "1"]
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines, seen, first = _lines(driver), [], None
@@ -128,8 +128,15 @@ def test_quick_sweep_tracks_stops_early_and_resumes_after_its_driver_is_killed(r
     experiment_id = client.get_experiment_by_name("h2crop").experiment_id
     parent = client.search_runs([experiment_id], filter_string=f"tags.`{tracking.KIND_TAG}` = 'sweep'")
     assert len(parent) == 1 and parent[0].info.status == "FINISHED" and parent[0].data.params["space_digest"] == load_space(QUICK).digest
-    children = client.search_runs([experiment_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent[0].info.run_id}'")
-    assert len(children) == 4 and parent[0].data.tags["best_trial"] in {c.data.tags["h2crop.trial_id"] for c in children}
+    everything = client.search_runs([experiment_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent[0].info.run_id}'")
+    children = [c for c in everything if c.data.tags[tracking.KIND_TAG] == "trial"]
+    best = parent[0].data.tags["best_trial"]
+    assert len(children) == 4 and best in {c.data.tags["h2crop.trial_id"] for c in children}
+    # --repeat-best 1: the best configuration once more, with the next seed, tagged with the trial it repeats
+    (repeat,) = [c for c in everything if c.data.tags[tracking.KIND_TAG] == "repeat"]
+    best_config = json.loads(next(c for c in children if c.data.tags["h2crop.trial_id"] == best).data.tags[tracking.CONFIG_TAG])
+    assert repeat.data.tags["h2crop.repeat_of"] == best and repeat.info.status == "FINISHED"
+    assert json.loads(repeat.data.tags[tracking.CONFIG_TAG]) == {**best_config, "seed": 1} and repeat.data.params["settings.seed"] == "1"
     assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}  # none left RUNNING
     for child in children:
         epochs = len(client.get_metric_history(child.info.run_id, "val_mf1"))
@@ -141,5 +148,7 @@ def test_quick_sweep_tracks_stops_early_and_resumes_after_its_driver_is_killed(r
     finished = [c for c in children if c.info.status == "FINISHED"]
     assert all((tmp_path / "runs" / "trials" / c.data.tags["h2crop.trial_id"] / "best.ckpt").is_file() for c in finished)
     table = list(csv.DictReader((tmp_path / "runs" / "sweep_summary.csv").read_text().splitlines()))
-    assert len(table) == 4 and [float(r["val_mf1"]) for r in table] == sorted((float(r["val_mf1"]) for r in table), reverse=True)
+    grouped = [r for r in table if r.get("n") == "2"]  # the repeat beside the trial it repeats (when that one finished)
+    assert len(table) == 4 and len(grouped) == 1 or len(table) == 5 and not grouped
+    assert [float(r["val_mf1"]) for r in table] == sorted((float(r["val_mf1"]) for r in table), reverse=True)
     print(out, file=sys.stderr)  # the resumed sweep's console, for the closing note
