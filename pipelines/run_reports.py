@@ -207,7 +207,8 @@ def earliest_records(classes: list[dict], target: float | None = None) -> list[d
             continue
         best = max(scored, key=lambda r: r["f1"])
         goal = target if target is not None else 0.8 * best["f1"]
-        first = next((r for r in scored if r["f1"] >= goal), None)
+        # a class never recognised (F1 0 in every window) reaches no target, however low
+        first = next((r for r in scored if r["f1"] >= goal and r["f1"] > 0), None)
         out.append({"series": series, "level": level, "class_id": class_id, "class_name": records[0]["class_name"], "best_f1": best["f1"],
                     "best_window": best["window"], "target_f1": goal, "earliest_window": first["window"] if first else "",
                     "earliest_months": first["months"] if first else ""})
@@ -247,16 +248,20 @@ def _plot_levels(levels: list[dict], path: Path) -> Path:
 
 
 def _plot_classes(classes: list[dict], path: Path, top: int = 30) -> Path:
-    """Level-4 F1 per class (rows) and window (columns) of the series with the most classes."""
+    """Level-4 F1 per class (rows: the ``top`` classes by their best F1) and window (columns), for the
+    series with the highest mean F1."""
     import numpy as np
 
     plt = _pyplot()
     level = "level4" if any(r["level"] == "level4" for r in classes) else classes[0]["level"]
     chosen = [r for r in classes if r["level"] == level]
-    series = max(dict.fromkeys(r["series"] for r in chosen), key=lambda s: sum(r["series"] == s for r in chosen))
+    series = max(dict.fromkeys(r["series"] for r in chosen), key=lambda s: _mean(r["f1"] for r in chosen if r["series"] == s))
     chosen = [r for r in chosen if r["series"] == series]
     months = sorted({r["months"] for r in chosen})
-    ids = list(dict.fromkeys(r["class_id"] for r in chosen))[:top]
+    best = {}
+    for r in chosen:
+        best[r["class_id"]] = max(best.get(r["class_id"], -1.0), r["f1"] if r["f1"] == r["f1"] else -1.0)
+    ids = sorted(best, key=lambda c: (-best[c], c))[:top]
     grid = np.full((len(ids), len(months)), np.nan)
     for r in chosen:
         if r["class_id"] in ids:

@@ -115,9 +115,20 @@ def _attach_configs(rows: list[RunRow]) -> None:
         return
     for row in rows:
         row.config = {"preset": row.params.get("settings.preset", row.params.get("model.name", ""))}
-        row.config.update({k.removeprefix("settings."): v for k, v in row.params.items() if k.startswith(("settings.", "model.")) and k not in IDENTITY_PARAMS})
+        row.config.update({_column(k): v for k, v in row.params.items()
+                           if k.startswith(("settings.", "model.")) and k not in IDENTITY_PARAMS and not k.startswith("settings.overrides.")})
         row.config["seed"] = row.params.get("settings.seed", "")
         row.config.pop("model.window", None)  # the preset names it
+
+
+#: the comparison's own columns: a training setting of the same name keeps its ``settings.`` prefix
+RESULT_COLUMNS = ("name", "status", "n", "epochs", "minutes", *LEVELS)
+
+
+def _column(param: str) -> str:
+    """``settings.lr`` -> ``lr`` (``settings.epochs`` stays: ``epochs`` is what a run did), ``model.x`` as is."""
+    name = param.removeprefix("settings.")
+    return param if name in RESULT_COLUMNS else name
 
 
 def _text(value) -> str:
@@ -150,8 +161,9 @@ def group_runs(rows: list[RunRow], keys: list[str], metric: str) -> list[Group]:
     finished ones), best mean ``metric`` first (runs without it last)."""
     groups: dict[tuple, list[RunRow]] = {}
     for row in rows:
-        groups.setdefault(tuple(row.config.get(k, "") for k in keys) + (row.status,) + (() if keys else (row.run_id,)), []).append(row)
-    ordered = [Group(members, key) for key, members in groups.items()]
+        groups.setdefault(tuple(row.config.get(k, "") for k in keys) + (row.status,), []).append(row)
+    # a sweep's own trial names its group, before the repeats of it
+    ordered = [Group(sorted(members, key=lambda r: r.kind == "repeat"), key) for key, members in groups.items()]
     score = lambda g: g.mean_std(lambda r: r.values.get(metric, math.nan))[0]  # noqa: E731
     return sorted(ordered, key=lambda g: (not score(g) == score(g), -score(g) if score(g) == score(g) else 0))
 

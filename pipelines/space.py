@@ -176,11 +176,22 @@ def load_space(path: str | Path) -> SearchSpace:
     if "preset" not in params:
         raise SpaceError(f"{path}: no preset key: name the model, e.g. `preset: tiny_crops_S2_H_P_jun`, or list several")
     space = SearchSpace(str(path), params, **reserved, digest=hashlib.sha256(text.encode()).hexdigest()[:16])
+    if space.search == "grid" and (space.samples or 1) > 1 and "seed" in params:
+        raise SpaceError(f"{path}: seed: a grid with samples: {space.samples} repeats each point with other seeds already; list the seeds or set samples, not both")
+    if space.max_epochs:
+        check_epochs(space, space.max_epochs)
     if space.search == "grid" and space.grid_size > 10_000:
         raise SpaceError(f"{path}: the grid has {space.grid_size} points; use `search: random` with `samples:`")
     for combination in space.combinations():
         trial_settings(TrainSettings(data="", preset=""), combination, source=str(path))
     return space
+
+
+def check_epochs(space: SearchSpace, epochs: int) -> None:
+    """ASHA's first rung must come before the last epoch."""
+    if space.scheduler == "asha" and space.grace_period > epochs:
+        raise SpaceError(f"{space.path}: grace_period: {space.grace_period} epochs before ASHA's first decision, but trials run {epochs} "
+                         "(max_epochs or --max-epochs): lower grace_period or raise the epochs")
 
 
 def _reserved(path: Path, key: str, value: Any) -> Any:
@@ -222,6 +233,8 @@ def _kind(path: Path, key: str) -> type | str:
             raise SpaceError(f"{path}: {key}: set from the data and the preset, not by a space")
         if name not in fields:
             raise SpaceError(f"{path}: {key}: the model has no such setting{_suggest(name, fields, 'model.')}")
+        if name == "window":
+            return "months"  # jun/aug/oct/dec or a number of months: ModelConfig checks it
         default = getattr(ModelConfig(), name)
         return "tuple" if isinstance(default, tuple) or default is None else type(default)
     fields = {f.name: f for f in dataclasses.fields(TrainSettings)}
@@ -241,6 +254,7 @@ def _suggest(name: str, known, prefix: str, model: bool = False) -> str:
 
 def _value(path: Path, key: str, value: Any, kind: type | str) -> Any:
     """One value of ``key``, checked against its type and allowed values."""
+    value = _as_float(value) if kind is float else value
     if kind == "preset":
         _checked(path, key, lambda: get_preset(str(value)))
     elif kind == "window" and value not in WINDOWS:
@@ -257,6 +271,16 @@ def _value(path: Path, key: str, value: Any, kind: type | str) -> Any:
         _checked(path, key, lambda: ModelConfig().replace(**{key.removeprefix("model."): value}))
     elif isinstance(kind, type):
         _checked(path, key, lambda: TrainSettings(data="", preset="", **{key: value}))
+    return value
+
+
+def _as_float(value: Any) -> Any:
+    """``"1e-3"`` -> 0.001: YAML 1.1 (PyYAML) reads exponents without a dot as strings."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
     return value
 
 
@@ -281,9 +305,11 @@ def _range(path: Path, key: str, value: dict, kind: type | str) -> Range:
     extra = sorted(set(value) - {"min", "max", "log"})
     if extra or not {"min", "max"} <= set(value):
         raise SpaceError(f"{path}: {key}: a range is {{min: ..., max: ..., log: true|false}}; got keys {sorted(value)}")
-    low, high, log = value["min"], value["max"], value.get("log", False)
+    low, high, log = _as_float(value["min"]), _as_float(value["max"]), value.get("log", False)
     if not (_is_type(low, float) and _is_type(high, float)) or not isinstance(log, bool):
         raise SpaceError(f"{path}: {key}: min and max must be numbers and log true or false; got {value}")
+    if kind is int and not (float(low).is_integer() and float(high).is_integer()):
+        raise SpaceError(f"{path}: {key}: an integer setting's range needs whole-number bounds; got min {low}, max {high}")
     if not low < high:
         raise SpaceError(f"{path}: {key}: min must be below max; got min {low}, max {high}")
     if log and low <= 0:

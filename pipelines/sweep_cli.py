@@ -25,9 +25,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     settings = settings_from_args(TuneSettings, args)
     base = settings_from_args(TrainSettings, args, preset="", overrides=parse_overrides(args.set or []))
     outcome = run_sweep(settings, base, progress=not args.quiet)
-    rows = load_runs(outcome.tracking_uri, outcome.experiment, outcome.name)
-    columns, records = compare_records(rows, "val_mf1")
-    print(f"\nsweep {outcome.name}: {outcome.trials} trials ({outcome.errors} failed); best {outcome.best_trial} with val_mf1 {outcome.best_value:.4f}")
+    rows = load_runs(outcome.tracking_uri, outcome.experiment, outcome.name, (outcome.metric,))
+    columns, records = compare_records(rows, outcome.metric)
+    print(f"\nsweep {outcome.name}: {outcome.trials} trials ({outcome.errors} failed); best {outcome.best_trial} with {outcome.metric} {outcome.best_value:.4f}")
+    if outcome.errors:
+        print(f"  {outcome.errors} trial(s) failed: their errors are in {outcome.tune_path}/<trial>/error.txt; the same command runs them again")
     print(format_records(columns, records))
     summary = outcome.output / "sweep_summary.csv"
     write_text_atomic(summary, format_records(columns, records, "csv"))

@@ -26,7 +26,7 @@ from pathlib import Path
 from h2crop_core.errors import SettingError
 from pipelines import tracking
 from pipelines.settings import TrainSettings, TuneSettings
-from pipelines.space import Choice, Range, SearchSpace, SpaceError, config_label, load_space, trial_settings
+from pipelines.space import Choice, Range, SearchSpace, SpaceError, check_epochs, load_space, trial_settings
 from pipelines.train import DatasetContext, model_config_for, prepare_dataset, resolve_storage
 
 #: resources of the trial's own actor (it only waits on its Train run; Tune refuses zero)
@@ -47,6 +47,7 @@ class SweepPlan:
     parent_run_id: str
     kind: str = "trial"
     repeat_of: str = ""
+    trials: int = 0  #: --trials (0: the space's own count)
 
     @property
     def train_storage(self) -> str:
@@ -54,8 +55,10 @@ class SweepPlan:
         return f"{self.storage.rstrip('/')}/{self.name}-{TRIALS_FOLDER}"
 
     def varied(self) -> list[str]:
+        """The keys whose values tell the trials apart on the console."""
         keys = [k for k, p in self.space.params.items() if isinstance(p, (Choice, Range))]
-        return keys + (["seed"] if self.kind == "repeat" or "seed" in keys else [])
+        repeats = self.kind == "repeat" or self.space.trial_count(self.trials) > self.space.grid_size and self.space.search == "grid"
+        return keys + (["seed"] if repeats and "seed" not in keys else [])
 
 
 # -------------------------------------------------------------------------------------- one trial
@@ -93,6 +96,7 @@ class SweepOutcome:
     tracking_uri: str
     experiment: str
     output: Path
+    metric: str
     best_trial: str
     best_config: dict
     best_value: float
@@ -100,11 +104,13 @@ class SweepOutcome:
     errors: int
     wall_s: float
     trial_s: float  #: the trials' own times (Tune's time_total_s: start-up included) summed
+    tune_path: str = ""  #: the Tune experiment folder (trial states, errors)
 
 
 def base_settings(settings: TuneSettings, base: TrainSettings, space: SearchSpace) -> TrainSettings:
     """Every trial's settings before the space's values: epochs and workers from the sweep."""
     epochs = settings.max_epochs or space.max_epochs or TrainSettings.__dataclass_fields__["epochs"].default
+    check_epochs(space, epochs)
     return replace(base, epochs=epochs, workers=settings.workers_per_trial)
 
 
@@ -118,7 +124,10 @@ def run_sweep(settings: TuneSettings, base: TrainSettings, *, progress: bool = T
     count = space.trial_count(settings.trials)
     data = prepare_dataset(base.data, base.taxonomy or None, progress=progress)
     for combination in space.combinations():  # every grid point must build for this data, before any trial
-        model_config_for(trial_settings(base, combination, source=space.path), data.taxonomy, data.spec)
+        config = model_config_for(trial_settings(base, combination, source=space.path), data.taxonomy, data.spec)
+        level = space.metric.removeprefix("val_").split("_")[0]
+        if level.startswith("level") and int(level[5:]) not in config.levels:
+            raise SpaceError(f"{space.path}: metric: {space.metric} is not reported by {config.name}, which predicts levels {list(config.levels)}")
     name = settings.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     tracking_uri = tracking.resolve_tracking_uri(base.tracking_uri or None)
     base = replace(base, tracking_uri=tracking_uri)
@@ -126,19 +135,32 @@ def run_sweep(settings: TuneSettings, base: TrainSettings, *, progress: bool = T
     quiet_data_context()
     concurrent = fit_concurrency(settings, base, count)
     parent = open_parent(tracking_uri, base.experiment, name, space, settings, count)
-    plan = SweepPlan(name, space, base, data, str(Path(settings.output or Path("runs") / name).resolve()), resolve_storage(base.storage), parent)
+    plan = SweepPlan(name, space, base, data, str(Path(settings.output or Path("runs") / name).resolve()), resolve_storage(base.storage), parent,
+                     trials=settings.trials)
     print(f"sweep {name}: {count} trials of {space.path} ({space.search} search, {space.scheduler} on {space.metric}, "
           f"{base.epochs} epochs at most), {concurrent} at a time; resume with --name {name}", flush=True)
     try:
-        results = fit_trials(plan, *space.param_space(settings.trials, base.seed), concurrent)
+        param_space, samples = space.param_space(settings.trials, base.seed)
+        results = unless_interrupted(fit_trials(plan, param_space, samples, concurrent), name)
         best = best_trial(results, space.metric)
         if settings.repeat_best and best is not None:
             repeat = replace(plan, kind="repeat", repeat_of=best[0])
-            fit_trials(repeat, repeat_space(best[1], settings.repeat_best, base.seed), 1, concurrent, name=f"{name}-repeat")
+            seeds = repeat_space(best[1], settings.repeat_best, next_seed(results, base.seed))
+            repeats = unless_interrupted(fit_trials(repeat, seeds, 1, concurrent, name=f"{name}-repeat"), name)
+            results = [*results, *repeats]
     except BaseException:
         tracking.end_if_running(tracking_uri, parent, "KILLED")
         raise
     return finish_sweep(plan, results, best, time.perf_counter() - started)
+
+
+def unless_interrupted(results, name: str):
+    """Tune answers Ctrl-C by saving the sweep and returning early: that is an interruption, not an end."""
+    if results.num_terminated + results.num_errors < len(results):
+        print(f"sweep {name} interrupted with {results.num_terminated} of {len(results)} trials finished; "
+              f"the same command with --name {name} resumes it", flush=True)
+        raise KeyboardInterrupt
+    return results
 
 
 def fit_concurrency(settings: TuneSettings, base: TrainSettings, count: int) -> int:
@@ -154,12 +176,13 @@ def fit_concurrency(settings: TuneSettings, base: TrainSettings, count: int) -> 
                         "lower --workers-per-trial or --cpus-per-worker, or drop --use-gpu")
     per_trial = settings.workers_per_trial * base.cpus_per_worker + TRIAL_ACTOR["CPU"]
     cpus = ray.cluster_resources().get("CPU", 0)
-    fits = max(1, int((cpus - 1) // per_trial))
-    if base.use_gpu:
-        fits = min(fits, max(1, int(ray.cluster_resources().get("GPU", 0) // settings.workers_per_trial)))
+    fits, limit = max(1, int((cpus - 1) // per_trial)), f"each needs {per_trial:g} CPU and the Ray cluster has {cpus:g}"
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if base.use_gpu and gpus // settings.workers_per_trial < fits:
+        fits, limit = max(1, int(gpus // settings.workers_per_trial)), f"each needs {settings.workers_per_trial} GPU and the Ray cluster has {gpus:g}"
     concurrent = min(settings.concurrent, count, fits)
     if concurrent < min(settings.concurrent, count):
-        print(f"running {concurrent} trial(s) at a time, not {settings.concurrent}: each needs {per_trial:g} CPU and the Ray cluster has {cpus:g}", flush=True)
+        print(f"running {concurrent} trial(s) at a time, not {settings.concurrent}: {limit}", flush=True)
     return concurrent
 
 
@@ -229,12 +252,16 @@ def make_scheduler(space: SearchSpace, max_epochs: int):
                              stop_last_trials=False)
 
 
-def repeat_space(config: dict, repeats: int, base_seed: int) -> dict:
-    """The best configuration with ``repeats`` other seeds."""
+def next_seed(results, base_seed: int) -> int:
+    """The first seed no trial of the sweep has used."""
+    return 1 + max([base_seed] + [int(r.config["seed"]) for r in results if "seed" in (r.config or {})])
+
+
+def repeat_space(config: dict, repeats: int, first_seed: int) -> dict:
+    """The best configuration with ``repeats`` seeds from ``first_seed`` on (none the sweep used)."""
     from ray import tune
 
-    seed = int(config.get("seed", base_seed))
-    return {**config, "seed": tune.grid_search([seed + i for i in range(1, repeats + 1)])}
+    return {**config, "seed": tune.grid_search([first_seed + i for i in range(repeats)])}
 
 
 def best_trial(results, metric: str) -> tuple[str, dict, float] | None:
@@ -269,6 +296,7 @@ def finish_sweep(plan: SweepPlan, results, best: tuple[str, dict, float] | None,
     client.set_tag(plan.parent_run_id, "best_config", json.dumps(config, sort_keys=True, default=str))
     client.log_metric(plan.parent_run_id, f"best_{plan.space.metric}", value)
     client.set_terminated(plan.parent_run_id, status="FINISHED")
-    return SweepOutcome(plan.name, plan.parent_run_id, uri, plan.base.experiment, Path(plan.output), trial_id, config, value,
-                        len(results), len(errors), wall_s, sum(float((r.metrics or {}).get("time_total_s", 0.0)) for r in results))
+    return SweepOutcome(plan.name, plan.parent_run_id, uri, plan.base.experiment, Path(plan.output), plan.space.metric, trial_id, config, value,
+                        len(results), len(errors), wall_s, sum(float((r.metrics or {}).get("time_total_s", 0.0)) for r in results),
+                        f"{plan.storage.rstrip('/')}/{plan.name}")
 

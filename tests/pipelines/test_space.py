@@ -60,6 +60,10 @@ def test_trial_settings_compose_the_benchmark_grid():
         ("preset: tiny_crops_S2_H_jun\nscheduler: hyperband\n", r"scheduler: 'hyperband' is not allowed; use one of asha, fifo"),
         ("preset: tiny_crops_S2_H_jun\nmetric: val_loss\n", r"metric: 'val_loss' is not allowed"),
         ("preset: tiny_crops_S2_H_jun\nmodel.s2_depths: [2, 2]\n", r"model.s2_depths: expected a list per value"),
+        ("preset: tiny_crops_S2_H_jun\nsamples: 2\nseed: [0, 1]\n", r"seed: a grid with samples: 2 repeats each point"),
+        ("preset: tiny_crops_S2_H_jun\nmax_epochs: 3\ngrace_period: 5\n", r"grace_period: 5 epochs before ASHA's first decision, but trials run 3"),
+        ("preset: tiny_crops_S2_H_jun\nbatch_size: {min: 1.5, max: 4}\n", r"batch_size: an integer setting's range needs whole-number bounds"),
+        ("preset: tiny_crops_S2_H_jun\nmodel.window: [13]\n", r"model.window: .*1-12"),
         ("model.fusion: [concat]\n", r"no preset key"),
         ("preset: [tiny_crops_S2_H_jun\n", r"not valid YAML"),
         ("- a\n- b\n", r"expected a mapping"),
@@ -81,3 +85,11 @@ def test_malformed_space_is_one_line_exit_2_from_the_cli(tmp_path, capsys):
     assert main(["tune", "--data", str(tmp_path), "--space", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.yaml: model.fuson: the model has no such setting (did you mean model.fusion?)" in err[0]
+
+
+def test_yaml_exponents_and_month_windows_are_read_as_meant(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("preset: tiny_crops_S2_H_jun\nlr: [1e-3, 3e-4]\nweight_decay: {min: 1e-5, max: 1e-3, log: true}\nmodel.window: [3, jun]\n")
+    space = load_space(path)  # PyYAML reads 1e-3 as a string; the space reads it as the number it is
+    assert space.params["lr"] == Choice((1e-3, 3e-4)) and space.params["weight_decay"] == Range(1e-5, 1e-3, log=True)
+    assert trial_settings(TrainSettings(data="", preset=""), {"preset": "tiny_crops_S2_H_jun", "model.window": 3}).overrides == {"window": 3}
