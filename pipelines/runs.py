@@ -242,6 +242,9 @@ def plot_compare(rows: list[RunRow], by: str, out: str | Path) -> Path:
     keys = varied_keys(rows)
     if by not in keys:
         raise SettingError(f"--by {by}: not a setting that varies between these runs; use one of {', '.join(keys) or '(none vary)'}")
+    finished = [row for row in rows if row.status == "FINISHED"]
+    label = f"{len(finished)} finished runs" if finished else f"{len(rows)} runs"
+    rows = finished or rows  # a trial stopped early trained less: not averaged with the others
     values = sorted({row.config.get(by, "") for row in rows}, key=_sort_key)
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(values) + 2), 4))
     for level in LEVELS:
@@ -251,7 +254,7 @@ def plot_compare(rows: list[RunRow], by: str, out: str | Path) -> Path:
     ax.set_xlabel(by)
     ax.set_ylabel("validation mF1 (best epoch)")
     ax.set_ylim(0, 1)
-    ax.set_title(f"per-level mF1 across {by} ({len(rows)} runs)", fontsize=9)
+    ax.set_title(f"per-level mF1 across {by} ({label})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     try:

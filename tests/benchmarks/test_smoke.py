@@ -36,7 +36,8 @@ def test_every_benchmark_is_covered():
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_runs_in_smoke_mode(script, tmp_path):
     output = tmp_path / "result.json"
-    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}  # each Train run notices its end sooner (default: a 2 s poll)
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--smoke", "--json", str(output)], capture_output=True, text=True,
                           timeout=420, cwd=tmp_path, env=env)
