@@ -8,6 +8,8 @@ is marked KILLED here, with the metrics it had logged, instead of staying RUNNIN
 from __future__ import annotations
 
 import math
+import signal
+import threading
 
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
@@ -16,8 +18,25 @@ from pipelines import tracking
 from pipelines.space import config_label
 
 
+#: set when Ctrl-C reaches the Tune driver: Tune then stops every trial and returns as if the sweep had ended
+INTERRUPTED = threading.Event()
+
+
 class SweepConsole(Callback):
     """Prints trial events and ends the MLflow runs of trials that Tune stopped or that failed."""
+
+    def setup(self, **info) -> None:
+        """Wrap Tune's Ctrl-C handler (installed just before) to note the interruption for the driver."""
+        INTERRUPTED.clear()
+        tune_handler = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is not threading.main_thread() or not callable(tune_handler):
+            return
+
+        def note_and_pass_on(number, frame):
+            INTERRUPTED.set()
+            tune_handler(number, frame)
+
+        signal.signal(signal.SIGINT, note_and_pass_on)
 
     def __init__(self, sweep: str, metric: str, max_epochs: int, tracking_uri: str, varied: list[str]) -> None:
         self.sweep, self.metric, self.max_epochs, self.tracking_uri, self.varied = sweep, metric, max_epochs, tracking_uri, varied
@@ -40,7 +59,9 @@ class SweepConsole(Callback):
         best = self.best.get(trial.trial_id, last.get(self.metric, math.nan))
         # Tune marks a trial its scheduler stopped as done too; such a trial's worker never ended its run
         stopped = int(last.get("epoch", 0)) < self.max_epochs and tracking.end_if_running(self.tracking_uri, str(last.get("mlflow_run_id", "")), "KILLED")
-        if stopped:
+        if stopped and INTERRUPTED.is_set():
+            self._line(trial, f"stopped by the interruption after epoch {last.get('epoch', 0)}")
+        elif stopped:
             self._line(trial, f"stopped early after epoch {last.get('epoch', '?')}: {self.metric} {last.get(self.metric, math.nan):.4f} is behind the other trials")
         else:
             self._line(trial, f"finished: best {self.metric} {best:.4f}")

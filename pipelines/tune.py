@@ -142,10 +142,11 @@ def run_sweep(settings: TuneSettings, base: TrainSettings, *, progress: bool = T
     try:
         param_space, samples = space.param_space(settings.trials, base.seed)
         results = unless_interrupted(fit_trials(plan, param_space, samples, concurrent), name)
-        best = best_trial(results, space.metric)
+        trials = trial_runs(plan)
+        best = best_trial(trials, space.metric, tracking_uri)
         if settings.repeat_best and best is not None:
             repeat = replace(plan, kind="repeat", repeat_of=best[0])
-            seeds = repeat_space(best[1], settings.repeat_best, next_seed(results, base.seed))
+            seeds = repeat_space(best[1], settings.repeat_best, next_seed(trials, base.seed))
             repeats = unless_interrupted(fit_trials(repeat, seeds, 1, concurrent, name=f"{name}-repeat"), name)
             results = [*results, *repeats]
     except BaseException:
@@ -155,10 +156,12 @@ def run_sweep(settings: TuneSettings, base: TrainSettings, *, progress: bool = T
 
 
 def unless_interrupted(results, name: str):
-    """Tune answers Ctrl-C by saving the sweep and returning early: that is an interruption, not an end."""
-    if results.num_terminated + results.num_errors < len(results):
-        print(f"sweep {name} interrupted with {results.num_terminated} of {len(results)} trials finished; "
-              f"the same command with --name {name} resumes it", flush=True)
+    """Tune answers Ctrl-C by saving the sweep, stopping every trial and returning: an interruption, not an end."""
+    from pipelines.sweep_console import INTERRUPTED
+
+    if INTERRUPTED.is_set():
+        done = sum(1 for r in results if (r.metrics or {}).get("done"))
+        print(f"sweep {name} interrupted ({done} of {len(results)} trials done); the same command with --name {name} resumes it", flush=True)
         raise KeyboardInterrupt
     return results
 
@@ -252,9 +255,19 @@ def make_scheduler(space: SearchSpace, max_epochs: int):
                              stop_last_trials=False)
 
 
-def next_seed(results, base_seed: int) -> int:
+def trial_runs(plan: SweepPlan) -> list:
+    """The MLflow runs of the sweep's trials: every epoch they logged, across restores (Tune's own results
+    of a resumed trial hold only what it reported since)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = plan.base.tracking_uri
+    query = f"tags.`{tracking.PARENT_TAG}` = '{plan.parent_run_id}' and tags.`{tracking.KIND_TAG}` = 'trial'"
+    return MlflowClient(uri).search_runs([tracking.ensure_experiment(uri, plan.base.experiment)], filter_string=query, max_results=10_000)
+
+
+def next_seed(runs: list, base_seed: int) -> int:
     """The first seed no trial of the sweep has used."""
-    return 1 + max([base_seed] + [int(r.config["seed"]) for r in results if "seed" in (r.config or {})])
+    return 1 + max([base_seed] + [int(run.data.params.get("settings.seed", base_seed)) for run in runs])
 
 
 def repeat_space(config: dict, repeats: int, first_seed: int) -> dict:
@@ -264,16 +277,15 @@ def repeat_space(config: dict, repeats: int, first_seed: int) -> dict:
     return {**config, "seed": tune.grid_search([first_seed + i for i in range(repeats)])}
 
 
-def best_trial(results, metric: str) -> tuple[str, dict, float] | None:
-    """(trial id, config, best value of ``metric`` over its epochs) of the best trial, or None."""
-    best = None
-    for result in results:
-        frame = result.metrics_dataframe
-        if frame is None or metric not in frame or frame[metric].dropna().empty:
-            continue
-        value = float(frame[metric].max())
-        if best is None or value > best[2]:
-            best = (result.metrics.get("trial_id", Path(result.path).name), dict(result.config), value)
+def best_trial(runs: list, metric: str, tracking_uri: str) -> tuple[str, dict, float] | None:
+    """(trial id, space values, best value of ``metric`` over its epochs) of the best trial, or None."""
+    from mlflow.tracking import MlflowClient
+
+    client, best = MlflowClient(tracking_uri), None
+    for run in runs:
+        values = [m.value for m in client.get_metric_history(run.info.run_id, metric) if m.value == m.value]
+        if values and (best is None or max(values) > best[2]):
+            best = (run.data.tags["h2crop.trial_id"], json.loads(run.data.tags[tracking.CONFIG_TAG]), max(values))
     return best
 
 
