@@ -152,3 +152,14 @@ def test_quick_sweep_tracks_stops_early_and_resumes_after_its_driver_is_killed(r
     assert len(table) == 4 and len(grouped) == 1 or len(table) == 5 and not grouped
     assert [float(r["val_mf1"]) for r in table] == sorted((float(r["val_mf1"]) for r in table), reverse=True)
     print(out, file=sys.stderr)  # the resumed sweep's console, for the closing note
+
+
+def test_a_trial_larger_than_the_cluster_is_refused_before_anything_starts(ray_local, train_data, tmp_path, capsys):
+    from pipelines.cli import main
+
+    argv = ["tune", "--data", str(train_data), "--space", str(QUICK), "--name", "big", "--workers-per-trial", "3", "--cpus-per-worker", "2",
+            "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns.db'}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trial's worker group needs 6 CPU (the Ray cluster has 4)" in err[0] and "--workers-per-trial" in err[0]
+    assert not (tmp_path / "ray" / "big").exists()  # no Tune experiment was started
