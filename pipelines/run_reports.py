@@ -13,7 +13,6 @@ epoch on the validation split, as :mod:`pipelines.runs` does.
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 import statistics
@@ -23,8 +22,8 @@ from pathlib import Path
 
 from h2crop_core.data.schema import window_months
 from h2crop_core.errors import SettingError
-from h2crop_core.files import write_figure_atomic, write_text_atomic
-from pipelines.runs import LEVELS, RunRow, varied_keys
+from h2crop_core.files import write_text_atomic
+from pipelines.runs import LEVELS, RunRow, pyplot, records_csv, save_figure, varied_keys
 
 #: space keys that say which inputs and window a run has (they define the comparisons, not the settings)
 DESIGN_KEYS = ("preset", "window", "modalities", "seed", "model.window", "model.use_enmap", "model.use_prior")
@@ -126,13 +125,13 @@ def write_gain(rows: list[RunRow], output: str | Path) -> dict[str, Path]:
     """``gain.csv`` and ``gain.png`` in ``output``; returns them and the records."""
     records = gain_records(rows)
     out = Path(output)
-    written = {"csv": write_text_atomic(out / "gain.csv", _csv(records))}
+    written = {"csv": write_text_atomic(out / "gain.csv", records_csv(records))}
     written["png"] = _plot_gain(records, out / "gain.png")
     return {"records": records, **written}
 
 
 def _plot_gain(records: list[dict], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(records) + 2), 4))
     width = 0.2
     for i, level in enumerate(LEVELS):
@@ -144,7 +143,7 @@ def _plot_gain(records: list[dict], path: Path) -> Path:
     ax.set_title("hyperspectral gain per window (validation, best epoch)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 # ---------------------------------------------------------------------------------- early season
@@ -167,11 +166,14 @@ def level_records(rows: list[RunRow]) -> list[dict]:
 
 def class_records(rows: list[RunRow], tracking_uri: str) -> list[dict]:
     """Per series, level, class and window: F1 from each run's best-epoch report (mean over seeds)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
     cells: dict[tuple, list[float]] = {}
     names: dict[tuple, str] = {}
     for row, d in designs(rows):
-        for level in LEVELS:
-            for class_id, name, f1 in _per_class(tracking_uri, row.run_id, level):
+        for level, classes in _per_class(client, row.run_id).items():
+            for class_id, name, f1 in classes:
                 key = (series_of(d), level, class_id, d.months, d.window)
                 cells.setdefault(key, []).append(f1)
                 names[key[:3]] = name
@@ -179,19 +181,21 @@ def class_records(rows: list[RunRow], tracking_uri: str) -> list[dict]:
             for (s, lv, c, m, w), v in sorted(cells.items())]
 
 
-def _per_class(tracking_uri: str, run_id: str, level: str) -> list[tuple[int, str, float]]:
-    """(class id, name, F1) of the classes with labelled pixels, from the run's ``best_report``."""
-    from mlflow.tracking import MlflowClient
-
+def _per_class(client, run_id: str) -> dict[str, list[tuple[int, str, float]]]:
+    """Per level, (class id, name, F1) of the classes with labelled pixels, from the run's ``best_report``
+    (empty for a run without one: stopped before the end)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small file otherwise
+    out: dict[str, list[tuple[int, str, float]]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = MlflowClient(tracking_uri).download_artifacts(run_id, f"best_report/per_class_{level}.csv", folder)
-        except Exception:  # noqa: BLE001 - a run without its report (stopped before the end) has no per-class F1
-            return []
-        with open(path, newline="") as handle:
-            return [(int(r["id"]), r["name"], float(r["f1"]) if r["f1"] not in ("", "nan") else math.nan)
-                    for r in csv.DictReader(handle) if int(r["support"] or 0) > 0 and int(r["id"]) != 0]
+        for level in LEVELS:
+            try:
+                path = client.download_artifacts(run_id, f"best_report/per_class_{level}.csv", folder)
+            except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+                continue
+            with open(path, newline="") as handle:
+                out[level] = [(int(r["id"]), r["name"], float(r["f1"]) if r["f1"] not in ("", "nan") else math.nan)
+                              for r in csv.DictReader(handle) if int(r["support"] or 0) > 0 and int(r["id"]) != 0]
+    return out
 
 
 def earliest_records(classes: list[dict], target: float | None = None) -> list[dict]:
@@ -221,9 +225,9 @@ def write_early_season(rows: list[RunRow], tracking_uri: str, output: str | Path
     levels = level_records(rows)
     classes = class_records(rows, tracking_uri)
     earliest = earliest_records(classes, target)
-    written = {"levels_csv": write_text_atomic(out / "early_season_levels.csv", _csv(levels)),
-               "classes_csv": write_text_atomic(out / "early_season_classes.csv", _csv(classes)),
-               "earliest_csv": write_text_atomic(out / "earliest_window.csv", _csv(earliest)),
+    written = {"levels_csv": write_text_atomic(out / "early_season_levels.csv", records_csv(levels)),
+               "classes_csv": write_text_atomic(out / "early_season_classes.csv", records_csv(classes)),
+               "earliest_csv": write_text_atomic(out / "earliest_window.csv", records_csv(earliest)),
                "levels_png": _plot_levels(levels, out / "early_season.png")}
     if classes:
         written["classes_png"] = _plot_classes(classes, out / "early_season_classes.png")
@@ -231,7 +235,7 @@ def write_early_season(rows: list[RunRow], tracking_uri: str, output: str | Path
 
 
 def _plot_levels(levels: list[dict], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(LEVELS), figsize=(3.2 * len(LEVELS), 3.4), sharey=True)
     for ax, level in zip(axes, LEVELS):
         for series in dict.fromkeys(r["series"] for r in levels):
@@ -244,7 +248,7 @@ def _plot_levels(levels: list[dict], path: Path) -> Path:
     axes[-1].legend(fontsize=7)
     fig.suptitle("how early each level can be mapped", fontsize=10)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def _plot_classes(classes: list[dict], path: Path, top: int = 30) -> Path:
@@ -252,7 +256,7 @@ def _plot_classes(classes: list[dict], path: Path, top: int = 30) -> Path:
     series with the highest mean F1."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     level = "level4" if any(r["level"] == "level4" for r in classes) else classes[0]["level"]
     chosen = [r for r in classes if r["level"] == level]
     series = max(dict.fromkeys(r["series"] for r in chosen), key=lambda s: _mean(r["f1"] for r in chosen if r["series"] == s))
@@ -275,30 +279,4 @@ def _plot_classes(classes: list[dict], path: Path, top: int = 30) -> Path:
     ax.set_title(f"{level} F1 per class, {series}", fontsize=9)
     fig.colorbar(image, ax=ax, label="F1")
     fig.tight_layout()
-    return _save(plt, fig, path)
-
-
-# ---------------------------------------------------------------------------------------- helpers
-def _csv(records: list[dict]) -> str:
-    out = io.StringIO(newline="")
-    if records:
-        writer = csv.DictWriter(out, list(records[0]))
-        writer.writeheader()
-        writer.writerows({k: ("" if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in records)
-    return out.getvalue()
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt, fig, path: Path) -> Path:
-    try:
-        return write_figure_atomic(path, fig)
-    finally:
-        plt.close(fig)
+    return save_figure(plt, fig, path)

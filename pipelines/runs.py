@@ -92,7 +92,7 @@ def _row(client, run, extra_metrics: tuple[str, ...]) -> RunRow:
     row = RunRow(info.run_id, info.run_name or info.run_id[:8], info.status, data.tags.get(tracking.KIND_TAG, "train"), dict(data.params), dict(data.tags))
     history = {m.step: m.value for m in client.get_metric_history(info.run_id, "val_mf1") if m.value == m.value}
     row.epochs = len(history)
-    end = (info.end_time or time.time() * 1000) if info.status != "RUNNING" else time.time() * 1000
+    end = info.end_time if info.status != "RUNNING" and info.end_time else time.time() * 1000  # a running run: so far
     row.minutes = (end - info.start_time) / 60_000 if info.start_time else math.nan
     if not history:
         return row
@@ -195,12 +195,7 @@ def format_records(columns: list[str], records: list[dict], fmt: str = "table") 
     if fmt == "json":
         return json.dumps([{k: _json_number(v) for k, v in r.items()} for r in records], indent=1)
     if fmt == "csv":
-        fields = [c for col in columns for c in ([col, f"{col}_std"] if f"{col}_std" in (records[0] if records else {}) else [col])]
-        out = io.StringIO(newline="")
-        writer = csv.DictWriter(out, fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: _csv_value(v) for k, v in r.items()} for r in records)
-        return out.getvalue()
+        return records_csv(records, [c for col in columns for c in ([col, f"{col}_std"] if f"{col}_std" in (records[0] if records else {}) else [col])])
     cells = [[_cell(r, c) for c in columns] for r in records]
     if fmt == "markdown":
         lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
@@ -226,19 +221,38 @@ def _json_number(value):
     return None if isinstance(value, float) and value != value else value
 
 
-def _csv_value(value):
-    return "" if isinstance(value, float) and value != value else value
+def records_csv(records: list[dict], fields: list[str] | None = None) -> str:
+    """Records as CSV text (``fields``, default the first record's keys); NaN is an empty cell."""
+    out = io.StringIO(newline="")
+    if records:
+        writer = csv.DictWriter(out, fields or list(records[0]), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: ("" if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in records)
+    return out.getvalue()
 
 
-def plot_compare(rows: list[RunRow], by: str, out: str | Path) -> Path:
-    """Per-level mF1 (mean ± std over the runs sharing a value) across the values of the setting ``by``."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on clusters)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(plt, fig, path: str | Path) -> Path:
+    """Write ``fig`` as PNG atomically, and close it."""
     from h2crop_core.files import write_figure_atomic
 
+    try:
+        return write_figure_atomic(path, fig)
+    finally:
+        plt.close(fig)
+
+
+def plot_compare(rows: list[RunRow], by: str, out: str | Path) -> Path:
+    """Per-level mF1 (mean ± std over the runs sharing a value) across the values of the setting ``by``."""
     keys = varied_keys(rows)
     if by not in keys:
         raise SettingError(f"--by {by}: not a setting that varies between these runs; use one of {', '.join(keys) or '(none vary)'}")
@@ -246,6 +260,7 @@ def plot_compare(rows: list[RunRow], by: str, out: str | Path) -> Path:
     label = f"{len(finished)} finished runs" if finished else f"{len(rows)} runs"
     rows = finished or rows  # a trial stopped early trained less: not averaged with the others
     values = sorted({row.config.get(by, "") for row in rows}, key=_sort_key)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(values) + 2), 4))
     for level in LEVELS:
         stats = [Group([r for r in rows if r.config.get(by, "") == v], ()).mean_std(lambda r: r.level(level)) for v in values]
@@ -257,10 +272,7 @@ def plot_compare(rows: list[RunRow], by: str, out: str | Path) -> Path:
     ax.set_title(f"per-level mF1 across {by} ({label})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        return write_figure_atomic(out, fig)
-    finally:
-        plt.close(fig)
+    return save_figure(plt, fig, out)
 
 
 def _sort_key(value: str):

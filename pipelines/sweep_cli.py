@@ -68,13 +68,15 @@ def cmd_gain(args: argparse.Namespace) -> int:
 def cmd_early_season(args: argparse.Namespace) -> int:
     from pipelines.run_reports import write_early_season
 
+    from pipelines.runs import LEVELS
+
     written = write_early_season(_rows(args), _uri(args), args.output, args.target)
-    print(f"{'series':<24}{'window':<8}{'months':>7}" + "".join(f"{lv:>9}" for lv in ("level1", "level2", "level3", "level4")))
+    print(f"{'series':<24}{'window':<8}{'months':>7}" + "".join(f"{lv:>9}" for lv in LEVELS))
     cells: dict[tuple, dict] = {}
     for r in written["levels"]:
         cells.setdefault((r["series"], r["months"], r["window"]), {})[r["level"]] = r["mf1"]
     for (series, months, window), values in cells.items():
-        print(f"{series[:23]:<24}{window:<8}{months:>7}" + "".join(f"{values.get(lv, float('nan')):>9.3f}" for lv in ("level1", "level2", "level3", "level4")))
+        print(f"{series[:23]:<24}{window:<8}{months:>7}" + "".join(f"{values.get(lv, float('nan')):>9.3f}" for lv in LEVELS))
     reached = Counter((r["earliest_months"] or 99, r["earliest_window"] or "never") for r in written["earliest"] if r["level"] == "level4")
     if reached:
         print("level-4 classes reaching their target first at: " + ", ".join(f"{w} {n}" for (_, w), n in sorted(reached.items())))

@@ -123,11 +123,7 @@ def run_sweep(settings: TuneSettings, base: TrainSettings, *, progress: bool = T
     base = base_settings(settings, base, space)
     count = space.trial_count(settings.trials)
     data = prepare_dataset(base.data, base.taxonomy or None, progress=progress)
-    for combination in space.combinations():  # every grid point must build for this data, before any trial
-        config = model_config_for(trial_settings(base, combination, source=space.path), data.taxonomy, data.spec)
-        level = space.metric.removeprefix("val_").split("_")[0]
-        if level.startswith("level") and int(level[5:]) not in config.levels:
-            raise SpaceError(f"{space.path}: metric: {space.metric} is not reported by {config.name}, which predicts levels {list(config.levels)}")
+    check_for_data(space, base, data)
     name = settings.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     tracking_uri = tracking.resolve_tracking_uri(base.tracking_uri or None)
     base = replace(base, tracking_uri=tracking_uri)
@@ -153,6 +149,15 @@ def run_sweep(settings: TuneSettings, base: TrainSettings, *, progress: bool = T
         tracking.end_if_running(tracking_uri, parent, "KILLED")
         raise
     return finish_sweep(plan, results, best, time.perf_counter() - started)
+
+
+def check_for_data(space: SearchSpace, base: TrainSettings, data: DatasetContext) -> None:
+    """Every grid point builds for this data, and reports the space's metric, before any trial starts."""
+    level = space.metric.removeprefix("val_").split("_")[0]  # "level4" for val_level4_mf1, else "mf1"/...
+    for combination in space.combinations():
+        config = model_config_for(trial_settings(base, combination, source=space.path), data.taxonomy, data.spec)
+        if level.startswith("level") and int(level.removeprefix("level")) not in config.levels:
+            raise SpaceError(f"{space.path}: metric: {space.metric} is not reported by {config.name}, which predicts levels {list(config.levels)}")
 
 
 def unless_interrupted(results, name: str):
