@@ -1,17 +1,19 @@
-"""Region mapping throughput: ``h2crop map`` (Ray Data actor pool) against a plain single-process loop over
-the same tiles, reader and model, in one run.
+"""Region mapping at two sizes: ``h2crop map`` (Ray Data actor pool) against a plain single-process loop over
+the same tiles, reader and model, with each process's peak memory.
 
-    python benchmarks/mapping_throughput.py [--region DIR --checkpoint CKPT] [--size 1008] [--json PATH] [--smoke]
+    python benchmarks/mapping_throughput.py [--sizes 2016 4032] [--tile 192] [--json PATH] [--smoke]
 
-Without ``--region``/``--checkpoint`` it generates a region and saves an (untrained: speed does not depend
-on the weights) ``tiny_crops_S2_H_P_jun`` checkpoint. Rows:
+For each size it generates a region and saves an (untrained: speed does not depend on the weights)
+``tiny_crops_S2_H_P_jun`` checkpoint, then runs every mode in a fresh process, so that the peak resident
+memory (``ru_maxrss``) each reports is its own:
 
-* plain loop: one process, all cores as torch threads, read -> predict -> keep the core, tile after tile;
-* Ray, N actors × C CPUs: ``map_region`` into a fresh folder, Ray already running (its start-up is reported
-  apart), actor start-up (model load) included;
-* COG writing (mosaic + overviews + quicklook) is the same code for every row and is timed once.
+* plain loop: one process, all cores as torch threads, read -> predict -> store the core, tile after tile,
+  then the same COG writing as ``h2crop map``;
+* Ray, N actors × C CPUs: ``map_region`` into a fresh folder with Ray already running (its start-up is
+  reported apart), actor start-up (model load) included; the driver's peak memory and each actor's.
 
-``--smoke``: a 192-px region in 96-px tiles (seconds; checks that every row still runs).
+Flat memory means the peaks do not grow with the region (the readers hold one tile; the writer one tile
+and GDAL's capped block cache). ``--smoke``: 192 and 384 px regions in 96-px tiles, one Ray mode (seconds).
 """
 
 from __future__ import annotations
@@ -20,23 +22,21 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from h2crop_core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from h2crop_core.mapping import TileGrid, TileStore, predict_tiles, write_level_cogs  # noqa: E402
-from pipelines.mapping import map_region, region_reader_for  # noqa: E402
-from pipelines.settings import MapSettings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def make_inputs(folder: Path, size: int, preset: str, samples: int = 8) -> tuple[Path, Path]:
+def make_inputs(folder: Path, size: int, preset: str) -> tuple[Path, Path]:
+    import torch
+
+    from h2crop_core.checkpoint import save_checkpoint
     from h2crop_core.data.index import DatasetIndex
     from h2crop_core.data.stats import compute_norm_stats
     from h2crop_core.data.synth import synthesize_dataset
@@ -44,85 +44,138 @@ def make_inputs(folder: Path, size: int, preset: str, samples: int = 8) -> tuple
     from h2crop_core.taxonomy import Taxonomy
 
     root = folder / "data"
-    synthesize_dataset(root, samples, seed=1, region_size=size, progress=False)
+    synthesize_dataset(root, 3, seed=1, region_size=size, progress=False)
     taxonomy = Taxonomy.from_csv(root / "cascade_labels.csv")
     stats = compute_norm_stats(DatasetIndex(root).split_paths("train"), progress=False)
     config = get_preset(preset, num_classes=taxonomy.num_classes)
+    torch.manual_seed(0)
     checkpoint = save_checkpoint(folder / "model.ckpt", DualStreamModel(config), config, taxonomy, stats)
     return root / "region", checkpoint
 
 
-def plain_loop(checkpoint: Path, region: Path, settings: MapSettings, out: Path) -> dict:
+def peak_rss_mb() -> float:
+    from pipelines.mapping import peak_rss_mb
+
+    return peak_rss_mb()
+
+
+def plain_loop(checkpoint: Path, region: Path, settings, out: Path) -> dict:
     """The simplest honest baseline: one process, tile after tile, every core as a torch thread."""
+    import torch
+
+    from h2crop_core.checkpoint import load_checkpoint
+    from h2crop_core.mapping import TileStore, inputs_from_region, predict_tiles, write_level_cogs
+    from pipelines.mapping import GDAL_CACHE_MB, region_reader_for, tile_grid
+
+    os.environ["GDAL_CACHEMAX"] = GDAL_CACHE_MB  # as h2crop map: the same reader, the same cache
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
-    loaded = load_checkpoint(checkpoint, **({"precision": settings.precision} if settings.precision else {}))
-    reader = region_reader_for(loaded, region)
-    tiles = TileGrid(*reader.shape, tile=settings.tile, margin=settings.margin, factor=loaded.config.enmap_upscale).tiles()
+    loaded = load_checkpoint(checkpoint)
+    reader = region_reader_for(loaded, inputs_from_region(region), settings)
+    tiles = tile_grid(loaded, reader, settings).tiles()
     store = TileStore(out, {"plain": True})
     for first in range(0, len(tiles), settings.batch_size):
         batch = tiles[first : first + settings.batch_size]
-        cores = predict_tiles(loaded.model, [reader.read(t) for t in batch], batch, decode=settings.decode, paths=loaded.taxonomy.paths)
-        for tile, core in zip(batch, cores):
-            store.write(tile, core)
+        results = predict_tiles(loaded.model, [reader.read(t) for t in batch], batch, decode=settings.decode, paths=loaded.taxonomy.paths)
+        for tile, result in zip(batch, results):
+            store.write(tile, result)
     predict_s = time.perf_counter() - start
     start = time.perf_counter()
     write_level_cogs(store, tiles, loaded.config.levels, reader.profile(), loaded.taxonomy)
-    return {"mode": "plain loop", "tiles": len(tiles), "predict_s": predict_s, "cog_s": time.perf_counter() - start}
+    return {"tiles": len(tiles), "predict_s": predict_s, "write_s": time.perf_counter() - start, "driver_rss_mb": peak_rss_mb(), "actors_rss_mb": []}
 
 
-def ray_run(checkpoint: Path, region: Path, settings: MapSettings, out: Path) -> dict:
+def ray_run(checkpoint: Path, region: Path, settings, out: Path) -> dict:
+    from h2crop_core.mapping import inputs_from_region
+    from pipelines.mapping import map_region
+    from pipelines.ray_runtime import connect_ray, quiet_data_context
+
     start = time.perf_counter()
-    manifest = map_region(checkpoint, region, out, settings, progress=False)
-    total = time.perf_counter() - start
-    return {"mode": f"Ray, {settings.actors} actor(s) × {settings.cpus_per_actor:g} CPU", "tiles": manifest["tiles"],
-            "predict_s": manifest["predict_s"], "total_s": total}
+    connect_ray()
+    quiet_data_context()
+    ray_start_s = time.perf_counter() - start
+    manifest = map_region(checkpoint, inputs_from_region(region), out, settings, progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    return {"tiles": manifest["tiles"], "predict_s": manifest["predict_s"], "write_s": summary["write_s"], "ray_start_s": ray_start_s,
+            "driver_rss_mb": peak_rss_mb(), "actors_rss_mb": sorted(manifest["actors_peak_rss_mb"].values())}
+
+
+def worker(args: argparse.Namespace) -> int:
+    """One mode in this (fresh) process; prints its row as JSON on the last line."""
+    from pipelines.settings import MapSettings
+
+    settings = MapSettings(tile=args.tile, batch_size=args.batch_size, actors=args.actors, cpus_per_actor=args.cpus)
+    run = plain_loop if args.worker == "plain" else ray_run
+    row = run(args.checkpoint, args.region, settings, args.out)
+    print(json.dumps(row))
+    return 0
+
+
+def run_mode(mode: str, region: Path, checkpoint: Path, out: Path, args: argparse.Namespace, actors: int = 1, cpus: float = 1) -> dict:
+    command = [sys.executable, __file__, "--worker", mode, "--region", str(region), "--checkpoint", str(checkpoint), "--out", str(out),
+               "--tile", str(args.tile), "--batch-size", str(args.batch_size), "--actors", str(actors), "--cpus", str(cpus)]
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # a local Ray of its own
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise RuntimeError(f"{mode} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    label = "plain loop" if mode == "plain" else f"Ray, {actors} actor(s) × {cpus:g} CPU"
+    shutil.rmtree(out, ignore_errors=True)
+    return {"mode": label, **row}
+
+
+def print_table(rows: list[dict], cores: int) -> None:
+    header = f"{'size':>6s} {'mode':26s} {'tiles':>5s} {'km²/s':>7s} {'predict s':>9s} {'vs plain':>8s} {'write s':>7s} {'driver MB':>9s} {'actor MB':>9s}"
+    print(f"{cores} cores; Ray's start-up is not in the rows; km²/s over predicting")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        actors = "/".join(f"{v:.0f}" for v in row["actors_rss_mb"]) or "-"
+        print(f"{row['size']:6d} {row['mode']:26s} {row['tiles']:5d} {row['km2_per_s']:7.3f} {row['predict_s']:9.1f} "
+              f"{row['vs_plain']:7.2f}x {row['write_s']:7.1f} {row['driver_rss_mb']:9.0f} {actors:>9s}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--region", type=Path)
-    parser.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--size", type=int, default=1008, help="side of the generated region (S2 pixels)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2016, 4032], help="sides of the generated regions (S2 pixels)")
     parser.add_argument("--preset", default="tiny_crops_S2_H_P_jun", help="model of the generated checkpoint")
     parser.add_argument("--tile", type=int, default=192)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that the benchmark runs (seconds)")
     parser.add_argument("--json", type=Path, default=RESULTS / "mapping_throughput.json")
+    parser.add_argument("--worker", choices=("plain", "ray"), help=argparse.SUPPRESS)
+    for name, kind in (("--region", Path), ("--checkpoint", Path), ("--out", Path), ("--actors", int), ("--cpus", float)):
+        parser.add_argument(name, type=kind, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return worker(args)
     if args.smoke:
-        args.size, args.tile = 192, 96
-
-    from pipelines.ray_runtime import connect_ray, quiet_data_context
-
-    work = Path(tempfile.mkdtemp(prefix="h2crop_map_bench_"))
-    try:
-        if args.region and args.checkpoint:
-            region, checkpoint = args.region, args.checkpoint
-        else:
-            region, checkpoint = make_inputs(work, args.size, args.preset, samples=3 if args.smoke else 8)
-        cores = os.cpu_count() or 1
-        rows = [plain_loop(checkpoint, region, MapSettings(tile=args.tile, batch_size=args.batch_size), work / "plain")]
-        start = time.perf_counter()
-        connect_ray()
-        quiet_data_context()
-        ray_start_s = time.perf_counter() - start
-        for actors in sorted({1, cores}):
-            settings = MapSettings(tile=args.tile, batch_size=args.batch_size, actors=actors, cpus_per_actor=cores / actors)
-            rows.append(ray_run(checkpoint, region, settings, work / f"ray{actors}"))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    base = rows[0]["predict_s"]
-    print(f"{rows[0]['tiles']} tiles of {args.tile} px, {cores} cores; Ray start-up {ray_start_s:.1f} s (not in the rows)")
-    header = f"{'mode':28s} {'tiles/s':>8s} {'seconds':>8s} {'vs plain':>8s}"
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        row["tiles_per_s"] = row["tiles"] / row["predict_s"]
-        print(f"{row['mode']:28s} {row['tiles_per_s']:8.2f} {row['predict_s']:8.1f} {base / row['predict_s']:7.2f}x")
-    print(f"COG writing (4 levels, overviews, quicklook): {rows[0]['cog_s']:.1f} s")
+        args.sizes, args.tile = [192, 384], 96
+    cores = os.cpu_count() or 1
+    rows = []
+    for size in args.sizes:
+        work = Path(tempfile.mkdtemp(prefix="h2crop_map_bench_"))
+        try:
+            region, checkpoint = make_inputs(work, size, args.preset)
+            size_rows = [run_mode("plain", region, checkpoint, work / "plain", args, cpus=cores)]
+            for actors in [1] if args.smoke else sorted({1, cores}):
+                size_rows.append(run_mode("ray", region, checkpoint, work / f"ray{actors}", args, actors=actors, cpus=cores / actors))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        km2 = size * size * 100 / 1e6
+        for row in size_rows:
+            row.update(size=size, km2=km2, km2_per_s=km2 / row["predict_s"], vs_plain=size_rows[0]["predict_s"] / row["predict_s"])
+        rows += size_rows
+    print_table(rows, cores)
+    growth = {}
+    for mode in dict.fromkeys(row["mode"] for row in rows):
+        first, last = (r for r in rows if r["mode"] == mode and r["size"] in (args.sizes[0], args.sizes[-1]))
+        growth[mode] = {"driver": last["driver_rss_mb"] / first["driver_rss_mb"],
+                        "actors": max(last["actors_rss_mb"], default=0) / max(first["actors_rss_mb"], default=1) if first["actors_rss_mb"] else None}
+        actors = f", actors ×{growth[mode]['actors']:.2f}" if growth[mode]["actors"] else ""
+        print(f"peak memory {args.sizes[-1]}² vs {args.sizes[0]}², {mode}: driver ×{growth[mode]['driver']:.2f}{actors}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"ray_start_s": ray_start_s, "results": rows}, indent=2))
+    args.json.write_text(json.dumps({"cores": cores, "tile": args.tile, "results": rows, "rss_growth": growth}, indent=2))
     print(f"wrote {args.json}")
     return 0
 

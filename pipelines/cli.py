@@ -9,6 +9,7 @@ or a Ray worker) is one line and exit code 2; anything else is a bug: its traceb
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -48,6 +49,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
     print(f"wrote {args.samples} samples to {result.root / 'h5_data'} ({counts}); taxonomy {result.taxonomy.summary()}")
     if result.region:
         print(f"wrote a {result.region['size']}x{result.region['size']} px region ({result.region['crs']}) to {result.region['dir']}")
+        if args.user_files:
+            from h2crop_core.data.synth.user_files import USER_ENMAP_CRS, write_user_files
+
+            files = write_user_files(Path(result.region["dir"]), Path(args.out) / "user_files")
+            print(f"wrote the region as a user has it to {Path(args.out) / 'user_files'}: monthly S2 files, EnMAP in {USER_ENMAP_CRS}, parcels in Lambert-93")
+            print(f"  map it: h2crop map --checkpoint CKPT --s2 {files['s2']} --enmap {files['enmap']} --prior {files['prior']} --output OUT")
     return 0
 
 
@@ -137,15 +144,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def map_inputs(args: argparse.Namespace):
+    """``--region DIR``, or ``--s2`` with ``--enmap``/``--prior``/``--enmap-bands``: one of the two."""
+    from h2crop_core.errors import SettingError
+    from h2crop_core.mapping import MapInputs, inputs_from_region
+
+    if bool(args.region) == bool(args.s2):
+        raise SettingError("give the rasters with --s2 (and --enmap, --prior) or a region folder with --region, not both or neither")
+    if args.region:
+        if args.enmap or args.prior or args.enmap_bands:
+            raise SettingError("--enmap, --prior and --enmap-bands go with --s2; a --region folder names its own rasters")
+        return inputs_from_region(args.region)
+    return MapInputs.from_paths(args.s2, args.enmap, args.prior, args.enmap_bands or "")
+
+
 def cmd_map(args: argparse.Namespace) -> int:
     settings = settings_from_args(MapSettings, args)  # checked before anything heavy is imported
+    inputs = map_inputs(args)
     from pipelines.mapping import map_region
 
-    manifest = map_region(args.checkpoint, args.region, args.output, settings, progress=not args.quiet)
-    files = ", ".join(manifest["files"].values())
+    manifest = map_region(args.checkpoint, inputs, args.output, settings, progress=not args.quiet)
+    summary = json.loads((Path(args.output) / manifest["files"]["summary"]).read_text())
     print(
-        f"mapped {manifest['height']}×{manifest['width']} pixels in {manifest['tiles']} tiles "
-        f"({manifest.get('tiles_predicted', 0)} predicted now, {manifest.get('tiles_resumed', 0)} resumed): {files} and map.json in {args.output}"
+        f"mapped {manifest['height']}×{manifest['width']} pixels ({summary['mapped_km2']:.2f} of {summary['grid_km2']:.2f} km² with data) in "
+        f"{manifest['tiles']} tiles ({manifest.get('tiles_predicted', 0)} predicted now, {manifest.get('tiles_resumed', 0)} resumed) to {args.output}:"
+    )
+    print(f"  {', '.join(name for key, name in manifest['files'].items() if key.startswith('level'))} (classes), confidence_level*.tif, summary.json, quicklook.png, map.json")
+    return 0
+
+
+def cmd_parcels(args: argparse.Namespace) -> int:
+    from h2crop_core.mapping.parcels import parcel_statistics
+
+    result = parcel_statistics(args.map, args.parcels, args.output, id_column=args.id_column, progress=not args.quiet)
+    print(
+        f"{result['parcels']} parcels ({result['mapped']} with mapped pixels, {result['parcels'] - result['mapped']} outside the map or without data) "
+        f"-> {args.output} (GeoParquet, {result['crs']})"
     )
     return 0
 
@@ -153,6 +187,27 @@ def cmd_map(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- parser
 def _default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 1)))
+
+
+def add_mapping_parsers(add) -> None:
+    """``map`` (rasters or a region folder -> class and confidence COGs) and ``parcels`` (map -> GeoParquet)."""
+    p = add("map", "map your rasters with a checkpoint: COGs of each level's classes and confidence; resumes by tile")
+    p.add_argument("--checkpoint", required=True, type=Path, help="an h2crop checkpoint (e.g. runs/<run>/best.ckpt)")
+    p.add_argument("--s2", type=Path, metavar="FILE_OR_DIR", help="Sentinel-2 monthly composites: one GeoTIFF of months x 10 bands (month-major, January first) or a folder of monthly 10-band GeoTIFFs named by month; its grid is the map's")
+    p.add_argument("--enmap", type=Path, metavar="FILE", help="EnMAP scene, any CRS and grid (warped on the fly onto the S2 grid coarsened by 3)")
+    p.add_argument("--prior", type=Path, metavar="FILE", help="last year's 4-band crop map, any CRS and grid (nearest neighbour)")
+    p.add_argument("--enmap-bands", metavar="LIST", help="the EnMAP bands the model reads, 1-based, e.g. 1-126,131-222 (default: all; needed when the scene has more)")
+    p.add_argument("--region", type=Path, metavar="DIR", help="instead of --s2/--enmap/--prior: a region folder with region.json (h2crop synth writes one)")
+    p.add_argument("--output", required=True, type=Path, help="output folder: level<k>.tif, confidence_level<k>.tif, summary.json, quicklook.png, map.json, tiles/ (rerun to resume)")
+    add_settings_options(p, MapSettings)
+    p.set_defaults(func=cmd_map)
+
+    p = add("parcels", "per parcel of a vector file: the majority class of a finished map, its share and confidence, to GeoParquet")
+    p.add_argument("--map", required=True, type=Path, help="a finished h2crop map folder (with map.json)")
+    p.add_argument("--parcels", required=True, type=Path, help="parcels: .gpkg, .parquet (GeoParquet), .shp, .geojson or .fgb; any CRS")
+    p.add_argument("--output", required=True, type=Path, help="GeoParquet file to write, e.g. parcels_crops.parquet")
+    p.add_argument("--id-column", help="the parcels' id column to carry over (default: fid, the feature's id or row number)")
+    p.set_defaults(func=cmd_parcels)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-style", choices=("files", "readme"), default="files", help="HDF5 key spelling: as the files ship (S2_data, ...) or as the README documents (S2, ...)")
     p.add_argument("--size", type=int, default=192, help="sample side in S2 pixels, a multiple of 96 (default 192, the benchmark's; 96 for quick sweeps)")
     p.add_argument("--region-size", type=int, default=1008, help="side of the synthetic mapping region in S2 pixels, a multiple of 3; 0 for none (default 1008)")
+    p.add_argument("--user-files", action="store_true", help="also write the region as a user has it: monthly S2 files, EnMAP in another UTM zone, parcels in Lambert-93 (<out>/user_files)")
     p.set_defaults(func=cmd_synth)
 
     for name, help_text, func in (
@@ -205,19 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     model_info.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     model_info.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
 
-    for name, help_text, (source, source_help), output_help, settings, func in (
-        ("evaluate", "run a checkpoint over a split and score it (metrics.json, CSVs, plots)", ("--data", "dataset root"),
-         "folder for metrics.json, per-class CSVs and plots", EvaluateSettings, cmd_evaluate),
-        ("map", "map a georeferenced region with a checkpoint: one Cloud-Optimized GeoTIFF per level; resumes by tile",
-         ("--region", "region folder with region.json, s2.tif, enmap.tif, prior.tif (h2crop synth writes one)"),
-         "output folder: level<k>.tif, map.json, tiles/ (rerun to resume)", MapSettings, cmd_map),
-    ):
-        p = add(name, help_text)
-        p.add_argument("--checkpoint", required=True, type=Path, help="an h2crop checkpoint (e.g. runs/<run>/best.ckpt)")
-        p.add_argument(source, required=True, type=Path, help=source_help)
-        p.add_argument("--output", required=True, type=Path, help=output_help)
-        add_settings_options(p, settings)
-        p.set_defaults(func=func)
+    checkpoint_help = "an h2crop checkpoint (e.g. runs/<run>/best.ckpt)"
+    p = add("evaluate", "run a checkpoint over a split and score it (metrics.json, CSVs, plots)")
+    p.add_argument("--checkpoint", required=True, type=Path, help=checkpoint_help)
+    p.add_argument("--data", required=True, type=Path, help="dataset root")
+    p.add_argument("--output", required=True, type=Path, help="folder for metrics.json, per-class CSVs and plots")
+    add_settings_options(p, EvaluateSettings)
+    p.set_defaults(func=cmd_evaluate)
+
+    add_mapping_parsers(add)
 
     p = add("train", "train a preset on Ray (joins RAY_ADDRESS if set, else a local Ray); resumes by --run-name")
     add_settings_options(p, TrainSettings)

@@ -1,10 +1,11 @@
 """Map a whole region with a trained checkpoint: tiles through a Ray Data actor pool (one model per actor),
-then one Cloud-Optimized GeoTIFF per level.
+then Cloud-Optimized GeoTIFFs of each level's classes and confidence.
 
+    h2crop map --checkpoint run/best.ckpt --s2 s2_2023/ --enmap enmap_l2a.tif [--prior crops_2022.tif] --output maps/x
     h2crop map --checkpoint run/best.ckpt --region data/region --output maps/region [--actors 2]
 
-Finished tiles are kept (``OUTPUT/tiles``), so an interrupted run resumes where it stopped; the COGs and
-``map.json`` appear only when every tile is done (see :mod:`h2crop_core.mapping.writer`).
+Finished tiles are kept (``OUTPUT/tiles``), so an interrupted run resumes where it stopped; the COGs,
+``summary.json`` and ``map.json`` appear only when every tile is done (see :mod:`h2crop_core.mapping.writer`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
+import resource
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,27 +24,46 @@ import numpy as np
 import torch
 
 from h2crop_core.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from h2crop_core.mapping import RegionReader, TileGrid, TileStore, predict_tiles, write_level_cogs
-from h2crop_core.mapping.region import region_identity
 from h2crop_core.files import file_digest
-from h2crop_core.mapping.writer import MAP_MANIFEST, MappingRecordError
+from h2crop_core.mapping import MapInputs, RegionReader, TileGrid, TileStore, predict_tiles, write_level_cogs
+from h2crop_core.mapping.writer import MAP_MANIFEST, MappingRecordError, clear_outputs
 from h2crop_core.models.heads import resolve_decode
 from pipelines.settings import MapSettings
 
+#: GDAL's block cache (MB) in the driver and each actor: its default, 5% of RAM, lets memory grow with the
+#: region for no gain (every window is read once)
+GDAL_CACHE_MB = "128"
 
-def region_reader_for(loaded: LoadedCheckpoint, region: str | Path) -> RegionReader:
-    """A reader of ``region`` that produces exactly the inputs the checkpoint's model takes."""
+
+def region_reader_for(loaded: LoadedCheckpoint, inputs: MapInputs, settings: MapSettings | None = None) -> RegionReader:
+    """A reader of ``inputs`` that produces exactly the inputs the checkpoint's model takes."""
     config = loaded.config
     return RegionReader(
-        region, config.window, config.input_keys, loaded.stats,
+        inputs, config.window, config.input_keys, loaded.stats,
         s2_bands=config.s2_bands, enmap_bands=config.enmap_bands, factor=config.enmap_upscale,
+        resampling=(settings or MapSettings()).enmap_resampling,
     )
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: ``VmHWM`` (``ru_maxrss`` survives ``exec``, so a child would
+    report its parent's peak)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024**2)
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+
+
+def tile_grid(loaded: LoadedCheckpoint, reader: RegionReader, settings: MapSettings) -> TileGrid:
+    return TileGrid(*reader.shape, tile=settings.tile, margin=settings.overlap // 2, factor=loaded.config.enmap_upscale)
 
 
 class TilePredictor:
     """A Ray Data actor: loads the checkpoint once, then reads, predicts and stores batches of tiles."""
 
-    def __init__(self, checkpoint: str, region: str, output: str, grid: dict, record: dict, settings: dict) -> None:
+    def __init__(self, checkpoint: str, inputs: dict, output: str, record: dict, settings: dict) -> None:
+        os.environ["GDAL_CACHEMAX"] = GDAL_CACHE_MB
         self.settings = MapSettings(**settings)
         torch.set_num_threads(max(1, int(self.settings.cpus_per_actor)))
         self.device = "cuda" if self.settings.use_gpu else "cpu"
@@ -48,19 +71,20 @@ class TilePredictor:
         if file_digest(Path(checkpoint)) != record["checkpoint_sha256"]:  # e.g. a training run replaced best.ckpt
             raise CheckpointError(f"{checkpoint} changed since this mapping run started; rerun h2crop map (into a new folder for the new model)")
         self.loaded = load_checkpoint(checkpoint, device=self.device, **overrides)
-        self.reader = region_reader_for(self.loaded, region)
-        self.tiles = {tile.index: tile for tile in TileGrid(**grid).tiles()}
+        self.reader = region_reader_for(self.loaded, MapInputs.from_dict(inputs), self.settings)
+        self.tiles = {tile.index: tile for tile in tile_grid(self.loaded, self.reader, self.settings).tiles()}
         self.store = TileStore(output, record)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tiles = [self.tiles[int(index)] for index in batch["index"]]
         samples = [self.reader.read(tile) for tile in tiles]
-        cores = predict_tiles(
+        results = predict_tiles(
             self.loaded.model, samples, tiles, decode=self.settings.decode, paths=self.loaded.taxonomy.paths, device=self.device
         )
-        for tile, core in zip(tiles, cores):
-            self.store.write(tile, core)
-        return {"index": np.asarray(batch["index"], dtype=np.int64)}
+        for tile, result in zip(tiles, results):
+            self.store.write(tile, result)
+        count = len(tiles)
+        return {"index": np.asarray(batch["index"], dtype=np.int64), "pid": np.full(count, os.getpid()), "peak_rss_mb": np.full(count, peak_rss_mb())}
 
 
 @contextlib.contextmanager
@@ -75,44 +99,72 @@ def exclusive(output: Path):
         yield
 
 
-def map_region(checkpoint: str | Path, region: str | Path, output: str | Path, settings: MapSettings | None = None, *, progress: bool = True) -> dict:
-    """Map ``region`` with ``checkpoint`` into ``output``; resume if ``output`` holds this run's tiles.
+def map_region(checkpoint: str | Path, inputs: MapInputs, output: str | Path, settings: MapSettings | None = None, *, progress: bool = True) -> dict:
+    """Map ``inputs`` with ``checkpoint`` into ``output``; resume if ``output`` holds this run's tiles.
 
-    On a multi-node cluster the checkpoint, the region and ``output`` must be on storage every node reaches
-    at the same path (the actors read and write them directly).
+    Every check (checkpoint, rasters, grid, resources) runs before any tile. On a multi-node cluster the
+    checkpoint, the inputs and ``output`` must be on storage every node reaches at the same path (the actors
+    read and write them directly).
 
     Returns:
         The ``map.json`` content: files, levels, class names, grid, and tile counts and timings.
     """
+    os.environ["GDAL_CACHEMAX"] = GDAL_CACHE_MB
     settings = settings or MapSettings()
-    checkpoint, region, output = Path(checkpoint).resolve(), Path(region).resolve(), Path(output).resolve()
-    loaded = load_checkpoint(checkpoint)  # on the driver too: a bad checkpoint or region fails here, not in an actor
+    checkpoint, output = Path(checkpoint).resolve(), Path(output).resolve()
+    loaded = load_checkpoint(checkpoint)  # on the driver too: a bad checkpoint or input fails here, not in an actor
     settings = replace(settings, decode=resolve_decode(settings.decode, loaded.config.levels))
-    reader = region_reader_for(loaded, region)
+    reader = region_reader_for(loaded, inputs, settings)
     try:
         with exclusive(output):
-            return _map_locked(loaded, checkpoint, reader, output, settings, progress)
+            return _map_locked(loaded, checkpoint, inputs, reader, output, settings, progress)
     finally:
         reader.close()
 
 
-def _map_locked(loaded: LoadedCheckpoint, checkpoint: Path, reader: RegionReader, output: Path, settings: MapSettings, progress: bool) -> dict:
+def _predict_remaining(checkpoint: Path, inputs: MapInputs, output: Path, record: dict, todo: list[int], done: int, total: int, settings: MapSettings, progress: bool) -> dict[int, float]:
+    """Run the tiles ``todo`` through the actor pool; return each actor's peak resident memory (MB) by pid."""
     import ray
     from tqdm.auto import tqdm
 
     from pipelines.ray_runtime import check_resources, connect_ray, quiet_data_context
 
+    connect_ray()
+    quiet_data_context()
+    per_actor = {"CPU": settings.cpus_per_actor, "GPU": 1 if settings.use_gpu else 0}
+    check_resources(per_actor, settings.actors, "actor", "actor pool", "lower --actors or --cpus-per-actor, or drop --use-gpu")
+    items = ray.data.from_items([{"index": index} for index in todo], override_num_blocks=max(1, len(todo) // settings.batch_size))
+    predicted = items.map_batches(
+        TilePredictor,
+        fn_constructor_kwargs=dict(checkpoint=str(checkpoint), inputs=inputs.to_dict(), output=str(output), record=record, settings=asdict(settings)),
+        batch_size=settings.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=settings.actors),
+        num_cpus=settings.cpus_per_actor,
+        num_gpus=1 if settings.use_gpu else 0,
+    )
+    actors: dict[int, float] = {}
+    with tqdm(total=total, initial=done, desc="map", unit="tile", disable=not progress, dynamic_ncols=True) as bar:
+        for batch in predicted.iter_batches(batch_size=None):
+            bar.update(len(batch["index"]))
+            for pid, rss in zip(batch["pid"], batch["peak_rss_mb"]):
+                actors[int(pid)] = max(actors.get(int(pid), 0.0), float(rss))
+    return actors
+
+
+def _map_locked(loaded: LoadedCheckpoint, checkpoint: Path, inputs: MapInputs, reader: RegionReader, output: Path, settings: MapSettings, progress: bool) -> dict:
     started = time.perf_counter()
-    height, width = reader.shape
-    grid = TileGrid(height, width, tile=settings.tile, margin=settings.margin, factor=loaded.config.enmap_upscale)
+    grid = tile_grid(loaded, reader, settings)
     tiles = grid.tiles()
     record = {
         "checkpoint_sha256": file_digest(checkpoint),
-        "region": region_identity(reader.folder, reader.manifest),
+        "inputs": inputs.identity(loaded.config.input_keys, reader.months),
         "grid": grid.to_dict(),
         "decode": settings.decode,
         "precision": settings.precision or loaded.config.precision,
+        "enmap_resampling": settings.enmap_resampling if "enmap" in loaded.config.input_keys else None,
     }
+    if settings.overwrite and clear_outputs(output):
+        print(f"[h2crop] --overwrite: deleted the earlier mapping run's tiles and maps in {output}")
     store = TileStore(output, record)
     if store.complete:
         print(f"[h2crop] {output / MAP_MANIFEST} exists: this map is complete (delete it to rebuild the COGs from the tiles)")
@@ -121,28 +173,13 @@ def _map_locked(loaded: LoadedCheckpoint, checkpoint: Path, reader: RegionReader
     todo = [tile.index for tile in tiles if tile.index not in finished]
     if finished:
         print(f"[h2crop] resuming: {len(finished)} of {len(tiles)} tiles already done in {store.tiles_dir}")
-    if todo:
-        connect_ray()
-        quiet_data_context()
-        per_actor = {"CPU": settings.cpus_per_actor, "GPU": 1 if settings.use_gpu else 0}
-        check_resources(per_actor, settings.actors, "actor", "actor pool", "lower --actors or --cpus-per-actor, or drop --use-gpu")
-        items = ray.data.from_items([{"index": index} for index in todo], override_num_blocks=max(1, len(todo) // settings.batch_size))
-        predicted = items.map_batches(
-            TilePredictor,
-            fn_constructor_kwargs=dict(
-                checkpoint=str(checkpoint), region=str(reader.folder), output=str(output), grid=grid.to_dict(), record=record, settings=asdict(settings)
-            ),
-            batch_size=settings.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=settings.actors),
-            num_cpus=settings.cpus_per_actor,
-            num_gpus=1 if settings.use_gpu else 0,
-        )
-        with tqdm(total=len(tiles), initial=len(finished), desc="map", unit="tile", disable=not progress, dynamic_ncols=True) as bar:
-            for batch in predicted.iter_batches(batch_size=None):
-                bar.update(len(batch["index"]))
+    actors = _predict_remaining(checkpoint, inputs, output, record, todo, len(finished), len(tiles), settings, progress) if todo else {}
     predict_s = time.perf_counter() - started
-    return write_level_cogs(
-        store, tiles, loaded.config.levels, reader.profile(), loaded.taxonomy,
-        extra={"tiles_resumed": len(finished), "tiles_predicted": len(todo), "predict_s": round(predict_s, 2),
-               "total_s": round(time.perf_counter() - started, 2), "settings": asdict(settings)},
+    timings = {"seconds": round(predict_s, 2), "tiles_predicted": len(todo), "tiles_resumed": len(finished)}
+    manifest = write_level_cogs(
+        store, tiles, loaded.config.levels, reader.profile(), loaded.taxonomy, summary=timings,
+        extra={**timings, "predict_s": round(predict_s, 2), "settings": asdict(settings),
+               "actors_peak_rss_mb": {str(pid): round(rss, 1) for pid, rss in sorted(actors.items())}},
     )
+    manifest["total_s"] = round(time.perf_counter() - started, 2)
+    return manifest

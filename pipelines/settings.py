@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from h2crop_core.errors import SettingError
+from h2crop_core.mapping.sources import RESAMPLING_CHOICES
 from h2crop_core.models.heads import DECODE_CHOICES, DEFAULT_DECODE
 from h2crop_core.models.presets import PRECISIONS, ModelConfig
 
@@ -117,22 +118,25 @@ class EvaluateSettings:
 
 @dataclass
 class MapSettings:
-    """How to map (the model and the region come from the checkpoint and the region folder)."""
+    """How to map (the model comes from the checkpoint, the rasters from --s2/--enmap/--prior or --region)."""
 
     tile: int = setting(192, "model tile side in S2 pixels, a multiple of 96 (the benchmark's tiles are 192)")
-    margin: int = setting(16, "pixels at each inner tile edge left to the neighbouring tile (edge predictions see less context)")
+    overlap: int = setting(32, "S2 pixels neighbouring tiles share; each keeps its half (edge predictions see less context)")
+    enmap_resampling: str = setting("average", "how EnMAP is warped onto the S2 grid (coarsened by 3) where it is in another CRS or grid", choices=RESAMPLING_CHOICES)
     batch_size: int = setting(2, "tiles per forward pass")
     actors: int = setting(1, "model replicas working in parallel (Ray actors)")
     cpus_per_actor: float | None = setting(None, "CPUs (and torch threads) per actor (default: this machine's cores shared among the actors)")
     use_gpu: bool = setting(False, "one GPU per actor")
     decode: str = setting(DEFAULT_DECODE, EvaluateSettings.__dataclass_fields__["decode"].metadata["help"], choices=DECODE_CHOICES)
     precision: str | None = setting(None, "override the checkpoint's precision", choices=PRECISIONS)
+    overwrite: bool = setting(False, "start over: delete what an earlier h2crop map wrote into the output folder (its tiles and maps; nothing else)")
 
     def __post_init__(self) -> None:
         check_choices(self)
         if self.cpus_per_actor is None:
             self.cpus_per_actor = max(1.0, (os.cpu_count() or 1) / max(1, self.actors))
         check_positive(self, ("batch_size", "actors"))
+        check_positive(self, ("overlap",), minimum=0)
         if self.cpus_per_actor <= 0:
             raise SettingError(f"cpus_per_actor must be positive; got {self.cpus_per_actor!r}")
 

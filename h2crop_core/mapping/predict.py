@@ -1,8 +1,9 @@
-"""Run a model on a batch of region tiles and keep each tile's owned core."""
+"""Run a model on a batch of region tiles and keep each tile's owned core: class ids and their confidence."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -10,8 +11,27 @@ import torch
 from h2crop_core.data.schema import Sample
 from h2crop_core.mapping.tiling import Tile
 from h2crop_core.models import DualStreamModel
-from h2crop_core.models.heads import DEFAULT_DECODE, decode_argmax, decode_consistent, resolve_decode
-from h2crop_core.taxonomy import UNLABELLED
+from h2crop_core.models.heads import DEFAULT_DECODE, decode_with_confidence, resolve_decode
+
+#: confidence rasters: 0 is nodata, 1..255 the chosen class's probability × 255 (at least 1)
+CONFIDENCE_NODATA = 0
+
+
+def ids_dtype(num_classes: Sequence[int]) -> np.dtype:
+    """uint8 while every level's ids (and the nodata value above them) fit, else uint16."""
+    return np.dtype(np.uint8 if max(num_classes) <= 255 else np.uint16)
+
+
+def ids_nodata(dtype: np.dtype) -> int:
+    """The class-id nodata value of a dtype: its largest value (255 for uint8, the benchmark's unlabelled)."""
+    return int(np.iinfo(dtype).max)
+
+
+class TileResult(NamedTuple):
+    """One tile's owned core: ``ids`` (levels, h, w) and ``confidence`` (levels, h, w) uint8."""
+
+    ids: np.ndarray
+    confidence: np.ndarray
 
 
 def predict_tiles(
@@ -22,8 +42,8 @@ def predict_tiles(
     decode: str = DEFAULT_DECODE,
     paths: np.ndarray | None = None,
     device: str | torch.device = "cpu",
-) -> list[np.ndarray]:
-    """Class ids of each tile's core.
+) -> list[TileResult]:
+    """Class ids and confidence of each tile's core.
 
     Args:
         model: the model, in eval mode.
@@ -35,7 +55,9 @@ def predict_tiles(
         device: where the model is.
 
     Returns:
-        One (levels, core height, core width) uint8 array per tile; 255 where the tile had no S2 data.
+        One :class:`TileResult` per tile. Ids are uint8 (uint16 for a level of more than 255 classes), with
+        the dtype's largest value where the tile had no data; confidence is the chosen class's probability
+        × 255 (:func:`~h2crop_core.models.heads.decode_with_confidence`), at least 1, and 0 where no data.
     """
     decode = resolve_decode(decode, model.config.levels)
     if decode == "consistent" and paths is None:
@@ -44,13 +66,15 @@ def predict_tiles(
         key: torch.from_numpy(np.stack([sample[key] for sample in samples])).to(device)
         for key in model.config.input_keys
     }
+    dtype = ids_dtype(model.config.num_classes[level - 1] for level in model.config.levels)
     with torch.inference_mode():
-        logits = model(**batch)
-        ids = decode_consistent(logits, paths) if decode == "consistent" else decode_argmax(logits)
-    ids = ids.to(torch.uint8).cpu().numpy()
-    cores = []
-    for tile, sample, tile_ids in zip(tiles, samples, ids):
-        tile_ids[:, ~sample["valid"]] = UNLABELLED
+        ids, confidence = decode_with_confidence(model(**batch), decode, paths)
+        confidence = (confidence * 255).round().clamp_(1, 255).to(torch.uint8)
+    ids, confidence = ids.cpu().numpy().astype(dtype), confidence.cpu().numpy()
+    results = []
+    for tile, sample, tile_ids, tile_confidence in zip(tiles, samples, ids, confidence):
+        tile_ids[:, ~sample["valid"]] = ids_nodata(dtype)
+        tile_confidence[:, ~sample["valid"]] = CONFIDENCE_NODATA
         rows, cols = tile.core_in_tile
-        cores.append(np.ascontiguousarray(tile_ids[:, rows, cols]))
-    return cores
+        results.append(TileResult(np.ascontiguousarray(tile_ids[:, rows, cols]), np.ascontiguousarray(tile_confidence[:, rows, cols])))
+    return results

@@ -1,42 +1,121 @@
-"""Read model tiles from a region's GeoTIFFs: the same sample dict the ``.h5`` reader gives.
+"""Read model tiles from the user's rasters: the same sample dict the ``.h5`` reader gives.
 
-The folder layout and the rules the rasters must follow are :mod:`h2crop_core.mapping.region`'s.
+The S2 grid is the map's grid. EnMAP and the prior are read through a :class:`GridSource` on that grid
+(coarsened by the EnMAP factor for EnMAP): a plain windowed read where the raster already lies on it (same
+CRS and pixel size, whole-pixel offset), else a GDAL ``WarpedVRT`` that warps only the window asked for, so
+no input is ever held whole in memory. Every check runs when the reader is built, before any work.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import NodataShadowWarning
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from h2crop_core.data.normalise import NormStats
 from h2crop_core.data.schema import Sample, window_months
-from h2crop_core.mapping.region import check_region, read_manifest
+from h2crop_core.mapping.region import RegionError
+from h2crop_core.mapping.sources import MapInputs
 from h2crop_core.mapping.tiling import Tile
+from h2crop_core.taxonomy import UNLABELLED
+
+PRIOR_LEVELS = 4
+
+
+def read_window(handle: rasterio.io.DatasetReaderBase, window: Window, indexes: list[int]) -> np.ma.MaskedArray:
+    """``handle.read(indexes, window, masked=True)`` for a window that may run off the raster: the part off
+    it is masked (rasterio would clip the window and return a smaller array)."""
+    rows = (max(0, window.row_off), min(handle.height, window.row_off + window.height))
+    cols = (max(0, window.col_off), min(handle.width, window.col_off + window.width))
+    out = np.ma.masked_all((len(indexes), window.height, window.width), dtype=handle.dtypes[indexes[0] - 1])
+    if rows[1] > rows[0] and cols[1] > cols[0]:
+        inside = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
+        with warnings.catch_warnings():  # a 4-band uint8 prior may look RGBA to GDAL: its nodata, not "alpha", is the mask
+            warnings.simplefilter("ignore", NodataShadowWarning)
+            part = handle.read(indexes=indexes, window=inside, masked=True)
+        out[:, rows[0] - window.row_off : rows[1] - window.row_off, cols[0] - window.col_off : cols[1] - window.col_off] = part
+    return out
+
+
+def _fill_value(dtype: str) -> float | int:
+    """A nodata value for a warped raster whose source has none (what lies outside the scene)."""
+    return float("nan") if np.issubdtype(np.dtype(dtype), np.floating) else int(np.iinfo(np.dtype(dtype)).min if np.dtype(dtype).kind == "i" else np.iinfo(np.dtype(dtype)).max)
+
+
+class GridSource:
+    """One raster read on a target grid (``crs``, ``transform``, ``shape``): windows of the target grid in,
+    masked arrays out."""
+
+    def __init__(self, path: str, crs, transform: Affine, shape: tuple[int, int], resampling: str) -> None:
+        self.path = path
+        self.source = rasterio.open(path)
+        if self.source.crs is None:
+            self.source.close()
+            raise RegionError(f"{path}: has no CRS; it must be georeferenced to be placed on the S2 grid")
+        self.offset = self._aligned_offset(crs, transform)
+        if self.offset is not None:
+            self.handle = self.source
+        else:
+            nodata = self.source.nodata if self.source.nodata is not None else _fill_value(self.source.dtypes[0])
+            self.handle = WarpedVRT(
+                self.source, crs=crs, transform=transform, width=shape[1], height=shape[0],
+                resampling=Resampling[resampling], nodata=nodata, warp_mem_limit=64,
+            )
+            self.offset = (0, 0)
+
+    def _aligned_offset(self, crs, transform: Affine) -> tuple[int, int] | None:
+        """Where the target grid's origin falls on the raster, in whole pixels, if the raster lies on the
+        target grid (same CRS and pixel size, whole-pixel shift); else None."""
+        own = self.source.transform
+        if self.source.crs != crs or not (math.isclose(own.a, transform.a) and math.isclose(own.e, transform.e) and own.b == own.d == transform.b == transform.d == 0):
+            return None
+        col, row = ~own @ (transform.c, transform.f)
+        if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+            return None
+        return round(col), round(row)
+
+    @property
+    def count(self) -> int:
+        return self.source.count
+
+    def read(self, window: Window, indexes: list[int]) -> np.ma.MaskedArray:
+        col, row = self.offset
+        return read_window(self.handle, Window(window.col_off + col, window.row_off + row, window.width, window.height), indexes)
+
+    def close(self) -> None:
+        if self.handle is not self.source:
+            self.handle.close()
+        self.source.close()
 
 
 class RegionReader:
-    """Reads tiles of one region for one model.
+    """Reads tiles of one set of inputs for one model.
 
     Args:
-        region_dir: the region folder.
+        inputs: the rasters (:class:`~h2crop_core.mapping.sources.MapInputs`).
         window: the model's temporal window (its first T months are read).
         modalities: the model's inputs (``s2``, ``enmap``, ``prior``).
         stats: normalisation of the training data; S2 and EnMAP come back as float32 z-scores.
-        s2_bands, enmap_bands, factor: what the model expects; a region that differs is an error.
-
-    The region is checked (:func:`~h2crop_core.mapping.region.check_region`) when the reader is built; the
-    rasters' handles stay open until :meth:`close`.
+        s2_bands, enmap_bands, factor: what the model expects.
+        resampling: how EnMAP is warped where it does not lie on the grid (the prior: always nearest).
 
     Raises:
-        RegionError: the region is incomplete or does not hold what the model reads.
+        RegionError: naming the file and the mismatch: a band count the model cannot use, fewer months than
+            the window, monthly files on different grids, inputs that do not overlap, a missing input.
     """
 
     def __init__(
         self,
-        region_dir: str | Path,
+        inputs: MapInputs,
         window: str | int,
         modalities: tuple[str, ...],
         stats: NormStats,
@@ -44,65 +123,128 @@ class RegionReader:
         s2_bands: int,
         enmap_bands: int,
         factor: int,
+        resampling: str = "average",
     ) -> None:
-        self.folder = Path(region_dir)
-        self.manifest = read_manifest(self.folder)
-        self.months = window_months(window)
-        self.modalities = modalities
-        self.stats = stats
-        self.factor = factor
-        self.s2_bands = s2_bands
-        self.enmap_bands = enmap_bands
-        self._handles: dict[str, rasterio.DatasetReader] = {}
+        self.inputs, self.modalities, self.stats = inputs, modalities, stats
+        self.months, self.factor, self.s2_bands = window_months(window), factor, s2_bands
+        self._s2: list[rasterio.DatasetReader] = []
+        self._sources: dict[str, GridSource] = {}
         try:
-            check_region(
-                self.folder, self.manifest, self._open,
-                months=self.months, modalities=modalities, s2_bands=s2_bands, enmap_bands=enmap_bands, factor=factor,
-            )
+            self._open_s2()
+            first = self._s2[0]
+            if first.crs is None:
+                raise RegionError(f"{inputs.s2[0]}: has no CRS; the S2 grid is the map's and must be georeferenced")
+            grid = {"crs": first.crs, "transform": first.transform, "shape": first.shape}
+            if "enmap" in modalities:
+                coarse = (math.ceil(first.height / factor), math.ceil(first.width / factor))
+                self._open("enmap", inputs.enmap, first.transform @ Affine.scale(factor), coarse, resampling)
+                self.enmap_indexes = self._enmap_indexes(enmap_bands)
+            if "prior" in modalities:
+                self._open("prior", inputs.prior, grid["transform"], grid["shape"], "nearest")
+                if self._sources["prior"].count != PRIOR_LEVELS:
+                    raise RegionError(f"{inputs.prior}: {self._sources['prior'].count} bands; a prior crop map has {PRIOR_LEVELS} (levels 1-4)")
         except BaseException:
-            self.close()  # a refused region leaves no raster open
+            self.close()  # refused inputs leave no raster open
             raise
+
+    def _open_s2(self) -> None:
+        if self.inputs.s2_months:
+            self._open_monthly()
+            return
+        path = self.inputs.s2[0]
+        self._s2, self._months = [rasterio.open(path)], ()
+        count = self._s2[0].count
+        if count % self.s2_bands:
+            raise RegionError(f"{path}: {count} bands is not a whole number of months of {self.s2_bands} bands (month-major: band = month × {self.s2_bands} + band)")
+        if count // self.s2_bands < self.months:
+            raise RegionError(f"{path}: {count} bands = {count // self.s2_bands} months; the model's window needs {self.months} (January first)")
+
+    def _open_monthly(self) -> None:
+        """Open (and check) the files of the window's months only."""
+        by_month = dict(zip(self.inputs.s2_months, self.inputs.s2))
+        missing = sorted(set(range(1, self.months + 1)) - set(by_month))
+        if missing:
+            raise RegionError(
+                f"{Path(self.inputs.s2[0]).parent}: no file for month(s) {missing} (found {list(by_month)}); the model's window needs months 1-{self.months}"
+            )
+        self._months = tuple(range(1, self.months + 1))
+        files = [by_month[m] for m in self._months]
+        self._s2 = [rasterio.open(path) for path in files]
+        first = self._s2[0]
+        for path, handle in zip(files, self._s2):
+            if handle.count != self.s2_bands:
+                raise RegionError(f"{path}: {handle.count} bands; a monthly S2 file has {self.s2_bands}")
+            if (handle.crs, handle.shape) != (first.crs, first.shape) or not handle.transform.almost_equals(first.transform):
+                raise RegionError(f"{path}: not on the grid of {files[0]} ({handle.crs} {handle.shape} vs {first.crs} {first.shape}); monthly files must share one grid")
+
+    def _open(self, role: str, path: str | None, transform: Affine, shape: tuple[int, int], resampling: str) -> None:
+        if path is None:
+            raise RegionError(f"the model reads {role}; give it with --{role}")
+        s2 = self._s2[0]
+        source = GridSource(path, s2.crs, transform, shape, resampling)
+        self._sources[role] = source
+        left, bottom, right, top = transform_bounds(source.source.crs, s2.crs, *source.source.bounds)
+        if left >= s2.bounds.right or right <= s2.bounds.left or bottom >= s2.bounds.top or top <= s2.bounds.bottom:
+            raise RegionError(
+                f"{path}: does not overlap {self.inputs.s2[0]} (its bounds in {s2.crs}: "
+                f"{left:.0f}, {bottom:.0f}, {right:.0f}, {top:.0f}; the S2 grid's: {', '.join(f'{v:.0f}' for v in s2.bounds)})"
+            )
+
+    def _enmap_indexes(self, wanted: int) -> list[int]:
+        count, bands = self._sources["enmap"].count, self.inputs.enmap_bands
+        if not bands:
+            if count != wanted:
+                raise RegionError(f"{self.inputs.enmap}: {count} bands; the model reads {wanted}: pick them with --enmap-bands (1-based, e.g. 1-{wanted})")
+            return list(range(1, count + 1))
+        if len(bands) != wanted or max(bands) > count:
+            raise RegionError(f"{self.inputs.enmap}: --enmap-bands picks {len(bands)} bands up to {max(bands)} of {count}; the model reads {wanted}")
+        return list(bands)
 
     @property
     def shape(self) -> tuple[int, int]:
-        """Region (height, width) in S2 pixels."""
-        handle = self._open("s2")
-        return handle.height, handle.width
-
-    def _open(self, key: str) -> rasterio.DatasetReader:
-        if key not in self._handles:
-            self._handles[key] = rasterio.open(self.folder / self.manifest["files"][key])
-        return self._handles[key]
+        """Map (height, width) in S2 pixels."""
+        return self._s2[0].height, self._s2[0].width
 
     def profile(self) -> dict:
         """CRS and transform of the S2 grid (the map's grid)."""
-        handle = self._open("s2")
+        handle = self._s2[0]
         return {"crs": handle.crs, "transform": handle.transform, "height": handle.height, "width": handle.width}
+
+    def _read_s2(self, window: Window) -> np.ma.MaskedArray:
+        if not self.inputs.s2_months:
+            raw = read_window(self._s2[0], window, list(range(1, self.months * self.s2_bands + 1)))
+            return raw.reshape(self.months, self.s2_bands, window.height, window.width)
+        by_month = dict(zip(self._months, self._s2))
+        bands = list(range(1, self.s2_bands + 1))
+        return np.ma.stack([read_window(by_month[month], window, bands) for month in range(1, self.months + 1)])
 
     def read(self, tile: Tile) -> Sample:
         """The model's inputs under ``tile``: ``s2`` (T, bands, n, n), ``enmap`` (bands, n/f, n/f), ``prior``
-        (4, n, n) and ``valid`` (n, n): pixels with S2 data (nodata pixels are set to the band mean)."""
+        (4, n, n) and ``valid`` (n, n): pixels with S2 data (any month, any band) and, for a model that reads
+        EnMAP, EnMAP data. Missing values are set to the band mean (z-score 0), unlabelled priors to 255."""
         window = Window(tile.col, tile.row, tile.size, tile.size)
-        s2_handle = self._open("s2")
-        raw = s2_handle.read(indexes=list(range(1, self.months * self.s2_bands + 1)), window=window, masked=True)
-        s2 = np.ma.filled(raw, 0).reshape(self.months, self.s2_bands, tile.size, tile.size)
-        nodata = np.ma.getmaskarray(raw).reshape(s2.shape)
-        sample: Sample = {"s2": s2, "name": f"tile{tile.index:06d}"}
+        raw = self._read_s2(window)
+        nodata = np.ma.getmaskarray(raw)
+        sample: Sample = {"s2": np.ma.filled(raw, 0), "name": f"tile{tile.index:06d}"}
+        valid = ~nodata.all(axis=(0, 1))
         if "enmap" in self.modalities:
-            coarse = Window(tile.col // self.factor, tile.row // self.factor, tile.size // self.factor, tile.size // self.factor)
-            enmap = self._open("enmap").read(window=coarse, masked=True)
-            sample["enmap"] = np.ma.filled(enmap, 0)
+            side = tile.size // self.factor
+            enmap = self._sources["enmap"].read(Window(tile.col // self.factor, tile.row // self.factor, side, side), self.enmap_indexes)
             enmap_nodata = np.ma.getmaskarray(enmap)
+            sample["enmap"] = np.ma.filled(enmap, 0)
+            valid &= np.repeat(np.repeat(~enmap_nodata.all(axis=0), self.factor, 0), self.factor, 1)
         if "prior" in self.modalities:
-            sample["prior"] = self._open("prior").read(window=window)
+            sample["prior"] = np.ma.filled(self._sources["prior"].read(window, list(range(1, PRIOR_LEVELS + 1))), UNLABELLED).astype(np.uint8)
         sample = self.stats.normalise(sample)
         sample["s2"][nodata] = 0.0  # z-score 0 = the band mean: missing data pulls the model nowhere
         if "enmap" in self.modalities:
             sample["enmap"][enmap_nodata] = 0.0
-        sample["valid"] = ~nodata.all(axis=(0, 1))
+        sample["valid"] = valid
         return sample
 
     def close(self) -> None:
-        for handle in self._handles.values():
+        for handle in self._s2:
             handle.close()
-        self._handles.clear()
+        for source in self._sources.values():
+            source.close()
+        self._s2, self._sources = [], {}

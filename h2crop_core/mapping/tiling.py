@@ -44,17 +44,21 @@ class Tile:
         return slice(row0 - self.row, row1 - self.row), slice(col0 - self.col, col1 - self.col)
 
 
-def axis_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Tile starts along one axis: every ``stride`` pixels, plus a last tile flush with the far edge."""
-    starts = list(range(0, length - tile + 1, stride))
-    if starts[-1] != length - tile:
-        starts.append(length - tile)
+def axis_starts(length: int, tile: int, stride: int, factor: int = 1) -> list[int]:
+    """Tile starts along one axis: every ``stride`` pixels, plus a last tile flush with the far edge (the
+    edge rounded up to whole ``factor`` pixels, and to one tile: tiles may run off a raster by less than
+    that; what lies off it is read as no data and owned by no tile)."""
+    padded = max(tile, -(-length // factor) * factor)
+    starts = list(range(0, padded - tile + 1, stride))
+    if starts[-1] != padded - tile:
+        starts.append(padded - tile)
     return starts
 
 
 def axis_cores(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
-    """Owned interval of each tile along one axis: overlaps are split at their middle."""
-    bounds = [0] + [(previous + tile + start) // 2 for previous, start in zip(starts, starts[1:])] + [length]
+    """Owned interval of each tile along one axis: overlaps are split at their middle; none runs past
+    ``length``."""
+    bounds = [0] + [min(length, (previous + tile + start) // 2) for previous, start in zip(starts, starts[1:])] + [length]
     return list(zip(bounds, bounds[1:]))
 
 
@@ -63,7 +67,7 @@ class TileGrid:
     """The tiles covering a ``height`` × ``width`` region (S2 pixels).
 
     Args:
-        height, width: region size in S2 pixels (multiples of ``factor``).
+        height, width: region size in S2 pixels (any: the last tiles may run off the far edges).
         tile: model tile side (a multiple of 32 and of ``factor``; 192 is the benchmark's).
         margin: pixels at each tile edge left to the neighbour where there is one; the overlap of
             neighbours is at least twice this.
@@ -80,12 +84,10 @@ class TileGrid:
         multiple = S2_TILE_MULTIPLE * self.factor // gcd(S2_TILE_MULTIPLE, self.factor)
         if self.tile <= 0 or self.tile % multiple:
             raise SettingError(f"tile side must be a positive multiple of {multiple} (32 for the S2 stream, {self.factor} for EnMAP), got {self.tile}")
-        if self.height % self.factor or self.width % self.factor:
-            raise SettingError(f"region {self.height}×{self.width} is not a whole number of EnMAP pixels ({self.factor} S2 pixels each)")
-        if self.height < self.tile or self.width < self.tile:
-            raise SettingError(f"region {self.height}×{self.width} is smaller than one {self.tile}-pixel tile")
+        if self.height < 1 or self.width < 1:
+            raise SettingError(f"region {self.height}×{self.width} has no pixels")
         if not 0 <= 2 * self.margin < self.tile - self.factor:
-            raise SettingError(f"margin {self.margin} leaves no core in a {self.tile}-pixel tile")
+            raise SettingError(f"an overlap of {2 * self.margin} px (margin {self.margin} a side) leaves no core in a {self.tile}-pixel tile")
 
     @property
     def stride(self) -> int:
@@ -94,7 +96,8 @@ class TileGrid:
 
     def tiles(self) -> list[Tile]:
         """Every tile, row-major; their cores partition the region."""
-        rows, cols = axis_starts(self.height, self.tile, self.stride), axis_starts(self.width, self.tile, self.stride)
+        rows = axis_starts(self.height, self.tile, self.stride, self.factor)
+        cols = axis_starts(self.width, self.tile, self.stride, self.factor)
         row_cores, col_cores = axis_cores(rows, self.tile, self.height), axis_cores(cols, self.tile, self.width)
         tiles = []
         for row, (row0, row1) in zip(rows, row_cores):

@@ -1,9 +1,10 @@
 """Finished tiles on disk, the resume record, and the per-level Cloud-Optimized GeoTIFFs.
 
-An output folder holds ``mapping.json`` (what is being mapped: checkpoint, region, grid, decoding; written
-first), ``tiles/<index>.npy`` (each tile's owned core, written atomically, so a file that exists is
-complete) and, once every tile is done, ``level<k>.tif`` per predicted level and ``map.json``, written last:
-a folder without ``map.json`` is never a finished map. A rerun with the same record skips finished tiles; a
+An output folder holds ``mapping.json`` (what is being mapped: checkpoint, inputs, grid, decoding; written
+first), ``tiles/<index>.npz`` (each tile's owned core, class ids and confidence, written atomically, so a
+file that exists is complete) and, once every tile is done, ``level<k>.tif`` and ``confidence_level<k>.tif``
+per predicted level, ``summary.json``, ``quicklook.png`` and ``map.json``, written last: a folder without
+``map.json`` is never a finished map. A rerun with the same record skips finished tiles; a
 different record is refused rather than mixed in.
 """
 
@@ -12,22 +13,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import rasterio
-import rasterio.enums
 import rasterio.shutil
 from rasterio.windows import Window
 
 from h2crop_core.errors import H2CropError
 from h2crop_core.files import PARTIAL, write_atomic, write_text_atomic
+from h2crop_core.mapping.area import row_areas_m2
+from h2crop_core.mapping.predict import CONFIDENCE_NODATA, TileResult, ids_dtype, ids_nodata
+from h2crop_core.mapping.quicklook import write_quicklook
 from h2crop_core.mapping.tiling import Tile
-from h2crop_core.taxonomy import UNLABELLED, Taxonomy
+from h2crop_core.taxonomy import Taxonomy
 
 RECORD = "mapping.json"
 MAP_MANIFEST = "map.json"
+SUMMARY = "summary.json"
 
 
 class MappingRecordError(H2CropError):
@@ -60,7 +66,7 @@ class TileStore:
                 raise MappingRecordError(
                     f"{record_path}: this folder holds a mapping run with different {differing} "
                     f"(stored {[stored.get(k) for k in differing]}, now {[record.get(k) for k in differing]}); "
-                    "choose another output folder or delete it to start over"
+                    "choose another output folder, or --overwrite to start over"
                 )
         elif self.finished():
             raise MappingRecordError(
@@ -72,28 +78,92 @@ class TileStore:
         self.record = record
 
     def path(self, index: int) -> Path:
-        return self.tiles_dir / f"{index:06d}.npy"
+        return self.tiles_dir / f"{index:06d}.npz"
 
     def finished(self) -> set[int]:
         """Indexes of the tiles already written."""
-        return {int(p.stem) for p in self.tiles_dir.glob("*.npy") if p.stem.isdigit()}
+        return {int(p.stem) for p in self.tiles_dir.glob("*.npz") if p.stem.isdigit()}
 
-    def write(self, tile: Tile, core: np.ndarray) -> Path:
-        """Store a tile's (levels, h, w) core; the file appears only once complete."""
+    def write(self, tile: Tile, result: TileResult) -> Path:
+        """Store a tile's core (ids and confidence, (levels, h, w) each); the file appears only once complete."""
         row0, row1, col0, col1 = tile.core
-        if core.shape[1:] != (row1 - row0, col1 - col0):
-            raise ValueError(f"tile {tile.index}: core is {core.shape[1:]}, expected {(row1 - row0, col1 - col0)}")
+        for name, array in result._asdict().items():
+            if array.shape[1:] != (row1 - row0, col1 - col0):
+                raise ValueError(f"tile {tile.index}: core {name} is {array.shape[1:]}, expected {(row1 - row0, col1 - col0)}")
         path = self.path(tile.index)
-        write_atomic(path, lambda file: np.save(file, core))
+        write_atomic(path, lambda file: np.savez(file, ids=result.ids, confidence=result.confidence))
         return path
 
-    def read(self, index: int) -> np.ndarray:
-        return np.load(self.path(index))
+    def read(self, index: int) -> TileResult:
+        with np.load(self.path(index)) as stored:
+            return TileResult(stored["ids"], stored["confidence"])
 
     @property
     def complete(self) -> bool:
         """True once :func:`write_level_cogs` finished for this run."""
         return (self.folder / MAP_MANIFEST).is_file()
+
+
+def clear_outputs(folder: str | Path) -> list[Path]:
+    """Delete what a mapping run wrote into ``folder`` (tiles, record, maps, summary, quicklook, partial
+    files), nothing else: a user's other files there stay. Returns what was deleted."""
+    folder = Path(folder)
+    patterns = (RECORD, MAP_MANIFEST, SUMMARY, "quicklook.png", "level[0-9].tif", "confidence_level[0-9].tif", f".*{PARTIAL}")
+    deleted = [path for pattern in patterns for path in folder.glob(pattern) if path.is_file()]
+    for path in deleted:
+        path.unlink()
+    if (folder / "tiles").is_dir():
+        shutil.rmtree(folder / "tiles")
+        deleted.append(folder / "tiles")
+    return deleted
+
+
+def _staging_profiles(grid: dict, levels: Sequence[int], taxonomy: Taxonomy) -> dict[str, dict]:
+    """GeoTIFF profile of each output raster, by file stem: ``level<k>`` class ids (uint8, or uint16 for a
+    level of more than 255 classes) and ``confidence_level<k>`` (uint8, 0 = nodata)."""
+    common = {
+        "driver": "GTiff", "height": grid["height"], "width": grid["width"], "count": 1, "crs": grid["crs"],
+        "transform": grid["transform"], "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate", "bigtiff": "IF_SAFER",
+    }
+    profiles = {}
+    for level in levels:
+        dtype = ids_dtype([taxonomy.num_classes[level - 1]])
+        profiles[f"level{level}"] = dict(common, dtype=dtype.name, nodata=ids_nodata(dtype))
+        profiles[f"confidence_level{level}"] = dict(common, dtype="uint8", nodata=CONFIDENCE_NODATA)
+    return profiles
+
+
+def _describe(dst: rasterio.io.DatasetWriter, stem: str, level: int, taxonomy: Taxonomy) -> None:
+    if stem.startswith("confidence"):
+        dst.set_band_description(1, stem)
+        dst.update_tags(level=level, meaning="probability of the mapped class x 255 (1-255); 0 = no data", scale=1 / 255)
+        return
+    dst.write_colormap(1, {i: (*map(int, rgb), 255) for i, rgb in enumerate(taxonomy.colours(level))})
+    dst.set_band_description(1, stem)
+    dst.update_tags(1, **{f"class_{i}": n for i, n in enumerate(taxonomy.class_names(level))})
+    dst.update_tags(level=level, nodata_meaning="no S2 data (or no EnMAP data, for a model that reads EnMAP)")
+
+
+def _mosaic(store: TileStore, tiles: Sequence[Tile], levels: Sequence[int], grid: dict, taxonomy: Taxonomy, staging: dict[str, Path]) -> np.ndarray:
+    """Write every tile's core into the staging GeoTIFFs; return the mapped area (m²) per level and class id."""
+    profiles = _staging_profiles(grid, levels, taxonomy)
+    row_area = row_areas_m2(grid["crs"], grid["transform"], grid["height"])
+    area = np.zeros((len(levels), max(taxonomy.num_classes[level - 1] for level in levels) + 1))
+    with contextlib.ExitStack() as stack:
+        datasets = {stem: stack.enter_context(rasterio.open(staging[stem], "w", **profile)) for stem, profile in profiles.items()}
+        for stem, dst in datasets.items():
+            _describe(dst, stem, int(stem.rsplit("level", 1)[1]), taxonomy)
+        for tile in tiles:  # each tile file is read once, for all levels
+            row0, row1, col0, col1 = tile.core
+            window = Window(col0, row0, col1 - col0, row1 - row0)
+            result = store.read(tile.index)
+            weights = np.broadcast_to(row_area[row0:row1, None], result.ids.shape[1:]).ravel()
+            for band, level in enumerate(levels):
+                datasets[f"level{level}"].write(result.ids[band], 1, window=window)
+                datasets[f"confidence_level{level}"].write(result.confidence[band], 1, window=window)
+                ids = np.minimum(result.ids[band].ravel().astype(np.int64), area.shape[1] - 1)  # nodata -> the last bin
+                area[band] += np.bincount(ids, weights=weights, minlength=area.shape[1])
+    return area[:, :-1]
 
 
 def write_level_cogs(
@@ -103,20 +173,25 @@ def write_level_cogs(
     grid: dict,
     taxonomy: Taxonomy,
     *,
+    summary: dict | None = None,
     extra: dict | None = None,
 ) -> dict:
-    """Mosaic the finished tiles into one Cloud-Optimized GeoTIFF per level, then write ``map.json``.
+    """Mosaic the finished tiles into Cloud-Optimized GeoTIFFs, then write ``summary.json``, the quicklook and
+    ``map.json`` (last).
 
-    Each file is single-band uint8 class ids (nodata 255) on the region's S2 grid, with the taxonomy's
-    colours as its colour table, the class names in its tags, and overviews by the most frequent class.
+    Per predicted level k: ``level<k>.tif``, class ids (uint8, nodata 255; uint16, nodata 65535, for a level
+    of more than 255 classes) with the taxonomy's colours as its colour table, the class names in its tags,
+    and overviews by the most frequent class; ``confidence_level<k>.tif``, uint8 probability × 255 of the
+    mapped class (nodata 0), overviews by average.
 
     Args:
         store: the run's tiles (all of ``tiles`` must be finished).
         tiles: the grid's tiles.
         levels: the levels the model predicts (1-based), in the order of the stored bands.
-        grid: ``crs``, ``transform``, ``height``, ``width`` of the region's S2 grid.
+        grid: ``crs``, ``transform``, ``height``, ``width`` of the map's (S2) grid.
         taxonomy: names and colours of the classes.
-        extra: more entries for ``map.json`` (timings, counts).
+        summary: more entries for ``summary.json`` (timings: ``seconds``, to give ``km2_per_s``).
+        extra: more entries for ``map.json``.
 
     Returns:
         The ``map.json`` content.
@@ -126,37 +201,30 @@ def write_level_cogs(
         raise ValueError(f"{store.tiles_dir}: {len(missing)} tiles are not finished yet (first: {missing[:5]})")
     folder = store.folder
     (folder / MAP_MANIFEST).unlink(missing_ok=True)
-    profile = {
-        "driver": "GTiff", "height": grid["height"], "width": grid["width"], "count": 1, "dtype": "uint8",
-        "crs": grid["crs"], "transform": grid["transform"], "nodata": UNLABELLED, "tiled": True,
-        "blockxsize": 256, "blockysize": 256, "compress": "deflate", "bigtiff": "IF_SAFER",
-    }
-    names = {level: f"level{level}.tif" for level in levels}
-    staging = {level: folder / f".{name}.staging{PARTIAL}" for level, name in names.items()}
-    with contextlib.ExitStack() as stack:
-        datasets = [stack.enter_context(rasterio.open(staging[level], "w", **profile)) for level in levels]
-        for dst, level in zip(datasets, levels):
-            dst.write_colormap(1, {i: (*map(int, rgb), 255) for i, rgb in enumerate(taxonomy.colours(level))})
-            dst.set_band_description(1, f"level{level}")
-            dst.update_tags(1, **{f"class_{i}": n for i, n in enumerate(taxonomy.class_names(level))})
-            dst.update_tags(level=level, nodata_meaning="no S2 data")
-        for tile in tiles:  # each tile file is read once, for all levels
-            row0, row1, col0, col1 = tile.core
-            core = store.read(tile.index)
-            for band, dst in enumerate(datasets):
-                dst.write(core[band], 1, window=Window(col0, row0, col1 - col0, row1 - row0))
-    files = {}
-    for level, name in names.items():
-        partial = folder / f".{name}{PARTIAL}"
-        rasterio.shutil.copy(staging[level], partial, driver="COG", compress="deflate", overview_resampling="mode", blocksize=256, bigtiff="IF_SAFER")
-        os.replace(partial, folder / name)
-        staging[level].unlink()
-        files[f"level{level}"] = name
-    files["quicklook"] = write_quicklook(folder, levels, taxonomy).name
+    started = time.perf_counter()
+    stems = list(_staging_profiles(grid, levels, taxonomy))
+    staging = {stem: folder / f".{stem}.staging{PARTIAL}" for stem in stems}
+    try:
+        area_m2 = _mosaic(store, tiles, levels, grid, taxonomy, staging)
+        files = {}
+        for stem in stems:
+            partial = folder / f".{stem}.tif{PARTIAL}"
+            overviews = "average" if stem.startswith("confidence") else "mode"
+            rasterio.shutil.copy(staging[stem], partial, driver="COG", compress="deflate", overview_resampling=overviews, blocksize=256, bigtiff="IF_SAFER")
+            os.replace(partial, folder / f"{stem}.tif")
+            files[stem] = f"{stem}.tif"
+    finally:
+        for path in staging.values():
+            path.unlink(missing_ok=True)
+    stats = map_summary(area_m2, levels, taxonomy, grid, len(tiles), {**(summary or {}), "write_s": round(time.perf_counter() - started, 2)})
+    write_text_atomic(folder / SUMMARY, json.dumps(stats, indent=1))
+    files["summary"] = SUMMARY
+    files["quicklook"] = write_quicklook(folder, files, levels, taxonomy, stats["class_area_ha"]).name
     manifest = {
         "files": files,
         "levels": list(levels),
         "classes": {f"level{level}": list(taxonomy.class_names(level)) for level in levels},
+        "taxonomy_paths": taxonomy.paths.tolist(),
         "crs": str(grid["crs"]),
         "transform": list(grid["transform"])[:6],
         "height": grid["height"],
@@ -169,26 +237,23 @@ def write_level_cogs(
     return manifest
 
 
-def write_quicklook(folder: Path, levels: Sequence[int], taxonomy: Taxonomy, max_side: int = 1024) -> Path:
-    """``quicklook.png``: the level maps side by side in the taxonomy's colours (read from the COGs'
-    overviews, at most ``max_side`` pixels a side), no-data in white."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(levels), figsize=(4 * len(levels), 4.4), squeeze=False)
-    for ax, level in zip(axes[0], levels):
-        with rasterio.open(folder / f"level{level}.tif") as src:
-            scale = max(1, -(-max(src.height, src.width) // max_side))
-            ids = src.read(1, out_shape=(src.height // scale, src.width // scale), resampling=rasterio.enums.Resampling.mode)
-        palette = np.vstack([taxonomy.colours(level), np.zeros((256 - taxonomy.num_classes[level - 1], 3), np.uint8)])
-        palette[UNLABELLED] = 255
-        ax.imshow(palette[ids], interpolation="nearest")
-        ax.set_title(f"level {level} ({taxonomy.num_classes[level - 1] - 1} classes)")
-        ax.set_axis_off()
-    fig.tight_layout()
-    path = folder / "quicklook.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def map_summary(area_m2: np.ndarray, levels: Sequence[int], taxonomy: Taxonomy, grid: dict, tiles: int, timings: dict) -> dict:
+    """``summary.json``: the grid's and the mapped area (km²), tiles, this run's seconds (``seconds``
+    predicting, ``write_s`` writing) and km²/s over both, and per level each mapped class's area in hectares
+    (largest first; classes absent from the map left out)."""
+    grid_km2 = float(row_areas_m2(grid["crs"], grid["transform"], grid["height"]).sum() * grid["width"] / 1e6)
+    mapped_km2 = float(area_m2[-1].sum() / 1e6)  # every level has the same nodata pixels
+    seconds = timings.get("seconds", 0) + timings.get("write_s", 0)
+    classes = {}
+    for band, level in enumerate(levels):
+        names = taxonomy.class_names(level)
+        order = np.argsort(-area_m2[band][: len(names)], kind="stable")
+        classes[f"level{level}"] = {names[i]: round(float(area_m2[band][i]) / 1e4, 4) for i in order if area_m2[band][i] > 0}
+    return {
+        "grid_km2": round(grid_km2, 6),
+        "mapped_km2": round(mapped_km2, 6),
+        "tiles": tiles,
+        **timings,
+        "km2_per_s": round(grid_km2 / seconds, 4) if seconds else None,
+        "class_area_ha": classes,
+    }

@@ -115,15 +115,43 @@ def decode_consistent(logits: Sequence[Tensor], paths: np.ndarray | Tensor) -> T
         logits: four (B, n_k, H, W) logits maps, levels 1..4.
         paths: (num_leaves + 1, 4) level-1..4 ids of every leaf, as :attr:`Taxonomy.paths`.
     """
+    paths, score = _path_scores(logits, paths)
+    leaf = score.argmax(dim=1)  # (B, H, W)
+    return rearrange(paths[leaf], "b h w k -> b k h w")
+
+
+def _path_scores(logits: Sequence[Tensor], paths: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
+    """The paths as a long tensor and each path's score: (B, paths, H, W) summed log-probabilities."""
     if len(logits) != 4:
         raise ValueError(f"consistent decoding needs the four levels' logits, got {len(logits)}")
     paths = torch.as_tensor(np.asarray(paths), device=logits[0].device, dtype=torch.long)
     for k, level in enumerate(logits):
         if int(paths[:, k].max()) >= level.shape[1]:
             raise ValueError(f"the taxonomy has level-{k + 1} id {int(paths[:, k].max())} but the model predicts {level.shape[1]} classes")
-    score = sum(torch.log_softmax(level.float(), dim=1).index_select(1, paths[:, k]) for k, level in enumerate(logits))
-    leaf = score.argmax(dim=1)  # (B, H, W)
-    return rearrange(paths[leaf], "b h w k -> b k h w")
+    return paths, sum(torch.log_softmax(level.float(), dim=1).index_select(1, paths[:, k]) for k, level in enumerate(logits))
+
+
+def decode_with_confidence(logits: Sequence[Tensor], decode: str, paths: np.ndarray | Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Class ids and how probable each is: two (B, levels, H, W) tensors, long ids and float32 in [0, 1].
+
+    ``argmax``: each level's softmax probability of its chosen class. ``consistent``: the chosen path's
+    probability under the distribution over taxonomy paths that :func:`decode_consistent` maximises
+    (softmax of the path scores); at level k, the probability of all paths through the chosen level-k
+    class. Level 4's is the chosen path's own, and confidence never grows down the tree.
+    """
+    if decode == "argmax":
+        best = [torch.softmax(level.float(), dim=1).max(dim=1) for level in logits]
+        return torch.stack([b.indices for b in best], 1), torch.stack([b.values for b in best], 1)
+    if paths is None:
+        raise ValueError("consistent decoding needs the taxonomy's paths")
+    paths, score = _path_scores(logits, paths)
+    posterior = torch.softmax(score, dim=1)  # (B, paths, H, W)
+    ids = rearrange(paths[posterior.argmax(dim=1)], "b h w k -> b k h w")
+    confidence = []
+    for k, level in enumerate(logits):
+        through = posterior.new_zeros((posterior.shape[0], level.shape[1], *posterior.shape[2:])).index_add_(1, paths[:, k], posterior)
+        confidence.append(through.gather(1, ids[:, k : k + 1]).squeeze(1))
+    return ids, torch.stack(confidence, 1)
 
 
 def hierarchy_disagreement(logits: Sequence[Tensor], taxonomy: Taxonomy) -> dict[str, float | list[float]]:

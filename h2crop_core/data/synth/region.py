@@ -12,6 +12,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from h2crop_core.data.schema import SampleSpec
+from h2crop_core.data.synth.user_files import PARCELS_FILE, write_parcels
 from h2crop_core.data.synth.world import SyntheticWorld, add_clouds
 from h2crop_core.errors import SettingError
 from h2crop_core.files import PARTIAL, write_text_atomic
@@ -35,7 +36,8 @@ def synthesize_region(
     progress: bool = True,
 ) -> dict:
     """Write ``s2.tif`` (12 months × 10 bands at 10 m, month-major), ``enmap.tif`` (bands at 30 m on the same
-    extent), ``prior.tif`` and ``label.tif`` (4 levels, uint8, 255 = nodata/unlabelled) and ``region.json``.
+    extent), ``prior.tif`` and ``label.tif`` (4 levels, uint8, 255 = nodata/unlabelled), ``parcels.gpkg``
+    (the parcels with their true crop, in Lambert-93) and ``region.json``.
 
     Rasters are written strip by strip (memory stays flat in the region size) to temporary names and
     renamed when complete; ``region.json`` is written last, so its presence marks a complete region.
@@ -71,8 +73,10 @@ def synthesize_region(
         raise
     for key, name in REGION_FILES.items():
         staging[key].replace(out / name)
+    write_parcels(out / PARCELS_FILE, scene["parcel"], scene["parcel_leaf"], _profiles(spec, size, crs, origin)["s2"]["transform"], crs, world.taxonomy.class_names(4))
     manifest = {
         "files": dict(REGION_FILES),
+        "parcels": PARCELS_FILE,
         "crs": crs,
         "size": size,
         "s2_pixel_m": S2_PIXEL_M,
@@ -93,7 +97,8 @@ def _profiles(spec: SampleSpec, size: int, crs: str, origin: tuple[float, float]
     s2_transform = Affine(S2_PIXEL_M, 0.0, origin[0], 0.0, -S2_PIXEL_M, origin[1])
     enmap_transform = Affine(S2_PIXEL_M * factor, 0.0, origin[0], 0.0, -S2_PIXEL_M * factor, origin[1])
     common = {"driver": "GTiff", "crs": crs, "tiled": True, "blockxsize": 256, "blockysize": 256, "interleave": "pixel"}
-    labels = dict(common, width=size, height=size, count=4, dtype="uint8", transform=s2_transform, nodata=255)
+    # four uint8 bands would be RGBA to GDAL (band 4 an alpha mask): they are four levels of class ids
+    labels = dict(common, width=size, height=size, count=4, dtype="uint8", transform=s2_transform, nodata=255, photometric="MINISBLACK", alpha="NO")
     return {
         "s2": dict(common, width=size, height=size, count=spec.months * spec.s2_bands, dtype="int16", transform=s2_transform, nodata=-32768),
         "enmap": dict(common, width=size // factor, height=size // factor, count=spec.enmap_bands, dtype="int16", transform=enmap_transform, nodata=-32768),

@@ -70,3 +70,23 @@ def test_class_count_mismatch_is_an_error() -> None:
     logits[3] = logits[3][:, :50]
     with pytest.raises(ValueError, match="level-4"):
         decode_consistent(logits, taxonomy.paths)
+
+
+def test_confidence_is_the_probability_of_the_chosen_class_or_path(taxonomy: Taxonomy) -> None:
+    from h2crop_core.models.heads import decode_with_confidence
+
+    logits = random_logits(taxonomy, batch=1, size=3, seed=5)
+    ids, confidence = decode_with_confidence(logits, "argmax")
+    torch.testing.assert_close(ids, decode_argmax(logits))
+    torch.testing.assert_close(confidence, torch.stack([torch.softmax(level, 1).amax(1) for level in logits], 1))
+    ids, confidence = decode_with_confidence(logits, "consistent", taxonomy.paths)
+    torch.testing.assert_close(ids, decode_consistent(logits, taxonomy.paths))
+    log_probs = [torch.log_softmax(level, dim=1)[0] for level in logits]
+    for y in range(3):
+        for x in range(3):  # brute force: the distribution over paths, and each level's mass through the chosen node
+            scores = np.array([sum(float(log_probs[k][path[k], y, x]) for k in range(4)) for path in taxonomy.paths])
+            posterior = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+            chosen = ids[0, :, y, x].numpy()
+            expected = [posterior[taxonomy.paths[:, k] == chosen[k]].sum() for k in range(4)]
+            np.testing.assert_allclose(confidence[0, :, y, x].numpy(), expected, rtol=1e-4, atol=1e-6)
+    assert (confidence[:, 1:] <= confidence[:, :-1] + 1e-6).all(), "never more confident further down the tree"
