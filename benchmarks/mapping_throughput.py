@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from h2crop_core.memory import peak_rss_mb  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,12 +52,6 @@ def make_inputs(folder: Path, size: int, preset: str) -> tuple[Path, Path]:
     torch.manual_seed(0)
     checkpoint = save_checkpoint(folder / "model.ckpt", DualStreamModel(config), config, taxonomy, stats)
     return root / "region", checkpoint
-
-
-def peak_rss_mb() -> float:
-    from pipelines.mapping import peak_rss_mb
-
-    return peak_rss_mb()
 
 
 def plain_loop(checkpoint: Path, region: Path, settings, out: Path) -> dict:

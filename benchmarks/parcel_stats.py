@@ -35,7 +35,7 @@ def make_map(folder: Path, size: int) -> Path:
 
     from h2crop_core.data.synth import generate_taxonomy
     from h2crop_core.mapping import TileGrid, TileStore, write_level_cogs
-    from h2crop_core.mapping.predict import TileResult
+    from h2crop_core.mapping.results import TileResult
 
     taxonomy = generate_taxonomy(seed=0)
     rng = np.random.default_rng(0)
@@ -70,7 +70,7 @@ def make_parcels(path: Path, size: int, cell: int) -> int:
 def run_parcels(map_dir: Path, parcels: Path, output: Path) -> dict:
     """``h2crop parcels`` in its own process; its wall time and peak memory."""
     code = (
-        "import json, sys, time; from pipelines.mapping import peak_rss_mb; from h2crop_core.mapping.parcels import parcel_statistics; "
+        "import json, sys, time; from h2crop_core.memory import peak_rss_mb; from h2crop_core.mapping.parcels import parcel_statistics; "
         "t = time.perf_counter(); r = parcel_statistics(*sys.argv[1:4], id_column='parcel', progress=False); "
         "print(json.dumps({**r, 'seconds': time.perf_counter() - t, 'peak_rss_mb': peak_rss_mb()}))"
     )

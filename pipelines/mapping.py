@@ -14,8 +14,6 @@ import contextlib
 import fcntl
 import json
 import os
-import resource
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 
 from h2crop_core.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from h2crop_core.files import file_digest
+from h2crop_core.memory import peak_rss_mb
 from h2crop_core.mapping import MapInputs, RegionReader, TileGrid, TileStore, predict_tiles, write_level_cogs
 from h2crop_core.mapping.writer import MAP_MANIFEST, MappingRecordError, clear_outputs
 from h2crop_core.models.heads import resolve_decode
@@ -43,16 +42,6 @@ def region_reader_for(loaded: LoadedCheckpoint, inputs: MapInputs, settings: Map
         s2_bands=config.s2_bands, enmap_bands=config.enmap_bands, factor=config.enmap_upscale,
         resampling=(settings or MapSettings()).enmap_resampling,
     )
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory: ``VmHWM`` (``ru_maxrss`` survives ``exec``, so a child would
-    report its parent's peak)."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:  # not Linux
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024**2)
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
 
 
 def tile_grid(loaded: LoadedCheckpoint, reader: RegionReader, settings: MapSettings) -> TileGrid:

@@ -2,28 +2,30 @@
 per-tile prediction, the mosaic writer and per-parcel statistics.
 
 Nothing here needs Ray: ``pipelines.mapping`` runs :func:`predict_tiles` in a Ray Data actor pool, and a
-notebook can call it in a loop.
+notebook can call it in a loop. Names are imported on first use, so that reading a finished map (parcel
+statistics) does not load PyTorch.
 """
 
-from h2crop_core.mapping.predict import predict_tiles
-from h2crop_core.mapping.region import MANIFEST, REGION_FILES, RegionError, read_manifest
-from h2crop_core.mapping.region_reader import RegionReader
-from h2crop_core.mapping.sources import MapInputs, inputs_from_region
-from h2crop_core.mapping.tiling import Tile, TileGrid
-from h2crop_core.mapping.writer import MappingRecordError, TileStore, write_level_cogs
+from __future__ import annotations
 
-__all__ = [
-    "MANIFEST",
-    "REGION_FILES",
-    "MapInputs",
-    "MappingRecordError",
-    "RegionError",
-    "RegionReader",
-    "Tile",
-    "TileGrid",
-    "TileStore",
-    "inputs_from_region",
-    "predict_tiles",
-    "read_manifest",
-    "write_level_cogs",
-]
+import importlib
+from typing import Any
+
+#: public name -> the submodule defining it
+_EXPORTS = {
+    "MANIFEST": "region", "REGION_FILES": "region", "RegionError": "region", "read_manifest": "region",
+    "MapInputs": "sources", "inputs_from_region": "sources",
+    "RegionReader": "region_reader",
+    "Tile": "tiling", "TileGrid": "tiling",
+    "TileResult": "results",
+    "predict_tiles": "predict",
+    "MappingRecordError": "writer", "TileStore": "writer", "write_level_cogs": "writer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

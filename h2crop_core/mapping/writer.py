@@ -26,7 +26,7 @@ from rasterio.windows import Window
 from h2crop_core.errors import H2CropError
 from h2crop_core.files import PARTIAL, write_atomic, write_text_atomic
 from h2crop_core.mapping.area import row_areas_m2
-from h2crop_core.mapping.predict import CONFIDENCE_NODATA, TileResult, ids_dtype, ids_nodata
+from h2crop_core.mapping.results import CONFIDENCE_NODATA, TileResult, ids_dtype, ids_nodata
 from h2crop_core.mapping.quicklook import write_quicklook
 from h2crop_core.mapping.tiling import Tile
 from h2crop_core.taxonomy import Taxonomy

@@ -12,7 +12,7 @@ from affine import Affine
 from h2crop_core.mapping import MappingRecordError, TileGrid, TileStore, write_level_cogs
 from h2crop_core.mapping import parcels as parcels_module
 from h2crop_core.mapping.parcels import parcel_statistics
-from h2crop_core.mapping.predict import TileResult
+from h2crop_core.mapping.results import TileResult
 
 CRS = "EPSG:32631"
 TRANSFORM = Affine(10, 0, 600_000, 0, -10, 5_000_000)

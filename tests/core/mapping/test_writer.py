@@ -6,7 +6,7 @@ import rasterio
 from affine import Affine
 
 from h2crop_core.mapping import MappingRecordError, TileGrid, TileStore, write_level_cogs
-from h2crop_core.mapping.predict import TileResult
+from h2crop_core.mapping.results import TileResult
 from h2crop_core.taxonomy import Taxonomy
 
 GRID = {"crs": "EPSG:32631", "transform": Affine(10, 0, 600_000, 0, -10, 5_000_000)}
