@@ -13,7 +13,8 @@ memory (``ru_maxrss``) each reports is its own:
   reported apart), actor start-up (model load) included; the driver's peak memory and each actor's.
 
 Flat memory means the peaks do not grow with the region (the readers hold one tile; the writer one tile
-and GDAL's capped block cache). ``--smoke``: 192 and 384 px regions in 96-px tiles, one Ray mode (seconds).
+and GDAL's capped block cache). ``--smoke``: 192 and 384 px regions in 96-px tiles, one Ray mode at 384 px
+(seconds).
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ def main() -> int:
         try:
             region, checkpoint = make_inputs(work, size, args.preset)
             size_rows = [run_mode("plain", region, checkpoint, work / "plain", args, cpus=cores)]
-            for actors in [1] if args.smoke else sorted({1, cores}):
+            # --smoke: one Ray mode, at the last size only (each Ray process costs seconds of start-up)
+            for actors in ([1] if size == args.sizes[-1] else []) if args.smoke else sorted({1, cores}):
                 size_rows.append(run_mode("ray", region, checkpoint, work / f"ray{actors}", args, actors=actors, cpus=cores / actors))
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -164,7 +166,10 @@ def main() -> int:
     print_table(rows, cores)
     growth = {}
     for mode in dict.fromkeys(row["mode"] for row in rows):
-        first, last = (r for r in rows if r["mode"] == mode and r["size"] in (args.sizes[0], args.sizes[-1]))
+        ends = [r for r in rows if r["mode"] == mode and r["size"] in (args.sizes[0], args.sizes[-1])]
+        if len(ends) < 2:
+            continue
+        first, last = ends
         growth[mode] = {"driver": last["driver_rss_mb"] / first["driver_rss_mb"],
                         "actors": max(last["actors_rss_mb"], default=0) / max(first["actors_rss_mb"], default=1) if first["actors_rss_mb"] else None}
         actors = f", actors ×{growth[mode]['actors']:.2f}" if growth[mode]["actors"] else ""

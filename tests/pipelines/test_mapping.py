@@ -151,17 +151,15 @@ def test_auto_decoding_is_consistent_for_four_levels_and_argmax_for_one():
 
 
 def test_user_rasters_monthly_files_and_enmap_in_another_crs(ray_local, synth_root, checkpoint, tmp_path, capsys):
-    """The region as a user has it: twelve monthly S2 files and EnMAP in the next UTM zone. The monthly
-    folder maps byte for byte as the stacked file; the warped EnMAP maps as the aligned one but at the rim."""
+    """The region as a user has it: twelve monthly S2 files and EnMAP in the next UTM zone maps as the
+    stacked, pre-aligned region but at the scene's rim (the reader's tests show monthly files read exactly
+    as the stacked one)."""
     region = synth_root / "region"
     write_monthly_s2(region / "s2.tif", tmp_path / "s2")
     utm32 = warp_to(region / "enmap.tif", tmp_path / "enmap_32632.tif", "EPSG:32632", 10.0)
     nearest = ["--enmap-resampling", "nearest"]
     assert main(map_command(checkpoint, tmp_path / "aligned", "--region", region) + nearest) == 0
     assert main(map_command(checkpoint, tmp_path / "monthly", "--s2", tmp_path / "s2", "--enmap", utm32, "--prior", region / "prior.tif") + nearest) == 0
-    assert main(map_command(checkpoint, tmp_path / "stacked", "--s2", region / "s2.tif", "--enmap", utm32, "--prior", region / "prior.tif") + nearest) == 0
-    for name in OUTPUTS:
-        assert (tmp_path / "monthly" / name).read_bytes() == (tmp_path / "stacked" / name).read_bytes(), name
     aligned, warped = read_levels(tmp_path / "aligned"), read_levels(tmp_path / "monthly")
     differ = (aligned != warped).any(axis=0)
     assert differ.mean() < 0.03, differ.mean()
@@ -196,7 +194,7 @@ def test_a_killed_map_resumes_to_the_same_bytes(ray_local, checkpoint, tmp_path,
     """SIGKILL of the driver mid-run (its actors die with it); the rerun predicts only what is missing and
     its outputs, confidence included, equal an uninterrupted run's byte for byte."""
     data = tmp_path / "data"
-    assert main(["synth", "--out", str(data), "--samples", "3", "--region-size", "384", "--quiet"]) == 0
+    assert main(["synth", "--out", str(data), "--samples", "3", "--region-size", "288", "--quiet"]) == 0
     args = ["--region", data / "region"]
     command = map_command(checkpoint, tmp_path / "killed", *args)
     command[command.index("--batch-size") + 1] = "1"
@@ -205,17 +203,17 @@ def test_a_killed_map_resumes_to_the_same_bytes(ray_local, checkpoint, tmp_path,
     tiles = tmp_path / "killed" / "tiles"
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and driver.poll() is None and len(list(tiles.glob("*.npz"))) < 4:
+        while time.monotonic() < deadline and driver.poll() is None and len(list(tiles.glob("*.npz"))) < 3:
             time.sleep(0.05)
         os.killpg(driver.pid, signal.SIGKILL)
     finally:
         driver.wait(30)
     done = len(list(tiles.glob("*.npz")))
-    assert 4 <= done < 25 and not (tmp_path / "killed" / "map.json").exists(), (done, driver.stderr.read())
+    assert 3 <= done < 16 and not (tmp_path / "killed" / "map.json").exists(), (done, driver.stderr.read())
     capsys.readouterr()
     assert main(command) == 0
     manifest = json.loads((tmp_path / "killed" / "map.json").read_text())
-    assert manifest["tiles_resumed"] >= done and manifest["tiles_resumed"] + manifest["tiles_predicted"] == 25
+    assert manifest["tiles_resumed"] >= done and manifest["tiles_resumed"] + manifest["tiles_predicted"] == 16
     whole = [str(tmp_path / "whole") if part == str(tmp_path / "killed") else part for part in command]  # same batches
     assert main(whole) == 0
     for name in OUTPUTS:
