@@ -13,8 +13,9 @@ memory (``ru_maxrss``) each reports is its own:
   reported apart), actor start-up (model load) included; the driver's peak memory and each actor's.
 
 Flat memory means the peaks do not grow with the region (the readers hold one tile; the writer one tile
-and GDAL's capped block cache). ``--smoke``: 192 and 384 px regions in 96-px tiles, one Ray mode at 384 px
-(seconds).
+and GDAL's capped block cache). ``--user-files``: the region as a user has it (monthly S2 files, EnMAP in
+EPSG:32632, warped window by window). ``--smoke``: 192 and 384 px regions in 96-px tiles as user files, one
+Ray mode at 384 px (seconds).
 """
 
 from __future__ import annotations
@@ -55,19 +56,30 @@ def make_inputs(folder: Path, size: int, preset: str) -> tuple[Path, Path]:
     return root / "region", checkpoint
 
 
-def plain_loop(checkpoint: Path, region: Path, settings, out: Path) -> dict:
+def map_inputs(region: Path, user: bool):
+    """The region's rasters as they are (on one grid), or as a user has them (``write_user_files``: monthly
+    S2 files, EnMAP warped from EPSG:32632 on the fly)."""
+    from h2crop_core.mapping import MapInputs, inputs_from_region
+
+    if not user:
+        return inputs_from_region(region)
+    files = region.parent / "user_files"
+    return MapInputs.from_paths(files / "s2", next(files.glob("enmap_*.tif")), files / "prior.tif")
+
+
+def plain_loop(checkpoint: Path, region: Path, settings, out: Path, user: bool = False) -> dict:
     """The simplest honest baseline: one process, tile after tile, every core as a torch thread."""
     import torch
 
     from h2crop_core.checkpoint import load_checkpoint
-    from h2crop_core.mapping import TileStore, inputs_from_region, predict_tiles, write_level_cogs
+    from h2crop_core.mapping import TileStore, predict_tiles, write_level_cogs
     from pipelines.mapping import GDAL_CACHE_MB, region_reader_for, tile_grid
 
     os.environ["GDAL_CACHEMAX"] = GDAL_CACHE_MB  # as h2crop map: the same reader, the same cache
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
     loaded = load_checkpoint(checkpoint)
-    reader = region_reader_for(loaded, inputs_from_region(region), settings)
+    reader = region_reader_for(loaded, map_inputs(region, user), settings)
     tiles = tile_grid(loaded, reader, settings).tiles()
     store = TileStore(out, {"plain": True})
     for first in range(0, len(tiles), settings.batch_size):
@@ -81,8 +93,7 @@ def plain_loop(checkpoint: Path, region: Path, settings, out: Path) -> dict:
     return {"tiles": len(tiles), "predict_s": predict_s, "write_s": time.perf_counter() - start, "driver_rss_mb": peak_rss_mb(), "actors_rss_mb": []}
 
 
-def ray_run(checkpoint: Path, region: Path, settings, out: Path) -> dict:
-    from h2crop_core.mapping import inputs_from_region
+def ray_run(checkpoint: Path, region: Path, settings, out: Path, user: bool = False) -> dict:
     from pipelines.mapping import map_region
     from pipelines.ray_runtime import connect_ray, quiet_data_context
 
@@ -90,7 +101,7 @@ def ray_run(checkpoint: Path, region: Path, settings, out: Path) -> dict:
     connect_ray()
     quiet_data_context()
     ray_start_s = time.perf_counter() - start
-    manifest = map_region(checkpoint, inputs_from_region(region), out, settings, progress=False)
+    manifest = map_region(checkpoint, map_inputs(region, user), out, settings, progress=False)
     summary = json.loads((out / "summary.json").read_text())
     return {"tiles": manifest["tiles"], "predict_s": manifest["predict_s"], "write_s": summary["write_s"], "ray_start_s": ray_start_s,
             "driver_rss_mb": peak_rss_mb(), "actors_rss_mb": sorted(manifest["actors_peak_rss_mb"].values())}
@@ -102,7 +113,7 @@ def worker(args: argparse.Namespace) -> int:
 
     settings = MapSettings(tile=args.tile, batch_size=args.batch_size, actors=args.actors, cpus_per_actor=args.cpus)
     run = plain_loop if args.worker == "plain" else ray_run
-    row = run(args.checkpoint, args.region, settings, args.out)
+    row = run(args.checkpoint, args.region, settings, args.out, args.user_files)
     print(json.dumps(row))
     return 0
 
@@ -110,24 +121,25 @@ def worker(args: argparse.Namespace) -> int:
 def run_mode(mode: str, region: Path, checkpoint: Path, out: Path, args: argparse.Namespace, actors: int = 1, cpus: float = 1) -> dict:
     command = [sys.executable, __file__, "--worker", mode, "--region", str(region), "--checkpoint", str(checkpoint), "--out", str(out),
                "--tile", str(args.tile), "--batch-size", str(args.batch_size), "--actors", str(actors), "--cpus", str(cpus)]
+    command += ["--user-files"] if args.user_files else []
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # a local Ray of its own
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"{mode} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     row = json.loads(done.stdout.strip().splitlines()[-1])
-    label = "plain loop" if mode == "plain" else f"Ray, {actors} actor(s) × {cpus:g} CPU"
+    label = ("plain loop" if mode == "plain" else f"Ray, {actors} actor(s) × {cpus:g} CPU") + (", user files" if args.user_files else "")
     shutil.rmtree(out, ignore_errors=True)
     return {"mode": label, **row}
 
 
 def print_table(rows: list[dict], cores: int) -> None:
-    header = f"{'size':>6s} {'mode':26s} {'tiles':>5s} {'km²/s':>7s} {'predict s':>9s} {'vs plain':>8s} {'write s':>7s} {'driver MB':>9s} {'actor MB':>9s}"
+    header = f"{'size':>6s} {'mode':38s} {'tiles':>5s} {'km²/s':>7s} {'predict s':>9s} {'vs plain':>8s} {'write s':>7s} {'driver MB':>9s} {'actor MB':>9s}"
     print(f"{cores} cores; Ray's start-up is not in the rows; km²/s over predicting")
     print(header)
     print("-" * len(header))
     for row in rows:
         actors = "/".join(f"{v:.0f}" for v in row["actors_rss_mb"]) or "-"
-        print(f"{row['size']:6d} {row['mode']:26s} {row['tiles']:5d} {row['km2_per_s']:7.3f} {row['predict_s']:9.1f} "
+        print(f"{row['size']:6d} {row['mode']:38s} {row['tiles']:5d} {row['km2_per_s']:7.3f} {row['predict_s']:9.1f} "
               f"{row['vs_plain']:7.2f}x {row['write_s']:7.1f} {row['driver_rss_mb']:9.0f} {actors:>9s}")
 
 
@@ -137,6 +149,7 @@ def main() -> int:
     parser.add_argument("--preset", default="tiny_crops_S2_H_P_jun", help="model of the generated checkpoint")
     parser.add_argument("--tile", type=int, default=192)
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--user-files", action="store_true", help="map the region as a user has it: monthly S2 files, EnMAP in EPSG:32632 warped on the fly")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that the benchmark runs (seconds)")
     parser.add_argument("--json", type=Path, default=RESULTS / "mapping_throughput.json")
     parser.add_argument("--worker", choices=("plain", "ray"), help=argparse.SUPPRESS)
@@ -145,14 +158,18 @@ def main() -> int:
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    if args.smoke:
-        args.sizes, args.tile = [192, 384], 96
+    if args.smoke:  # the user's layout: the warped path is the one with more to go wrong
+        args.sizes, args.tile, args.user_files = [192, 384], 96, True
     cores = os.cpu_count() or 1
     rows = []
     for size in args.sizes:
         work = Path(tempfile.mkdtemp(prefix="h2crop_map_bench_"))
         try:
             region, checkpoint = make_inputs(work, size, args.preset)
+            if args.user_files:
+                from h2crop_core.data.synth.user_files import write_user_files
+
+                write_user_files(region, region.parent / "user_files")
             size_rows = [run_mode("plain", region, checkpoint, work / "plain", args, cpus=cores)]
             # --smoke: one Ray mode, at the last size only (each Ray process costs seconds of start-up)
             for actors in ([1] if size == args.sizes[-1] else []) if args.smoke else sorted({1, cores}):
