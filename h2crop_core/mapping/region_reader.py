@@ -48,8 +48,12 @@ def read_window(handle: rasterio.io.DatasetReaderBase, window: Window, indexes: 
 
 
 def _fill_value(dtype: str) -> float | int:
-    """A nodata value for a warped raster whose source has none (what lies outside the scene)."""
-    return float("nan") if np.issubdtype(np.dtype(dtype), np.floating) else int(np.iinfo(np.dtype(dtype)).min if np.dtype(dtype).kind == "i" else np.iinfo(np.dtype(dtype)).max)
+    """A nodata value for a warped raster whose source has none (what lies outside the scene): NaN for
+    floats, the most negative value for signed integers, the largest for unsigned ones."""
+    kind = np.dtype(dtype)
+    if np.issubdtype(kind, np.floating):
+        return float("nan")
+    return int(np.iinfo(kind).min if kind.kind == "i" else np.iinfo(kind).max)
 
 
 class GridSource:

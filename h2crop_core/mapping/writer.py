@@ -144,9 +144,8 @@ def _describe(dst: rasterio.io.DatasetWriter, stem: str, level: int, taxonomy: T
     dst.update_tags(level=level, nodata_meaning="no S2 data (or no EnMAP data, for a model that reads EnMAP)")
 
 
-def _mosaic(store: TileStore, tiles: Sequence[Tile], levels: Sequence[int], grid: dict, taxonomy: Taxonomy, staging: dict[str, Path]) -> np.ndarray:
+def _mosaic(store: TileStore, tiles: Sequence[Tile], levels: Sequence[int], grid: dict, taxonomy: Taxonomy, profiles: dict[str, dict], staging: dict[str, Path]) -> np.ndarray:
     """Write every tile's core into the staging GeoTIFFs; return the mapped area (m²) per level and class id."""
-    profiles = _staging_profiles(grid, levels, taxonomy)
     row_area = row_areas_m2(grid["crs"], grid["transform"], grid["height"])
     area = np.zeros((len(levels), max(taxonomy.num_classes[level - 1] for level in levels) + 1))
     with contextlib.ExitStack() as stack:
@@ -202,10 +201,11 @@ def write_level_cogs(
     folder = store.folder
     (folder / MAP_MANIFEST).unlink(missing_ok=True)
     started = time.perf_counter()
-    stems = list(_staging_profiles(grid, levels, taxonomy))
+    profiles = _staging_profiles(grid, levels, taxonomy)
+    stems = list(profiles)
     staging = {stem: folder / f".{stem}.staging{PARTIAL}" for stem in stems}
     try:
-        area_m2 = _mosaic(store, tiles, levels, grid, taxonomy, staging)
+        area_m2 = _mosaic(store, tiles, levels, grid, taxonomy, profiles, staging)
         files = {}
         for stem in stems:
             partial = folder / f".{stem}.tif{PARTIAL}"
