@@ -206,3 +206,11 @@ def test_the_dockerfile_builds_the_images_the_manifests_pull():
     assert all(pin in DOCKERFILE for pin in pins) and len(pins) == 2
     assert f"rayproject/ray:{RAY_PIN}." in DOCKERFILE
     assert load(REPO / "cluster" / "kuberay" / "raycluster.yaml")["spec"]["rayVersion"].startswith(f"{RAY_PIN}.")
+
+
+def test_no_service_listens_on_every_interface_by_default():
+    """The dashboard (the job API) and MLflow bind loopback or the pod's own address, never 0.0.0.0."""
+    files = [*sorted((REPO / "cluster").rglob("*.yaml")), *sorted((REPO / "cluster").glob("*.sh")), REPO / "cluster" / "Dockerfile"]
+    assert len(files) >= 7
+    for path in files:
+        assert "0.0.0.0" not in path.read_text(), f"{path.relative_to(REPO)} binds a service to every interface"
