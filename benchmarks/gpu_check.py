@@ -39,21 +39,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
+from h2crop_core.data.synth.tree import DEFAULT_TREE, generate_taxonomy  # noqa: E402  (NumPy only, no rasterio)
 from h2crop_core.files import write_text_atomic  # noqa: E402
 from h2crop_core.models import DualStreamModel, get_preset  # noqa: E402
 from h2crop_core.models.heads import decode_consistent, decode_with_confidence  # noqa: E402
+from h2crop_core.models.loss import hierarchical_loss  # noqa: E402
 from h2crop_core.models.presets import ModelConfig  # noqa: E402
 from h2crop_core.models.summary import build_meta, example_inputs, forward_flops  # noqa: E402
 from h2crop_core.taxonomy import NUM_LEVELS, UNLABELLED, Taxonomy  # noqa: E402
 
 SHARED_TAXONOMY = ROOT.parent / "shared" / "data" / "cascade_labels.csv"
-#: classes per level (background excluded) of the generated taxonomy, as in the benchmark's
-GENERATED_TREE = (6, 36, 82, 101)
 GENERATED = "generated"
 MAIN, BASELINE = "sdpa_bf16", "plain_fp32"
 #: variant -> ModelConfig overrides; the baseline is model_speed.py's (plain attention, fp32, NCHW convs)
@@ -125,26 +124,11 @@ def environment(device: torch.device) -> dict:
 
 
 def load_taxonomy(choice: str | None) -> Taxonomy:
-    """The CSV at ``choice``; a generated 6/36/82/101 tree for ``"generated"``; by default the benchmark's
-    CSV in ../shared when present, else the generated tree.
-
-    The generated tree is arithmetic (child ``c`` of ``n`` classes under parent ``(c-1)·p//n + 1``), not
-    :func:`h2crop_core.data.synth.generate_taxonomy`: that package imports rasterio.
-    """
+    """The CSV at ``choice``; the generated 6/36/82/101 tree for ``"generated"``; by default the benchmark's
+    CSV in ../shared when present, else the generated tree."""
     if choice is None and SHARED_TAXONOMY.is_file():
         choice = str(SHARED_TAXONOMY)
-    if choice not in (None, GENERATED):
-        return Taxonomy.from_csv(choice)
-    rows = []
-    for leaf in range(1, GENERATED_TREE[-1] + 1):
-        ids = [leaf]
-        for k in range(NUM_LEVELS - 2, -1, -1):
-            ids.insert(0, (ids[0] - 1) * GENERATED_TREE[k] // GENERATED_TREE[k + 1] + 1)
-        row = {"HCAT3_code": f"99{leaf:08d}"}
-        for k, class_id in enumerate(ids):
-            row |= {f"level{k + 1}_id": str(class_id), f"level{k + 1}_name": f"l{k + 1}_{class_id:03d}"}
-        rows.append((leaf, row))
-    return Taxonomy.from_rows(rows, source=GENERATED)
+    return generate_taxonomy(DEFAULT_TREE) if choice in (None, GENERATED) else Taxonomy.from_csv(choice)
 
 
 def random_batch(config: ModelConfig, taxonomy: Taxonomy, batch: int, tile: int, device: torch.device) -> tuple[dict, torch.Tensor]:
@@ -155,12 +139,6 @@ def random_batch(config: ModelConfig, taxonomy: Taxonomy, batch: int, tile: int,
     labels = torch.as_tensor(taxonomy.paths)[leaves].permute(0, 3, 1, 2).to(torch.uint8)
     labels[..., :2, :2] = UNLABELLED
     return inputs, labels.to(device)
-
-
-def summed_level_loss(logits: list[torch.Tensor], labels: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
-    """The recipe's loss: per-level pixel cross-entropy (255 ignored), summed over levels (as
-    ``pipelines.steps.hierarchical_loss``, which cannot be imported here: pipelines pull in more packages)."""
-    return sum(F.cross_entropy(out, labels[:, level - 1].long(), ignore_index=UNLABELLED) for level, out in zip(levels, logits))
 
 
 def build_model(config: ModelConfig, device: torch.device) -> DualStreamModel:
@@ -182,7 +160,7 @@ def measure_training(config: ModelConfig, taxonomy: Taxonomy, batch: int, args: 
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
-            loss = summed_level_loss(model(**inputs), labels, config.levels)
+            loss = hierarchical_loss(model(**inputs), labels, config.levels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

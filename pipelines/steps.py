@@ -14,16 +14,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from h2crop_core.data.augment import batch_cutmix, random_flip_rotate
 from h2crop_core.metrics import HierarchicalConfusion
 from h2crop_core.models.heads import decode_argmax
+from h2crop_core.models.loss import hierarchical_loss
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import ModelConfig
 from h2crop_core.report import build_metrics
-from h2crop_core.taxonomy import UNLABELLED, Taxonomy
+from h2crop_core.taxonomy import Taxonomy
 from pipelines.settings import TrainSettings
 
 #: the validation metric that ranks checkpoints and epochs
@@ -37,17 +37,6 @@ def lr_factor(step: int, total: int, warmup: int, warmup_start: float, min_ratio
         return warmup_start + (1 - warmup_start) * step / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def hierarchical_loss(logits: list[torch.Tensor], label: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
-    """Sum over levels of the pixel cross-entropy (label 255 ignored; a level with no labelled pixel adds 0)."""
-    total = logits[0].new_zeros(())
-    for level, level_logits in zip(levels, logits):
-        target = label[:, level - 1].long()
-        labelled = (target != UNLABELLED).sum()
-        loss = F.cross_entropy(level_logits, target, ignore_index=UNLABELLED, reduction="sum")
-        total = total + loss / labelled.clamp(min=1)
-    return total
 
 
 def predict(model: nn.Module, batch: dict) -> torch.Tensor:

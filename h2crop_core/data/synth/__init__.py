@@ -21,18 +21,23 @@ samples, names, splits), :mod:`~h2crop_core.data.synth.region` (a georeferenced 
 scenes drawn from them).
 """
 
-from h2crop_core.data.synth.region import synthesize_region
-from h2crop_core.data.synth.samples import SynthResult, generate_taxonomy, sample_names, synthesize_dataset, write_splits
-from h2crop_core.data.synth.world import SyntheticWorld, add_clouds, voronoi_parcels
+from __future__ import annotations
 
-__all__ = [
-    "SynthResult",
-    "SyntheticWorld",
-    "add_clouds",
-    "generate_taxonomy",
-    "sample_names",
-    "synthesize_dataset",
-    "synthesize_region",
-    "voronoi_parcels",
-    "write_splits",
-]
+import importlib
+from typing import Any
+
+#: public name -> the submodule defining it (imported on first use: the taxonomy generator needs no rasterio)
+_EXPORTS = {
+    "synthesize_region": "region",
+    "SynthResult": "samples", "sample_names": "samples", "synthesize_dataset": "samples", "write_splits": "samples",
+    "generate_taxonomy": "tree",
+    "SyntheticWorld": "world", "add_clouds": "world", "voronoi_parcels": "world",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
