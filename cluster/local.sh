@@ -32,7 +32,11 @@ command -v ray >/dev/null || { echo "local.sh: no 'ray' on PATH and none in $VEN
 # dashboard and its children, workers); `down` stops those sessions only. `ray stop` would stop every Ray
 # of this user on the machine.
 sessions() { cat "$ROOT/sessions" 2>/dev/null || true; }
-own_pids() { local sid; for sid in $(sessions); do pgrep -s "$sid" || true; done; }
+# live processes of those sessions (a zombie is already dead: it only waits for a parent to reap it)
+own_pids() {
+  local ids; ids=$(sessions | paste -sd, -)
+  [[ -n "$ids" ]] && ps -e -o pid=,sid=,stat= | awk -v ids=",$ids," 'index(ids, "," $2 ",") && $3 !~ /^Z/ {print $1}' || true
+}
 start_node() {  # ray start ... in a new session; its id is recorded for `down`
   setsid --wait bash -c 'echo $$ >>"$0/sessions"; exec "$@"' "$ROOT" ray start "$@" >>"$ROOT/up.log" 2>&1
 }

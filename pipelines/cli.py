@@ -164,7 +164,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     from pipelines.mapping import map_region
 
     manifest = map_region(args.checkpoint, inputs, args.output, settings, progress=not args.quiet)
-    summary = json.loads((Path(args.output) / manifest["files"]["summary"]).read_text())
+    summary = json.loads((Path(manifest.get("staging", args.output)) / manifest["files"]["summary"]).read_text())
     print(
         f"mapped {manifest['height']}×{manifest['width']} pixels ({summary['mapped_km2']:.2f} of {summary['grid_km2']:.2f} km² with data) in "
         f"{manifest['tiles']} tiles ({manifest.get('tiles_predicted', 0)} predicted now, {manifest.get('tiles_resumed', 0)} resumed) to {args.output}:"
@@ -198,7 +198,7 @@ def add_mapping_parsers(add) -> None:
     p.add_argument("--prior", type=Path, metavar="FILE", help="last year's 4-band crop map, any CRS and grid (nearest neighbour)")
     p.add_argument("--enmap-bands", metavar="LIST", help="the EnMAP bands the model reads, 1-based, e.g. 1-126,131-222 (default: all; needed when the scene has more)")
     p.add_argument("--region", type=Path, metavar="DIR", help="instead of --s2/--enmap/--prior: a region folder with region.json (h2crop synth writes one)")
-    p.add_argument("--output", required=True, type=Path, help="output folder: level<k>.tif, confidence_level<k>.tif, summary.json, quicklook.png, map.json, tiles/ (rerun to resume)")
+    p.add_argument("--output", required=True, help="output folder or object-store prefix (s3://bucket/maps/x): level<k>.tif, confidence_level<k>.tif, summary.json, quicklook.png, map.json, tiles/ (rerun to resume)")
     add_settings_options(p, MapSettings)
     p.set_defaults(func=cmd_map)
 

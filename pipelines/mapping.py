@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
+import hashlib
 import json
 import os
 import time
@@ -25,7 +27,10 @@ from h2crop_core.checkpoint import CheckpointError, LoadedCheckpoint, load_check
 from h2crop_core.files import file_digest
 from h2crop_core.memory import peak_rss_mb
 from h2crop_core.mapping import MapInputs, RegionReader, TileGrid, TileStore, predict_tiles, write_level_cogs
-from h2crop_core.mapping.writer import MAP_MANIFEST, MappingRecordError, clear_outputs
+from h2crop_core.files import write_text_atomic
+from h2crop_core.mapping.writer import MAP_MANIFEST, OUTPUT_PATTERNS, RECORD, MappingRecordError, clear_outputs
+from h2crop_core.runlock import RunLock
+from h2crop_core.storage import Remote, is_uri
 from h2crop_core.models.heads import resolve_decode
 from pipelines.settings import MapSettings
 
@@ -51,7 +56,7 @@ def tile_grid(loaded: LoadedCheckpoint, reader: RegionReader, settings: MapSetti
 class TilePredictor:
     """A Ray Data actor: loads the checkpoint once, then reads, predicts and stores batches of tiles."""
 
-    def __init__(self, checkpoint: str, inputs: dict, output: str, record: dict, settings: dict) -> None:
+    def __init__(self, checkpoint: str, inputs: dict, output: str, record: dict, settings: dict, mirror: str | None = None) -> None:
         os.environ["GDAL_CACHEMAX"] = GDAL_CACHE_MB
         self.settings = MapSettings(**settings)
         torch.set_num_threads(max(1, int(self.settings.cpus_per_actor)))
@@ -62,7 +67,7 @@ class TilePredictor:
         self.loaded = load_checkpoint(checkpoint, device=self.device, **overrides)
         self.reader = region_reader_for(self.loaded, MapInputs.from_dict(inputs), self.settings)
         self.tiles = {tile.index: tile for tile in tile_grid(self.loaded, self.reader, self.settings).tiles()}
-        self.store = TileStore(output, record)
+        self.store = TileStore(output, record, mirror)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tiles = [self.tiles[int(index)] for index in batch["index"]]
@@ -92,26 +97,88 @@ def map_region(checkpoint: str | Path, inputs: MapInputs, output: str | Path, se
     """Map ``inputs`` with ``checkpoint`` into ``output``; resume if ``output`` holds this run's tiles.
 
     Every check (checkpoint, rasters, grid, resources) runs before any tile. On a multi-node cluster the
-    checkpoint, the inputs and ``output`` must be on storage every node reaches at the same path (the actors
-    read and write them directly).
+    checkpoint and the inputs must be on storage every node reaches at the same path (the actors read them
+    directly), and so must ``output`` unless it is an object-store URI (``s3://bucket/maps/x``): then tiles
+    go to the bucket as they finish, the maps are assembled in a local staging folder and uploaded,
+    ``map.json`` last, and a rerun from any machine resumes from the bucket's tiles.
 
     Returns:
-        The ``map.json`` content: files, levels, class names, grid, and tile counts and timings.
+        The ``map.json`` content: files, levels, class names, grid, and tile counts and timings (and, for a
+        URI, ``staging``: the local folder holding the same files).
     """
     os.environ["GDAL_CACHEMAX"] = GDAL_CACHE_MB
     settings = settings or MapSettings()
-    checkpoint, output = Path(checkpoint).resolve(), Path(output).resolve()
+    checkpoint = Path(checkpoint).resolve()
     loaded = load_checkpoint(checkpoint)  # on the driver too: a bad checkpoint or input fails here, not in an actor
     settings = replace(settings, decode=resolve_decode(settings.decode, loaded.config.levels))
     reader = region_reader_for(loaded, inputs, settings)
     try:
-        with exclusive(output):
-            return _map_locked(loaded, checkpoint, inputs, reader, output, settings, progress)
+        if not is_uri(output):
+            with exclusive(Path(output).resolve()):
+                return _map_locked(loaded, checkpoint, inputs, reader, Path(output).resolve(), settings, progress)
+        remote, staging = Remote(str(output)), staging_folder(str(output), settings)
+        with RunLock(str(output), "map", "mapping"), exclusive(staging):
+            sync_staging(remote, staging, overwrite=settings.overwrite)
+            manifest = _map_locked(loaded, checkpoint, inputs, reader, staging, replace(settings, overwrite=False), progress, mirror=str(output))
+            publish(staging, remote, manifest)
+            return {**manifest, "staging": str(staging)}
     finally:
         reader.close()
 
 
-def _predict_remaining(checkpoint: Path, inputs: MapInputs, output: Path, record: dict, todo: list[int], done: int, total: int, settings: MapSettings, progress: bool) -> dict[int, float]:
+def staging_folder(output: str, settings: MapSettings) -> Path:
+    """Where an object-store output is assembled: ``--staging``, or a folder in the user's cache named by
+    the URI (a rerun on this machine reuses what it holds)."""
+    if settings.staging:
+        return Path(settings.staging).resolve()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "h2crop" / "maps" / hashlib.sha256(output.encode()).hexdigest()[:16]
+
+
+def sync_staging(remote: Remote, staging: Path, *, overwrite: bool) -> None:
+    """Make the staging folder the bucket's state (the bucket is the truth): the record, the finished tiles,
+    and a finished map's files; ``overwrite`` first deletes the bucket's earlier outputs."""
+    if overwrite:
+        doomed = [n for n in remote.names() if any(fnmatch.fnmatch(n, p) for p in OUTPUT_PATTERNS)] + [f"tiles/{n}" for n in remote.names("tiles")]
+        for name in doomed:
+            remote.delete(name)
+        if doomed:
+            print(f"[h2crop] --overwrite: deleted the earlier mapping run's {len(doomed)} files in {remote.location}")
+    staging.mkdir(parents=True, exist_ok=True)
+    names = remote.names()
+    stored = remote.read_text(RECORD) if RECORD in names else None
+    local = (staging / RECORD).read_text() if (staging / RECORD).is_file() else None
+    if stored != local:  # another run's record, or none: the staging folder starts over from the bucket
+        clear_outputs(staging)
+        if stored is not None:
+            write_text_atomic(staging / RECORD, stored)
+    elif MAP_MANIFEST not in names:  # the bucket's map was deleted (to rebuild it): so is the staged one
+        (staging / MAP_MANIFEST).unlink(missing_ok=True)
+    if MAP_MANIFEST in names:  # finished: its files, map.json last
+        for name in sorted(n for n in names if any(fnmatch.fnmatch(n, p) for p in OUTPUT_PATTERNS) and n != MAP_MANIFEST) + [MAP_MANIFEST]:
+            remote.download(name, staging / name)
+    else:
+        fetch_tiles(remote, staging)
+
+
+def fetch_tiles(remote: Remote, staging: Path) -> int:
+    """Download the bucket's tiles the staging folder lacks (written on other nodes, or by an earlier run)."""
+    have = {p.name for p in (staging / "tiles").glob("*.npz")}
+    missing = sorted(n for n in remote.names("tiles") - have if n.endswith(".npz"))
+    for name in missing:
+        remote.download(f"tiles/{name}", staging / "tiles" / name)
+    return len(missing)
+
+
+def publish(staging: Path, remote: Remote, manifest: dict) -> None:
+    """Upload a finished map's files, ``map.json`` last: a bucket without it never holds a finished map."""
+    for name in sorted(set(manifest["files"].values())):
+        remote.upload(staging / name, name)
+    remote.upload(staging / MAP_MANIFEST, MAP_MANIFEST)
+
+
+def _predict_remaining(checkpoint: Path, inputs: MapInputs, output: Path, record: dict, todo: list[int], done: int, total: int, settings: MapSettings,
+                       progress: bool, mirror: str | None = None) -> dict[int, float]:
     """Run the tiles ``todo`` through the actor pool; return each actor's peak resident memory (MB) by pid."""
     import ray
     from tqdm.auto import tqdm
@@ -125,7 +192,8 @@ def _predict_remaining(checkpoint: Path, inputs: MapInputs, output: Path, record
     items = ray.data.from_items([{"index": index} for index in todo], override_num_blocks=max(1, len(todo) // settings.batch_size))
     predicted = items.map_batches(
         TilePredictor,
-        fn_constructor_kwargs=dict(checkpoint=str(checkpoint), inputs=inputs.to_dict(), output=str(output), record=record, settings=asdict(settings)),
+        fn_constructor_kwargs=dict(checkpoint=str(checkpoint), inputs=inputs.to_dict(), output=str(output), record=record, settings=asdict(settings),
+                                   mirror=mirror),
         batch_size=settings.batch_size,
         compute=ray.data.ActorPoolStrategy(size=settings.actors),
         num_cpus=settings.cpus_per_actor,
@@ -140,7 +208,8 @@ def _predict_remaining(checkpoint: Path, inputs: MapInputs, output: Path, record
     return actors
 
 
-def _map_locked(loaded: LoadedCheckpoint, checkpoint: Path, inputs: MapInputs, reader: RegionReader, output: Path, settings: MapSettings, progress: bool) -> dict:
+def _map_locked(loaded: LoadedCheckpoint, checkpoint: Path, inputs: MapInputs, reader: RegionReader, output: Path, settings: MapSettings, progress: bool,
+                mirror: str | None = None) -> dict:
     started = time.perf_counter()
     grid = tile_grid(loaded, reader, settings)
     tiles = grid.tiles()
@@ -154,7 +223,7 @@ def _map_locked(loaded: LoadedCheckpoint, checkpoint: Path, inputs: MapInputs, r
     }
     if settings.overwrite and clear_outputs(output):
         print(f"[h2crop] --overwrite: deleted the earlier mapping run's tiles and maps in {output}")
-    store = TileStore(output, record)
+    store = TileStore(output, record, mirror)
     if store.complete:
         print(f"[h2crop] {output / MAP_MANIFEST} exists: this map is complete (delete it to rebuild the COGs from the tiles)")
         return {**json.loads((output / MAP_MANIFEST).read_text()), "tiles_predicted": 0, "tiles_resumed": len(tiles)}
@@ -162,7 +231,9 @@ def _map_locked(loaded: LoadedCheckpoint, checkpoint: Path, inputs: MapInputs, r
     todo = [tile.index for tile in tiles if tile.index not in finished]
     if finished:
         print(f"[h2crop] resuming: {len(finished)} of {len(tiles)} tiles already done in {store.tiles_dir}")
-    actors = _predict_remaining(checkpoint, inputs, output, record, todo, len(finished), len(tiles), settings, progress) if todo else {}
+    actors = _predict_remaining(checkpoint, inputs, output, record, todo, len(finished), len(tiles), settings, progress, mirror) if todo else {}
+    if mirror:
+        fetch_tiles(store.remote, output)
     predict_s = time.perf_counter() - started
     timings = {"seconds": round(predict_s, 2), "tiles_predicted": len(todo), "tiles_resumed": len(finished)}
     manifest = write_level_cogs(

@@ -97,9 +97,13 @@ class ProgressBoard:
     """
 
     def __init__(self, bars: bool = True) -> None:
+        import ray
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.queue = Queue(actor_options={"num_cpus": 0})
+        # on the driver's node, as Train's controller: losing another node must not silence the console
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
         self.bars = bars
         self._bar = None
         self._stop = threading.Event()

@@ -92,6 +92,41 @@ def check_resources(per_unit: dict[str, float], count: int, unit: str, group: st
             raise SettingError(f"the {group} needs {wanted * count:g} {key} (the Ray cluster has {total:g}): {hint}")
 
 
+def cluster_autoscales() -> bool:
+    """Whether an autoscaler may still add nodes to the connected cluster (see :func:`autoscales`)."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    return autoscales(_internal_kv_get("__autoscaling_status"))  # ray_constants.DEBUG_AUTOSCALING_STATUS
+
+
+def autoscales(report: bytes | None) -> bool:
+    """Read the autoscaler's status report: a local Ray and a ``ray start`` cluster report only their own
+    nodes (types ``node_<id>``); a launcher or KubeRay autoscaler reports its node types ("gpu-group", ...).
+    Without a report (another autoscaler version) it is assumed to autoscale: waiting is safer than
+    refusing work it could place."""
+    import json
+
+    try:
+        types = list(json.loads(report)["autoscaler_report"]["node_type_mapping"].values()) if report else None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        types = None
+    return not types or not all(str(kind).startswith("node_") for kind in types)
+
+
+def check_placement(per_unit: dict[str, float], count: int, unit: str, group: str, hint: str) -> None:
+    """:func:`check_resources` where the cluster is fixed (a local Ray, ``ray start`` nodes); on an
+    autoscaling cluster a request nothing fits yet waits for nodes, and says so."""
+    if not cluster_autoscales():
+        check_resources(per_unit, count, unit, group, hint)
+        return
+    try:
+        check_resources(per_unit, count, unit, group, hint)
+    except SettingError:
+        wanted = ", ".join(f"{v:g} {k}" for k, v in per_unit.items() if v)
+        print(f"waiting for the autoscaler: {count} x {unit} ({wanted}) do not fit the nodes up now; it will add nodes if "
+              f"its node types allow (Ctrl-C, or `ray job stop`, to give up)", flush=True)
+
+
 def quiet_data_context() -> None:
     """Ray Data's per-split progress bars and plan printouts are noise next to h2crop's own bars."""
     from ray.data import DataContext

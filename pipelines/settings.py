@@ -130,6 +130,7 @@ class MapSettings:
     decode: str = setting(DEFAULT_DECODE, EvaluateSettings.__dataclass_fields__["decode"].metadata["help"], choices=DECODE_CHOICES)
     precision: str | None = setting(None, "override the checkpoint's precision", choices=PRECISIONS)
     overwrite: bool = setting(False, "start over: delete what an earlier h2crop map wrote into the output folder (its tiles and maps; nothing else)")
+    staging: str = setting("", "with an object-store --output (s3://...): the local folder the maps are assembled in (default: ~/.cache/h2crop/maps/<hash of the URI>)")
 
     def __post_init__(self) -> None:
         check_choices(self)

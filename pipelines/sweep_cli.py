@@ -87,12 +87,19 @@ def cmd_early_season(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     uri = _uri(args)
-    if importlib.util.find_spec("flask") is None:
+    if not _ui_installed():
         raise SettingError("the MLflow UI needs the full mlflow package, which this install leaves out: pip install 'h2crop[server]' (or: pip install 'mlflow>=3.10,<4')")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: the MLflow UI listens on {args.host}: anyone who reaches this machine can read and change the runs", file=sys.stderr)
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
+
+
+def _ui_installed() -> bool:
+    """The UI's web pages ship with the full mlflow package only (mlflow-skinny plus Flask serves the API)."""
+    spec = importlib.util.find_spec("mlflow")
+    return importlib.util.find_spec("flask") is not None and spec is not None and any(
+        (Path(folder) / "server" / "js" / "build").is_dir() for folder in spec.submodule_search_locations or ())
 
 
 def _uri(args: argparse.Namespace) -> str:

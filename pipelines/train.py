@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -40,6 +39,7 @@ from h2crop_core.errors import SettingError
 from h2crop_core.files import write_atomic, write_text_atomic
 from h2crop_core.models.presets import ModelConfig, get_preset
 from h2crop_core.report import write_report
+from h2crop_core.runlock import RunLock
 from h2crop_core.taxonomy import Taxonomy, load_taxonomy
 from pipelines.progress import ProgressSender
 from pipelines.settings import TrainSettings
@@ -129,6 +129,20 @@ def restore(loop: LoopConfig, device: torch.device, world: int) -> TrainState:
     return state
 
 
+def announce_placement(progress: ProgressSender, world: int) -> None:
+    """Say where the workers run (one line from rank 0): on a cluster, which nodes got them."""
+    import ray
+    import torch.distributed as dist
+
+    address = ray.util.get_node_ip_address()
+    addresses = [address] * world
+    if world > 1 and dist.is_initialized():
+        dist.all_gather_object(addresses, address)
+    counts = {node: addresses.count(node) for node in dict.fromkeys(addresses)}
+    nodes = ", ".join(f"{node} ({count})" for node, count in counts.items())
+    progress.message(f"{world} training worker(s) on {len(counts)} node(s): {nodes}")
+
+
 def open_tracking(loop: LoopConfig, state: TrainState) -> None:
     """Rank 0: open (or continue, on resume) the run's MLflow run."""
     from pipelines import tracking
@@ -187,6 +201,7 @@ def train_loop_per_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world, device = context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
     progress = loop.progress if rank == 0 else ProgressSender()
+    announce_placement(progress, world)
     state = restore(replace(loop, progress=progress), device, world)
     if rank == 0:
         open_tracking(loop, state)
@@ -309,19 +324,21 @@ def run_training(settings: TrainSettings, *, progress: bool = True) -> TrainOutc
     """Run (or resume) a training, with its progress on this console; copy the best checkpoint and its
     report to the run's output folder."""
     from pipelines.progress import ProgressBoard
-    from pipelines.ray_runtime import check_resources, connect_ray, quiet_data_context
+    from pipelines.ray_runtime import check_placement, connect_ray, quiet_data_context
 
     get_preset(settings.preset, **{"precision": settings.precision, **settings.overrides})  # a bad preset fails before any work
     data = prepare_dataset(settings.data, settings.taxonomy or None, progress=progress)
     connect_ray()
     quiet_data_context()
-    if not os.environ.get("RAY_ADDRESS"):  # on a joined cluster an autoscaler may add nodes: Train checks then
-        per_worker = {"CPU": settings.cpus_per_worker, "GPU": 1 if settings.use_gpu else 0}
-        check_resources(per_worker, settings.workers, "training worker", "training worker group", "lower --workers or --cpus-per-worker, or drop --use-gpu")
+    per_worker = {"CPU": settings.cpus_per_worker, "GPU": 1 if settings.use_gpu else 0}
+    check_placement(per_worker, settings.workers, "training worker", "training worker group", "lower --workers or --cpus-per-worker, or drop --use-gpu")
     board = ProgressBoard(bars=progress)
     try:
         run = prepare_run(settings, data, progress=board.sender(settings.workers))
-        result = make_trainer(run).fit()
+        with RunLock(run.storage, run.settings.run_name, "training"):
+            result = make_trainer(run).fit()
+            if not result.error:
+                return collect_outcome(run, result)
     finally:
         board.close()
     if result.error:
@@ -329,7 +346,6 @@ def run_training(settings: TrainSettings, *, progress: bool = True) -> TrainOutc
         if refused is not None:
             raise refused from result.error
         raise result.error
-    return collect_outcome(run, result)
 
 
 def _refused_resources(error: BaseException) -> SettingError | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from h2crop_core.errors import SettingError
+from h2crop_core.runlock import RunLock
 from pipelines import tracking
 from pipelines.settings import TrainSettings, TuneSettings
 from pipelines.space import Choice, Range, SearchSpace, SpaceError, check_epochs, load_space, trial_settings
@@ -130,9 +131,17 @@ def run_sweep(settings: TuneSettings, base: TrainSettings, *, progress: bool = T
     connect_ray()
     quiet_data_context()
     concurrent = fit_concurrency(settings, base, count)
-    parent = open_parent(tracking_uri, base.experiment, name, space, settings, count)
+    with RunLock(resolve_storage(base.storage), name, "sweep"):
+        return sweep_under_lock(settings, space, base, data, name, count, concurrent, started)
+
+
+def sweep_under_lock(settings: TuneSettings, space: SearchSpace, base: TrainSettings, data: DatasetContext, name: str, count: int,
+                     concurrent: int, started: float) -> SweepOutcome:
+    """The sweep itself, once its name is this process's alone in the storage."""
+    parent = open_parent(base.tracking_uri, base.experiment, name, space, settings, count)
     plan = SweepPlan(name, space, base, data, str(Path(settings.output or Path("runs") / name).resolve()), resolve_storage(base.storage), parent,
                      trials=settings.trials)
+    tracking_uri = base.tracking_uri
     print(f"sweep {name}: {count} trials of {space.path} ({space.search} search, {space.scheduler} on {space.metric}, "
           f"{base.epochs} epochs at most), {concurrent} at a time; resume with --name {name}", flush=True)
     try:
@@ -176,12 +185,11 @@ def fit_concurrency(settings: TuneSettings, base: TrainSettings, count: int) -> 
     trial that cannot fit at all is refused before anything starts."""
     import ray
 
-    from pipelines.ray_runtime import check_resources
+    from pipelines.ray_runtime import check_placement
 
     per_worker = {"CPU": base.cpus_per_worker, "GPU": 1 if base.use_gpu else 0}
-    if not os.environ.get("RAY_ADDRESS"):  # on a joined cluster an autoscaler may add nodes
-        check_resources(per_worker, settings.workers_per_trial, "training worker", "trial's worker group",
-                        "lower --workers-per-trial or --cpus-per-worker, or drop --use-gpu")
+    check_placement(per_worker, settings.workers_per_trial, "training worker", "trial's worker group",
+                    "lower --workers-per-trial or --cpus-per-worker, or drop --use-gpu")
     per_trial = settings.workers_per_trial * base.cpus_per_worker + TRIAL_ACTOR["CPU"]
     cpus = ray.cluster_resources().get("CPU", 0)
     fits, limit = max(1, int((cpus - 1) // per_trial)), f"each needs {per_trial:g} CPU and the Ray cluster has {cpus:g}"

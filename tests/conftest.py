@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from h2crop_core.data.synth import synthesize_dataset
 from h2crop_core.taxonomy import Taxonomy
 
+_BUCKETS = itertools.count()
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -54,3 +56,57 @@ def _pristine_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def writable_root(tmp_path: Path, _pristine_root: Path) -> Path:
     """A fresh copy of a 6-sample dataset that a test may damage."""
     return Path(shutil.copytree(_pristine_root, tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto's) on loopback for the session, and the standard AWS environment
+    variables that point clients at it (pyarrow, boto3, Ray Train storage). Yields those variables."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    server = Path(sys.executable).parent / "moto_server"
+    if not server.is_file():
+        pytest.skip("moto_server not installed (pip install -e '.[dev]')")
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "h2crop-test", "AWS_SECRET_ACCESS_KEY": "h2crop-test",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not start on port {port}")
+                time.sleep(0.2)
+        yield env
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture()
+def s3_bucket(s3_server, request) -> str:
+    """A new, empty bucket on the session's S3 server: its ``s3://`` URI."""
+    import re
+
+    import boto3
+
+    name = f"{re.sub(r'[^a-z0-9]+', '-', request.node.name.lower())[:40].strip('-')}-{next(_BUCKETS)}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return f"s3://{name}"

@@ -29,11 +29,16 @@ from h2crop_core.mapping.area import row_areas_m2
 from h2crop_core.mapping.results import CONFIDENCE_NODATA, TileResult, ids_dtype, ids_nodata
 from h2crop_core.mapping.quicklook import write_quicklook
 from h2crop_core.mapping.tiling import Tile
+from h2crop_core.storage import Remote
 from h2crop_core.taxonomy import Taxonomy
 
 RECORD = "mapping.json"
 MAP_MANIFEST = "map.json"
 SUMMARY = "summary.json"
+
+
+#: what a mapping run writes beside ``tiles/`` (``map.json`` last)
+OUTPUT_PATTERNS = (RECORD, MAP_MANIFEST, SUMMARY, "quicklook.png", "level[0-9].tif", "confidence_level[0-9].tif")
 
 
 class MappingRecordError(H2CropError):
@@ -46,9 +51,12 @@ class TileStore:
     Args:
         out_dir: output folder (created).
         record: what defines the run (JSON-able); stored on first use and compared on every later one.
+        mirror: an object-store prefix (``s3://bucket/maps/x``) that receives the record and every tile as it
+            is written, so tiles written on any node reach the driver and survive the machine.
     """
 
-    def __init__(self, out_dir: str | Path, record: dict) -> None:
+    def __init__(self, out_dir: str | Path, record: dict, mirror: str | None = None) -> None:
+        self.remote = Remote(mirror) if mirror else None
         self.folder = Path(out_dir)
         self.tiles_dir = self.folder / "tiles"
         self.tiles_dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +83,8 @@ class TileStore:
             )
         else:
             write_text_atomic(record_path, json.dumps(record, indent=1))
+        if self.remote is not None and not self.remote.exists(RECORD):
+            self.remote.upload(record_path, RECORD)
         self.record = record
 
     def path(self, index: int) -> Path:
@@ -92,6 +102,8 @@ class TileStore:
                 raise ValueError(f"tile {tile.index}: core {name} is {array.shape[1:]}, expected {(row1 - row0, col1 - col0)}")
         path = self.path(tile.index)
         write_atomic(path, lambda file: np.savez(file, ids=result.ids, confidence=result.confidence))
+        if self.remote is not None:
+            self.remote.upload(path, f"tiles/{path.name}")
         return path
 
     def read(self, index: int) -> TileResult:
@@ -108,7 +120,7 @@ def clear_outputs(folder: str | Path) -> list[Path]:
     """Delete what a mapping run wrote into ``folder`` (tiles, record, maps, summary, quicklook, partial
     files), nothing else: a user's other files there stay. Returns what was deleted."""
     folder = Path(folder)
-    patterns = (RECORD, MAP_MANIFEST, SUMMARY, "quicklook.png", "level[0-9].tif", "confidence_level[0-9].tif", f".*{PARTIAL}")
+    patterns = OUTPUT_PATTERNS + (f".*{PARTIAL}",)
     deleted = [path for pattern in patterns for path in folder.glob(pattern) if path.is_file()]
     for path in deleted:
         path.unlink()

@@ -27,8 +27,9 @@ RAY_STATE = {"kind": None}
 
 
 @pytest.fixture()
-def ray_local():
-    """The session's local Ray (started on first use; restarted if a cluster test replaced it)."""
+def ray_local(s3_server):
+    """The session's local Ray (started on first use; restarted if a cluster test replaced it). Its nodes
+    start with the session S3 server's variables, so Ray Train, Tune and map actors reach ``s3://`` there."""
     import ray
 
     if ray.is_initialized() and RAY_STATE["kind"] != "local":

@@ -23,10 +23,11 @@ from h2crop_core.data.synth.user_files import write_monthly_s2
 from h2crop_core.mapping import TileGrid, inputs_from_region, predict_tiles
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import get_preset
+from h2crop_core.storage import Remote
 from h2crop_core.taxonomy import Taxonomy
 from pipelines.cli import main
 from pipelines.mapping import region_reader_for
-from tests.core.mapping.test_region_reader import rewrite, warp_to
+from tests.core.mapping.test_region_reader import warp_to
 
 ARGS = ["--tile", "96", "--overlap", "16", "--batch-size", "3", "--quiet"]
 OUTPUTS = [f"{kind}level{k}.tif" for kind in ("", "confidence_") for k in range(1, 5)]
@@ -190,34 +191,37 @@ def test_nodata_holes_become_nodata_in_the_map_and_its_confidence(ray_local, syn
     assert summary["mapped_km2"] == pytest.approx((192 * 192 - hole.sum()) * 100 / 1e6)
 
 
-def test_a_killed_map_resumes_to_the_same_bytes(ray_local, checkpoint, tmp_path, capsys):
-    """SIGKILL of the driver mid-run (its actors die with it); the rerun predicts only what is missing and
-    its outputs, confidence included, equal an uninterrupted run's byte for byte."""
+def test_a_killed_map_into_a_bucket_resumes_from_its_tiles_to_the_same_bytes(ray_local, checkpoint, s3_bucket, tmp_path, capsys):
+    """SIGKILL of the driver mid-run (its actors die with it), writing to an S3 bucket; the rerun from another
+    staging folder (as on another machine) predicts only the tiles missing from the bucket, and its outputs,
+    confidence included, equal an uninterrupted local run's byte for byte."""
     data = tmp_path / "data"
     assert main(["synth", "--out", str(data), "--samples", "3", "--region-size", "288", "--quiet"]) == 0
-    args = ["--region", data / "region"]
-    command = map_command(checkpoint, tmp_path / "killed", *args)
+    bucket = Remote(f"{s3_bucket}/maps/killed")
+    command = map_command(checkpoint, bucket.location, "--region", data / "region")
     command[command.index("--batch-size") + 1] = "1"
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
-    tiles = tmp_path / "killed" / "tiles"
+    killed = [*command, "--staging", str(tmp_path / "staging_killed")]
+    driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *killed], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and driver.poll() is None and len(list(tiles.glob("*.npz"))) < 3:
+        while time.monotonic() < deadline and driver.poll() is None and len(bucket.names("tiles")) < 3:
             time.sleep(0.05)
         os.killpg(driver.pid, signal.SIGKILL)
     finally:
         driver.wait(30)
-    done = len(list(tiles.glob("*.npz")))
-    assert 3 <= done < 16 and not (tmp_path / "killed" / "map.json").exists(), (done, driver.stderr.read())
+    done = len(bucket.names("tiles"))
+    assert 3 <= done < 16 and not bucket.exists("map.json"), (done, driver.stderr.read())
     capsys.readouterr()
-    assert main(command) == 0
-    manifest = json.loads((tmp_path / "killed" / "map.json").read_text())
-    assert manifest["tiles_resumed"] >= done and manifest["tiles_resumed"] + manifest["tiles_predicted"] == 16
-    whole = [str(tmp_path / "whole") if part == str(tmp_path / "killed") else part for part in command]  # same batches
+    assert main([*command, "--staging", str(tmp_path / "staging")]) == 0
+    assert f"resuming: {done} of 16 tiles already done" in capsys.readouterr().out
+    manifest = json.loads(bucket.read_text("map.json"))
+    assert manifest["tiles_resumed"] == done and manifest["tiles_predicted"] == 16 - done
+    assert set(OUTPUTS) | {"summary.json", "quicklook.png", "mapping.json"} <= bucket.names() and len(bucket.names("tiles")) == 16
+    whole = [str(tmp_path / "whole") if part == bucket.location else part for part in command]  # same batches, a local folder
     assert main(whole) == 0
     for name in OUTPUTS:
-        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+        assert bucket.fs.open_input_stream(f"{bucket.root}/{name}").read() == (tmp_path / "whole" / name).read_bytes(), name
 
 
 def test_parcels_of_a_map_to_geoparquet(ray_local, synth_root, checkpoint, tmp_path, capsys):

@@ -1,22 +1,27 @@
-"""Ray training: learning, checkpoints, MLflow, resume, and a killed worker, on a local Ray."""
+"""Ray training on a local Ray: learning, checkpoints, MLflow, resume, one run per name. A killed worker, a
+lost node and a killed job rerun are tested on the two-node cluster (test_cluster.py)."""
 
 import os
 import signal
-import threading
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from pyarrow.fs import FileSelector
 
 from h2crop_core.checkpoint import load_checkpoint
 from h2crop_core.errors import SettingError
+from h2crop_core.storage import Remote
 from pipelines.settings import TrainSettings, parse_overrides
 from pipelines.steps import lr_factor
 from pipelines.tracking import RUN_NAME_TAG
 from pipelines.train import run_training
 
 pytestmark = pytest.mark.ray
+SNAPSHOT = "checkpoint_manager_snapshot.json"  #: Train's record of its committed checkpoints
 
 
 def _settings(data: Path, tmp_path: Path, run_name: str, **changes) -> TrainSettings:
@@ -42,87 +47,63 @@ def _history(settings: TrainSettings, run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(MlflowClient(settings.tracking_uri).get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))]
 
 
-def test_training_learns_writes_checkpoints_tracks_and_resumes(ray_local, train_data, tmp_path):
-    settings = _settings(train_data, tmp_path, "learn")
-    outcome = run_training(settings)
-    assert outcome.epochs_done == 2
+def _wait_until_idle(ray, timeout: float = 60) -> None:
+    """A killed driver's Train workers are gone once Ray has their CPUs back."""
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] - 1e-6:
+        assert time.monotonic() < deadline, f"the killed run's resources were not released: {ray.available_resources()}"
+        time.sleep(0.2)
+
+
+def test_training_learns_into_a_bucket_and_a_killed_run_resumes_from_it(ray_local, train_data, s3_bucket, tmp_path):
+    settings = _settings(train_data, tmp_path, "learn", epochs=3, storage=f"{s3_bucket}/runs")
+    argv = ["train", "--data", settings.data, "--preset", settings.preset, "--epochs", "3", "--batch-size", "2", "--lr", "2e-3",
+            "--warmup-iters", "0", "--workers", "2", "--loader-workers", "0", "--run-name", "learn", "--storage", settings.storage,
+            "--output", settings.output, "--tracking-uri", settings.tracking_uri]
+    # `h2crop train` as a user runs it, killed (SIGKILL: no clean-up) once Train has committed a checkpoint
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    run_folder, storage = Remote(f"{settings.storage}/learn"), Remote(settings.storage)
+    try:
+        deadline = time.monotonic() + 240
+        while not run_folder.exists(SNAPSHOT) and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.killpg(driver.pid, signal.SIGKILL)
+    finally:
+        driver.wait(30)
+    assert run_folder.exists(SNAPSHOT), driver.stderr.read().decode()[-3000:]
+    assert storage.names(".h2crop_locks/learn")  # the killed holder's lock is left behind
+    _wait_until_idle(ray_local)
+
+    outcome = run_training(settings)  # the same command: the dead holder's lock is stale, the run resumes from the bucket
+    assert outcome.epochs_done == 3
     loaded = load_checkpoint(outcome.best_checkpoint)
     assert loaded.config.name == "tiny_crops_S2_H_P_jun" and loaded.spec.size == 96
     assert (outcome.output / "metrics.json").is_file() and (outcome.output / "confusion_level4.png").is_file()
+    stored = [info.path for info in run_folder.fs.get_file_info(FileSelector(run_folder.root, recursive=True))]
+    assert any(path.endswith("/model.ckpt") for path in stored)  # Train's checkpoints are in the bucket
     client = MlflowClient(settings.tracking_uri)
-    run = client.get_run(outcome.mlflow_run_id)
+    run = client.get_run(outcome.mlflow_run_id)  # the killed run's MLflow run, continued (its id travels in the checkpoint)
     assert run.data.params["settings.preset"] == "tiny_crops_S2_H_P_jun" and run.data.params["model.window"] == "jun"
     assert {"preset", "window", "modalities", "git_commit", "dataset_fingerprint"} <= set(run.data.tags)
+    assert len(client.search_runs([run.info.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = 'learn'")) == 1
+    resumed = _history(settings, run.info.run_id, "resumed_from_epoch")
+    assert len(resumed) == 1 and resumed[0] >= 1
     for level in range(1, 5):
-        assert len(_history(settings, run.info.run_id, f"val_level{level}_mf1")) == 2
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "best")}
-    assert "best/best.ckpt" in artifacts
-
-    # the same command with the same run name and more epochs continues the run
-    settings.epochs = 4
-    resumed = run_training(settings)
-    assert resumed.epochs_done == 4 and resumed.mlflow_run_id == outcome.mlflow_run_id
+        assert len(_history(settings, run.info.run_id, f"val_level{level}_mf1")) == 3  # each epoch once, across the kill
     losses = _history(settings, run.info.run_id, "train_loss")
-    assert len(losses) == 4 and losses[-1] < losses[0]  # it learns
-    assert _history(settings, run.info.run_id, "resumed_from_epoch") == [2]
-    runs = client.search_runs([run.info.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = 'learn'")
-    assert len(runs) == 1
+    assert len(losses) == 3 and losses[-1] < losses[0]  # it learns
+    assert "best/best.ckpt" in {a.path for a in client.list_artifacts(run.info.run_id, "best")}
+    assert not storage.names(".h2crop_locks/learn")  # released
 
 
-def _own_train_worker_pids(job_id: str) -> list[int]:
-    """PIDs of the live Ray Train workers of this test's own Ray job (from Ray's state API): never a
-    process of anyone else on the machine."""
-    from ray.util.state import list_actors
+def test_a_training_whose_name_is_in_use_is_refused_before_it_starts(ray_local, train_data, tmp_path):
+    from h2crop_core.runlock import RunInUse, RunLock
 
-    actors = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE"), ("job_id", "=", job_id)])
-    return [actor.pid for actor in actors if actor.pid]
-
-
-def _kill_a_worker_after_first_checkpoint(storage: Path, run_name: str, killed: list, job_id: str) -> None:
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((storage / run_name).glob("checkpoint_*")):
-        time.sleep(0.2)
-    time.sleep(2.5)  # let the controller register the report before the failure (RAY_NOTES.md)
-    pids = _own_train_worker_pids(job_id)
-    if pids:
-        os.kill(pids[0], signal.SIGKILL)
-        killed.append(pids[0])
-
-
-def test_a_killed_worker_is_replaced_and_an_interrupted_run_resumes(ray_local, train_data, tmp_path, capsys):
-    # with a failure budget the worker group restarts from the last checkpoint and finishes
-    import ray
-    import ray.train
-
-    job_id = ray.get_runtime_context().get_job_id()
-    settings = _settings(train_data, tmp_path, "survive", epochs=4, max_failures=1)
-    killed: list[int] = []
-    killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint, args=(tmp_path / "storage", "survive", killed, job_id))
-    killer.start()
-    outcome = run_training(settings)
-    killer.join()
-    assert killed, "no Ray Train worker process was found to kill"
-    assert outcome.epochs_done == 4
-    assert _history(settings, outcome.mlflow_run_id, "resumed_from_epoch")
-    out = capsys.readouterr().out  # the console says what happened, though workers' own output is not forwarded
-    assert "failed" in out and "restarting the workers from the last checkpoint" in out
-    assert "[h2crop] resuming survive after epoch" in out and "[h2crop] epoch 4/4:" in out
-
-    # without one the run stops; the same command then resumes from the saved epoch
-    settings = _settings(train_data, tmp_path, "interrupted", epochs=3, max_failures=0)
-    killed.clear()
-    killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint, args=(tmp_path / "storage", "interrupted", killed, job_id))
-    killer.start()
-    with pytest.raises(ray.train.TrainingFailedError):
+    settings = _settings(train_data, tmp_path, "taken")
+    with RunLock(settings.storage, "taken", "training"), pytest.raises(RunInUse, match="training name 'taken' is in use"):
         run_training(settings)
-    killer.join()
-    assert killed
-    saved = len(list((tmp_path / "storage" / "interrupted").glob("checkpoint_*")))
-    assert saved >= 1
-    outcome = run_training(settings)
-    assert outcome.epochs_done == 3
-    resumed = _history(settings, outcome.mlflow_run_id, "resumed_from_epoch")
-    assert resumed and resumed[0] >= 1
+    assert not (tmp_path / "storage" / "taken").exists() and not (tmp_path / "out" / "taken").exists()
 
 
 def test_learning_rate_schedule_warms_up_then_decays():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from h2crop_core.storage import Remote
 from pipelines import tracking
 
 # Only light imports at module level: Tune's trial actors import this module to run _reporting_trial.
@@ -68,12 +69,12 @@ def _lines(process: subprocess.Popen) -> "queue.Queue[str]":
     return lines
 
 
-def _terminated_in_state(sweep_dir: Path, trial_id: str) -> bool:
-    """Whether Tune's saved experiment state already records ``trial_id`` as finished."""
-    for state in sweep_dir.glob("experiment_state-*.json"):
+def _terminated_in_state(sweep: Remote, trial_id: str) -> bool:
+    """Whether Tune's saved experiment state (in a folder or a bucket) already records ``trial_id`` as finished."""
+    for state in (n for n in sweep.names() if n.startswith("experiment_state-") and n.endswith(".json")):
         try:
-            trials = json.loads(state.read_text())["trial_data"]
-        except (ValueError, KeyError):
+            trials = json.loads(sweep.read_text(state))["trial_data"]
+        except (ValueError, KeyError, OSError):
             continue
         for trial_json, _ in trials:
             trial = json.loads(trial_json)
@@ -92,14 +93,14 @@ def _wait_for_idle_cluster(ray, timeout: float = 60) -> None:
     raise AssertionError(f"the killed sweep's resources were not released: {ray.available_resources()}")
 
 
-def test_quick_sweep_tracks_stops_early_and_resumes_after_its_driver_is_killed(ray_local, train_data, tmp_path, capsys):
+def test_quick_sweep_tracks_stops_early_and_resumes_from_its_bucket_after_its_driver_is_killed(ray_local, train_data, s3_bucket, tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
     from pipelines.cli import main
     from pipelines.space import load_space
 
     uri = tracking.resolve_tracking_uri(str(tmp_path / "mlruns.db"))
-    argv = ["tune", "--data", str(train_data), "--space", str(QUICK), "--name", "quick", "--storage", str(tmp_path / "ray"),
+    argv = ["tune", "--data", str(train_data), "--space", str(QUICK), "--name", "quick", "--storage", f"{s3_bucket}/ray",
             "--tracking-uri", uri, "--output", str(tmp_path / "runs"), "--loader-workers", "0", "--repeat-best", "1"]
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -112,7 +113,7 @@ def test_quick_sweep_tracks_stops_early_and_resumes_after_its_driver_is_killed(r
             if "finished: best" in line:
                 first = line.split(" trial ")[1].split()[0]
         assert first, "".join(seen)
-        while not _terminated_in_state(tmp_path / "ray" / "quick", first) and time.monotonic() < deadline:
+        while not _terminated_in_state(Remote(f"{s3_bucket}/ray/quick"), first) and time.monotonic() < deadline:
             time.sleep(0.2)
         driver.send_signal(signal.SIGKILL)  # the driver dies mid-sweep: no chance to save or clean up
     finally:
@@ -124,7 +125,7 @@ def test_quick_sweep_tracks_stops_early_and_resumes_after_its_driver_is_killed(r
 
     assert main(argv) == 0  # the same command resumes the sweep
     out = capsys.readouterr().out
-    assert "resuming sweep quick" in out and f"trial {first} started" not in out
+    assert f"resuming sweep quick from {s3_bucket}/ray/quick" in out and f"trial {first} started" not in out
     experiment_id = client.get_experiment_by_name("h2crop").experiment_id
     parent = client.search_runs([experiment_id], filter_string=f"tags.`{tracking.KIND_TAG}` = 'sweep'")
     assert len(parent) == 1 and parent[0].info.status == "FINISHED" and parent[0].data.params["space_digest"] == load_space(QUICK).digest
@@ -163,3 +164,16 @@ def test_a_trial_larger_than_the_cluster_is_refused_before_anything_starts(ray_l
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "trial's worker group needs 6 CPU (the Ray cluster has 4)" in err[0] and "--workers-per-trial" in err[0]
     assert not (tmp_path / "ray" / "big").exists()  # no Tune experiment was started
+
+
+def test_a_sweep_whose_name_is_in_use_is_refused_naming_the_holder(ray_local, train_data, tmp_path, capsys):
+    from h2crop_core.runlock import RunLock
+    from pipelines.cli import main
+
+    argv = ["tune", "--data", str(train_data), "--space", str(QUICK), "--name", "taken", "--storage", str(tmp_path / "ray"),
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns.db'}"]
+    with RunLock(str(tmp_path / "ray"), "taken", "sweep"):  # a live sweep of that name, in this process
+        assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"sweep name 'taken' is in use in {tmp_path / 'ray'}: held by sweep on host" in err[0]
+    assert not (tmp_path / "ray" / "taken").exists()  # no Tune experiment was started
