@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from h2crop_core.errors import H2CropError
-from h2crop_core.storage import filesystem
+from h2crop_core.storage import Remote
 
 LOCKS_FOLDER = ".h2crop_locks"
 HEARTBEAT_S = 15.0
@@ -64,8 +64,8 @@ class RunLock:
     _thread: threading.Thread | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self._fs, root = filesystem(self.storage)
-        self.folder = f"{root.rstrip('/')}/{LOCKS_FOLDER}/{self.name}"
+        self._entries_store = Remote(self.where)
+        self._fs, self.folder = self._entries_store.fs, self._entries_store.root.rstrip("/")
         self.path = f"{self.folder}/{self.token}.json"
         self.started = time.time()
 
@@ -75,14 +75,10 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         """Take the name, or raise :class:`RunInUse` naming the holder."""
-        from pyarrow import fs
-
-        if isinstance(self._fs, fs.LocalFileSystem):  # an object store has no folders (and would keep a marker)
-            self._fs.create_dir(self.folder, recursive=True)
         self._write()
         others = [entry for entry in self._entries() if entry.get("token") != self.token]
         if others:
-            self._delete(self.path)
+            self._delete(f"{self.token}.json")
             holder = others[0]
             seen = time.time() - float(holder.get("heartbeat", 0))
             raise RunInUse(
@@ -98,7 +94,7 @@ class RunLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self._delete(self.path)
+        self._delete(f"{self.token}.json")
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -112,12 +108,9 @@ class RunLock:
                 "started": self.started, "heartbeat": time.time()}
 
     def _write(self) -> None:
-        # the object appears whole when the stream closes (S3); locally a rename makes it so, and listings
-        # skip the unfinished ``.part`` name
-        partial = f"{self.path}.part"
-        with self._fs.open_output_stream(partial) as stream:
-            stream.write(json.dumps(self._record()).encode())
-        self._fs.move(partial, self.path)
+        """Write (or refresh) this holder's entry; a reader never sees half of it (see :meth:`Remote.write`)."""
+        data = json.dumps(self._record()).encode()
+        self._entries_store.write(f"{self.token}.json", lambda file: file.write(data))
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -128,19 +121,16 @@ class RunLock:
 
     def _entries(self) -> list[dict]:
         """Live entries of this name (stale ones are removed on the way)."""
-        from pyarrow import fs
-
         live = []
-        for info in self._fs.get_file_info(fs.FileSelector(self.folder, allow_not_found=True)):
-            if not info.path.endswith(".json"):
+        for name in sorted(self._entries_store.names()):
+            if not name.endswith(".json"):  # an entry being written
                 continue
             try:
-                with self._fs.open_input_stream(info.path) as stream:
-                    entry = json.loads(stream.read())
+                entry = json.loads(self._entries_store.read_text(name))
             except (OSError, ValueError):  # removed meanwhile, or not ours to read
                 continue
             if self._stale(entry):
-                self._delete(info.path)
+                self._delete(name)
             else:
                 live.append(entry)
         return live
@@ -152,8 +142,8 @@ class RunLock:
             return True
         return entry.get("host") == socket.gethostname() and not _pid_alive(int(entry.get("pid", 0)))
 
-    def _delete(self, path: str) -> None:
+    def _delete(self, name: str) -> None:
         try:
-            self._fs.delete_file(path)
-        except (FileNotFoundError, OSError):
+            self._entries_store.delete(name)
+        except OSError:  # another contender removed it, or the store is unreachable: the entry goes stale
             pass

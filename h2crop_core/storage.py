@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from h2crop_core.errors import SettingError
 from h2crop_core.files import write_atomic
@@ -36,8 +38,11 @@ class Remote:
     """Files under one prefix of an object store (or a folder), addressed by their relative names."""
 
     def __init__(self, location: str) -> None:
+        from pyarrow import fs
+
         self.location = location.rstrip("/")
         self.fs, self.root = filesystem(self.location)
+        self.local = isinstance(self.fs, fs.LocalFileSystem)
 
     def _path(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}"
@@ -59,13 +64,19 @@ class Remote:
         with self.fs.open_input_stream(self._path(name)) as source:
             return source.read().decode()
 
-    def upload(self, local: str | Path, name: str) -> None:
-        from pyarrow import fs
+    def write(self, name: str, write: Callable[[BinaryIO], object]) -> None:
+        """Call ``write(file)`` for the object ``name``: in a folder through a temporary name and a rename
+        (:func:`~h2crop_core.files.write_atomic`), in an object store as one upload."""
+        path = self._path(name)
+        if self.local:
+            write_atomic(path, write)
+            return
+        with self.fs.open_output_stream(path) as target:
+            write(target)
 
-        if isinstance(self.fs, fs.LocalFileSystem):  # a bucket has no folders to create
-            os.makedirs(os.path.dirname(self._path(name)), exist_ok=True)
-        with open(local, "rb") as source, self.fs.open_output_stream(self._path(name)) as target:
-            shutil.copyfileobj(source, target, 1 << 20)
+    def upload(self, local: str | Path, name: str) -> None:
+        with open(local, "rb") as source:
+            self.write(name, lambda target: shutil.copyfileobj(source, target, 1 << 20))
 
     def download(self, name: str, local: str | Path) -> Path:
         with self.fs.open_input_stream(self._path(name)) as source:
@@ -74,5 +85,5 @@ class Remote:
     def delete(self, name: str) -> None:
         try:
             self.fs.delete_file(self._path(name))
-        except FileNotFoundError:
+        except FileNotFoundError:  # already gone
             pass

@@ -24,10 +24,9 @@ import numpy as np
 import torch
 
 from h2crop_core.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from h2crop_core.files import file_digest
+from h2crop_core.files import file_digest, write_text_atomic
 from h2crop_core.memory import peak_rss_mb
 from h2crop_core.mapping import MapInputs, RegionReader, TileGrid, TileStore, predict_tiles, write_level_cogs
-from h2crop_core.files import write_text_atomic
 from h2crop_core.mapping.writer import MAP_MANIFEST, OUTPUT_PATTERNS, RECORD, MappingRecordError, clear_outputs
 from h2crop_core.runlock import RunLock
 from h2crop_core.storage import Remote, is_uri
@@ -114,8 +113,9 @@ def map_region(checkpoint: str | Path, inputs: MapInputs, output: str | Path, se
     reader = region_reader_for(loaded, inputs, settings)
     try:
         if not is_uri(output):
-            with exclusive(Path(output).resolve()):
-                return _map_locked(loaded, checkpoint, inputs, reader, Path(output).resolve(), settings, progress)
+            folder = Path(output).resolve()
+            with exclusive(folder):
+                return _map_locked(loaded, checkpoint, inputs, reader, folder, settings, progress)
         remote, staging = Remote(str(output)), staging_folder(str(output), settings)
         with RunLock(str(output), "map", "mapping"), exclusive(staging):
             sync_staging(remote, staging, overwrite=settings.overwrite)

@@ -116,12 +116,11 @@ def autoscales(report: bytes | None) -> bool:
 def check_placement(per_unit: dict[str, float], count: int, unit: str, group: str, hint: str) -> None:
     """:func:`check_resources` where the cluster is fixed (a local Ray, ``ray start`` nodes); on an
     autoscaling cluster a request nothing fits yet waits for nodes, and says so."""
-    if not cluster_autoscales():
-        check_resources(per_unit, count, unit, group, hint)
-        return
     try:
         check_resources(per_unit, count, unit, group, hint)
     except SettingError:
+        if not cluster_autoscales():
+            raise
         wanted = ", ".join(f"{v:g} {k}" for k, v in per_unit.items() if v)
         print(f"waiting for the autoscaler: {count} x {unit} ({wanted}) do not fit the nodes up now; it will add nodes if "
               f"its node types allow (Ctrl-C, or `ray job stop`, to give up)", flush=True)

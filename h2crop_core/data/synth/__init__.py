@@ -23,8 +23,7 @@ scenes drawn from them).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from h2crop_core.lazy import lazy_exports
 
 #: public name -> the submodule defining it (imported on first use: the taxonomy generator needs no rasterio)
 _EXPORTS = {
@@ -37,7 +36,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
