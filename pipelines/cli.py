@@ -43,6 +43,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         key_style=args.key_style,
         spec=SampleSpec(size=args.size),
         region_size=None if args.region_size == 0 else args.region_size,
+        label_fraction=args.label_fraction,
         progress=not args.quiet,
     )
     counts = ", ".join(f"{split} {len(names)}" for split, names in result.splits.items())
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-style", choices=("files", "readme"), default="files", help="HDF5 key spelling: as the files ship (S2_data, ...) or as the README documents (S2, ...)")
     p.add_argument("--size", type=int, default=192, help="sample side in S2 pixels, a multiple of 96 (default 192, the benchmark's; 96 for quick sweeps)")
     p.add_argument("--region-size", type=int, default=1008, help="side of the synthetic mapping region in S2 pixels, a multiple of 3; 0 for none (default 1008)")
+    p.add_argument("--label-fraction", type=float, default=1.0, help="below 1: sparse labels, as from a field survey (about this fraction of parcels labelled, unevenly over the tiles; default 1: every parcel)")
     p.add_argument("--user-files", action="store_true", help="also write the region as a user has it: monthly S2 files, EnMAP in another UTM zone, parcels in Lambert-93 (<out>/user_files)")
     p.set_defaults(func=cmd_synth)
 

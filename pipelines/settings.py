@@ -18,9 +18,12 @@ from h2crop_core.errors import SettingError
 from h2crop_core.mapping.sources import RESAMPLING_CHOICES
 from h2crop_core.models.heads import DECODE_CHOICES, DEFAULT_DECODE
 from h2crop_core.models.presets import PRECISIONS, ModelConfig
+from h2crop_core.recipe import RECIPE_CHOICES
 
 #: how training workers get their arrays: read on the worker from sharded paths, or in Ray Data tasks
 INPUT_MODES: tuple[str, ...] = ("paths", "arrays")
+#: how an epoch draws training tiles (h2crop_core/data/sampling.py)
+SAMPLINGS: tuple[str, ...] = ("auto", "uniform", "labelled")
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None, flags: tuple[str, ...] = (), cli: bool = True) -> Any:
@@ -41,25 +44,31 @@ def check_choices(settings: object) -> None:
 
 
 def check_positive(settings: object, names: tuple[str, ...], minimum: float = 1) -> None:
+    """Each named setting is at least ``minimum`` (None, "the recipe's", passes)."""
     for name in names:
-        if getattr(settings, name) < minimum:
+        if getattr(settings, name) is not None and getattr(settings, name) < minimum:
             raise SettingError(f"{name} must be at least {minimum:g}; got {getattr(settings, name)!r}")
 
 
 @dataclass
 class TrainSettings:
-    """Everything a training run needs; recorded whole as MLflow params. Defaults: the benchmark's recipe."""
+    """Everything a training run needs; recorded whole as MLflow params (as resolved: the recipe's values
+    filled in). Schedule settings left None take the recipe's (:mod:`h2crop_core.recipe`)."""
 
     data: str = setting(help="dataset root")
     preset: str = setting(help="model preset, e.g. crops_S2_H_P_jun or tiny_crops_S2_H_P_jun (h2crop model-info --all)")
     overrides: dict = setting({}, "model setting overrides (--set key=value)", cli=False)
-    epochs: int = setting(100, "epochs (the run stops earlier at --time-budget-minutes)")
+    recipe: str = setting("auto", "training schedule: benchmark (the paper's: lr 6e-5, 1,000 warm-up steps, cosine over 100 epochs), small (lr 2e-3, 50 warm-up steps, 1,500 optimizer steps, early stopping), or auto: small below 2,000 training samples unless --lr is given, else benchmark (default: auto)", choices=RECIPE_CHOICES)
+    epochs: int | None = setting(None, "most epochs (default: the recipe's; the small recipe counts optimizer steps, --steps); the run stops earlier at --time-budget-minutes or --patience")
+    steps: int | None = setting(None, "optimizer steps of the warm-up + cosine schedule (default: the recipe's; benchmark: every step of --epochs epochs)")
+    patience: int | None = setting(None, "stop after this many epochs without a better validation mF1, keeping the best checkpoint; 0: never (default: the recipe's: 12 for small, 20 for auto's benchmark, 0 for --recipe benchmark)")
+    sampling: str = setting("auto", "how an epoch draws training tiles: uniform (each once, the benchmark's), labelled (in proportion to their labelled pixels; unlabelled tiles left out), auto: labelled when under half the pixels are labelled (default: auto)", choices=SAMPLINGS)
     batch_size: int = setting(4, "samples per worker per step")
-    lr: float = setting(6e-5, "peak AdamW learning rate")
+    lr: float | None = setting(None, "peak AdamW learning rate (default: the recipe's)")
     weight_decay: float = setting(5e-4, "AdamW weight decay")
-    warmup_iters: int = setting(1000, "linear warm-up steps (capped at 10%% of all steps)")
+    warmup_iters: int | None = setting(None, "linear warm-up steps, capped at 10%% of all steps (default: the recipe's)")
     warmup_start: float = setting(0.01, "warm-up starts at this fraction of the lr")
-    min_lr: float = setting(6e-6, "learning rate at the end of the cosine decay")
+    min_lr: float | None = setting(None, "learning rate at the end of the cosine decay (default: the recipe's)")
     grad_accum: int = setting(1, "gradient accumulation steps")
     precision: str = setting("bf16", "autocast precision unless --set precision= says otherwise (the benchmark trained in mixed precision)", choices=PRECISIONS)
     cutmix_p: float = setting(0.5, "CutMix probability per sample (0 disables)", flags=("--cutmix",))
@@ -81,12 +90,12 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        check_positive(self, ("epochs", "batch_size", "grad_accum", "workers"))
-        check_positive(self, ("loader_workers", "warmup_iters", "time_budget_minutes"), minimum=0)
+        check_positive(self, ("epochs", "steps", "batch_size", "grad_accum", "workers"))
+        check_positive(self, ("loader_workers", "warmup_iters", "patience", "time_budget_minutes"), minimum=0)
         check_positive(self, ("max_failures",), minimum=-1)  # -1: restart forever
         if not 0 <= self.cutmix_p <= 1:
             raise SettingError(f"cutmix_p is a probability in [0, 1]; got {self.cutmix_p!r}")
-        if self.lr <= 0 or self.min_lr < 0:
+        if (self.lr is not None and self.lr <= 0) or (self.min_lr is not None and self.min_lr < 0):
             raise SettingError(f"lr must be positive and min_lr non-negative; got lr {self.lr!r}, min_lr {self.min_lr!r}")
 
     @property

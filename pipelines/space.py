@@ -241,7 +241,7 @@ def _kind(path: Path, key: str) -> type | str:
     if key in NOT_SWEPT:
         raise SpaceError(f"{path}: {key}: not a per-trial setting; set it with {NOT_SWEPT[key]}")
     if key in fields:
-        return {"int": int, "float": float, "str": str, "bool": bool}[str(fields[key].type)]
+        return {"int": int, "float": float, "str": str, "bool": bool}[str(fields[key].type).removesuffix(" | None")]
     known = list(RESERVED) + list(BENCHMARK_KEYS) + [k for k in fields if k not in NOT_SWEPT] + ["model.<field>"]
     raise SpaceError(f"{path}: unknown key {key!r}{_suggest(key, [*fields, *RESERVED, *BENCHMARK_KEYS], '', model=True)}; known: {', '.join(known)}")
 

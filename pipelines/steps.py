@@ -58,6 +58,7 @@ class TrainState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     epoch: int = 0  #: epochs finished
     best_score: float = -math.inf
+    best_epoch: int = 0  #: the epoch (1-based) of ``best_score``: early stopping counts from it
     spent_s: float = 0.0  #: train + validation seconds used so far (the time budget)
     last_epoch_s: float = 0.0
     mlflow_run_id: str | None = None
@@ -69,12 +70,13 @@ class TrainState:
     def state_dict(self) -> dict:
         """Everything but the weights (they go in the model checkpoint)."""
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": self.epoch - 1,
-                "best_score": self.best_score, "mlflow_run_id": self.mlflow_run_id, "spent_s": self.spent_s, "last_epoch_s": self.last_epoch_s}
+                "best_score": self.best_score, "best_epoch": self.best_epoch, "mlflow_run_id": self.mlflow_run_id, "spent_s": self.spent_s, "last_epoch_s": self.last_epoch_s}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.best_score = state["epoch"] + 1, state["best_score"]
+        self.best_epoch = int(state.get("best_epoch", self.epoch))
         self.mlflow_run_id, self.spent_s = state.get("mlflow_run_id"), float(state.get("spent_s", 0.0))
         self.last_epoch_s = float(state.get("last_epoch_s", 0.0))  # the budget check right after a restart
 
@@ -88,7 +90,7 @@ def make_state(config: ModelConfig, settings: TrainSettings, n_train: int, world
     torch.manual_seed(settings.seed)
     model = DualStreamModel(config).to(device)  # before the optimizer: restored moments land on the same device
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    total_steps = max(1, steps_per_epoch(n_train, world, settings) * settings.epochs)
+    total_steps = max(1, settings.steps or steps_per_epoch(n_train, world, settings) * settings.epochs)  # steps: resolved by the recipe
     warmup = min(settings.warmup_iters, total_steps // 10)
     min_ratio = settings.min_lr / settings.lr
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup, settings.warmup_start, min_ratio))
@@ -205,7 +207,8 @@ def epoch_report(state: TrainState, totals: EpochTotals, confusion: Hierarchical
         for key in ("oa", "miou", "mf1"):
             report[f"val_{level}_{key}"] = values[key]
     score = report[SCORE] if report[SCORE] == report[SCORE] else -math.inf  # NaN never wins
-    state.best_score = max(state.best_score, score)
+    if score > state.best_score:
+        state.best_score, state.best_epoch = score, state.epoch + 1
     report["best_val_mf1"] = state.best_score
     return report, metrics
 
@@ -246,6 +249,9 @@ def should_stop(settings: TrainSettings, state: TrainState, device) -> tuple[boo
     """
     if state.epoch >= settings.epochs:
         return True, ""
+    if settings.patience and state.epoch - state.best_epoch >= settings.patience:  # the same on every rank: no broadcast
+        return True, (f"early stopping: no better val mF1 in {settings.patience} epochs since epoch {state.best_epoch} "
+                      f"({state.best_score:.4f}); keeping that epoch's checkpoint")
     budget = settings.time_budget_s
     if not budget:
         return False, ""

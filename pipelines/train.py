@@ -42,6 +42,7 @@ from h2crop_core.report import write_report
 from h2crop_core.runlock import RunLock
 from h2crop_core.taxonomy import Taxonomy, load_taxonomy
 from pipelines.progress import ProgressSender
+from pipelines.schedule import Schedule, resolve_schedule
 from pipelines.settings import TrainSettings
 from pipelines.steps import SCORE, TrainState, epoch_report, make_state, should_stop, summary_line, train_epoch, validate
 
@@ -253,6 +254,7 @@ class PreparedRun:
     loop: LoopConfig
     storage: str
     output: Path
+    schedule: Schedule
 
     @property
     def settings(self) -> TrainSettings:
@@ -269,13 +271,15 @@ def prepare_run(settings: TrainSettings, data: DatasetContext | None = None, *, 
     from pipelines import tracking
 
     data = data or prepare_dataset(settings.data, settings.taxonomy or None)
+    planned = resolve_schedule(settings, data.train_paths)
+    settings, data = planned.settings, replace(data, train_paths=planned.train_paths)
     config = model_config_for(settings, data.taxonomy, data.spec)
     if not settings.run_name:
         settings = replace(settings, run_name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     loop = LoopConfig(settings, config, data, tracking.resolve_tracking_uri(settings.tracking_uri or None),
-                      tracking.git_commit(Path(__file__).parent), progress or ProgressSender())
+                      tracking.git_commit(Path(__file__).parent), progress or ProgressSender(), tags={"recipe_reason": planned.recipe_line})
     output = Path(settings.output or Path("runs") / settings.run_name).resolve()
-    return PreparedRun(loop, resolve_storage(settings.storage), output)
+    return PreparedRun(loop, resolve_storage(settings.storage), output, planned)
 
 
 def resolve_storage(storage: str) -> str:
@@ -335,6 +339,8 @@ def run_training(settings: TrainSettings, *, progress: bool = True) -> TrainOutc
     board = ProgressBoard(bars=progress)
     try:
         run = prepare_run(settings, data, progress=board.sender(settings.workers))
+        for line in (run.schedule.recipe_line, run.schedule.sampling_line, run.schedule.summary):
+            print(f"[h2crop] {line}", flush=True)
         with RunLock(run.storage, run.settings.run_name, "training"):
             result = make_trainer(run).fit()
             if not result.error:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from h2crop_core.errors import SettingError
+from h2crop_core.recipe import BENCHMARK
 from h2crop_core.runlock import RunLock
 from pipelines import tracking
 from pipelines.settings import TrainSettings, TuneSettings
@@ -110,7 +111,7 @@ class SweepOutcome:
 
 def base_settings(settings: TuneSettings, base: TrainSettings, space: SearchSpace) -> TrainSettings:
     """Every trial's settings before the space's values: epochs and workers from the sweep."""
-    epochs = settings.max_epochs or space.max_epochs or TrainSettings.__dataclass_fields__["epochs"].default
+    epochs = settings.max_epochs or space.max_epochs or BENCHMARK.epochs
     check_epochs(space, epochs)
     return replace(base, epochs=epochs, workers=settings.workers_per_trial)
 

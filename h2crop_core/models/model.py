@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from h2crop_core.models.enmap import EnMAPStream
 from h2crop_core.models.fusion import build_fusion
 from h2crop_core.models.heads import HierarchicalHeads
-from h2crop_core.models.layers import convs_to_channels_last
+from h2crop_core.models.layers import cat_channels, convs_to_channels_last
+from h2crop_core.models.pixel import PixelBranch
 from h2crop_core.models.presets import ModelConfig
 from h2crop_core.models.s2_swin import S2Stream, SwinGeometry
 
@@ -72,6 +73,11 @@ class DualStreamModel(nn.Module):
                 config.fusion, width, self.enmap.out_channels, config.fusion_heads, config.enmap_upscale, impl  # type: ignore[arg-type]
             )
             width = self.fusion.out_channels
+        self.pixel: PixelBranch | None = None
+        if config.pixel_branch:
+            enmap_bands = config.enmap_bands if config.use_enmap else 0
+            self.pixel = PixelBranch(config.months, config.s2_bands, enmap_bands, config.pixel_branch, config.enmap_upscale)
+            width += self.pixel.out_channels
         self.heads = HierarchicalHeads(width, config.num_classes, config.levels, config.use_prior)
         self.set_checkpointing(config.checkpointing)
         if config.channels_last:
@@ -106,6 +112,8 @@ class DualStreamModel(nn.Module):
             features = self.s2(s2)
             if self.enmap is not None and self.fusion is not None:
                 features = self.fusion(features, self.enmap(enmap))  # type: ignore[arg-type]
+            if self.pixel is not None:
+                features = cat_channels([features, self.pixel(s2, enmap)])
             logits = self.heads(features, prior)
         return [level.float() for level in logits]
 

@@ -70,6 +70,9 @@ class ModelConfig:
     # fusion
     fusion: str = "concat"
     fusion_heads: int = 4
+    #: channels of the optional per-pixel branch (each pixel's S2 series and EnMAP spectrum, no spatial
+    #: mixing) concatenated to the fused features; 0 = off, as in the benchmark (h2crop_core/models/pixel.py)
+    pixel_branch: int = 0
     # execution (no effect on the weights)
     precision: str = "fp32"
     attention: str = "sdpa"

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 HEAD, NODE2 = "127.0.0.2", "127.0.0.3"
 LOCAL_SH = REPO / "cluster" / "local.sh"
 SNAPSHOT = "checkpoint_manager_snapshot.json"  #: Train's record of its committed checkpoints
-TRAIN = ["--preset", "tiny_crops_S2_H_P_jun", "--batch-size", "2", "--loader-workers", "0", "--cpus-per-worker", "2"]
+TRAIN = ["--preset", "tiny_crops_S2_H_P_jun", "--lr", "2e-3", "--batch-size", "2", "--loader-workers", "0", "--cpus-per-worker", "2"]
 
 
 @dataclass

@@ -126,3 +126,17 @@ def test_replicas_are_identical_after_uneven_shards(tmp_path):
     assert math.isclose(ranks[0]["lr"], ranks[1]["lr"])
     for a, b in zip(ranks[0]["moments"] + ranks[0]["weights"], ranks[1]["moments"] + ranks[1]["weights"]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_early_stopping_counts_epochs_since_the_best_validation_score():
+    settings = TrainSettings(data="d", preset="p", epochs=50, patience=3)
+    state = _state()
+    state.epoch, state.best_epoch, state.best_score = 5, 4, 0.6  # epoch 4 was the best so far
+    assert not should_stop(settings, state, "cpu")[0]
+    state.epoch = 7  # epochs 5, 6, 7 without a better score
+    stop, why = should_stop(settings, state, "cpu")
+    assert stop and "early stopping" in why and "epoch 4" in why
+    assert not should_stop(TrainSettings(data="d", preset="p", epochs=50, patience=0), state, "cpu")[0]
+    restored = _state()
+    restored.load_state_dict(state.state_dict())  # a resumed run counts from the same best epoch
+    assert (restored.best_epoch, restored.epoch) == (4, 7)

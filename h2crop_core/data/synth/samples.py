@@ -39,6 +39,7 @@ def synthesize_dataset(
     spec: SampleSpec = H2CROP_SPEC,
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     region_size: int | None = 1008,
+    label_fraction: float = 1.0,
     progress: bool = True,
 ) -> SynthResult:
     """Write a synthetic dataset root: ``h5_data/``, ``data_lists/``, ``cascade_labels.csv`` and, unless
@@ -51,6 +52,9 @@ def synthesize_dataset(
         taxonomy: classes to generate; a generated 6/36/82/101 tree by default.
         key_style: ``files`` (``S2_data``, ``EnMAP_data``, ``priors``) or ``readme`` (``S2``, ``EnMAP``, ``prior``).
         region_size: side of the region in S2 pixels (a multiple of 3), or None for no region.
+        label_fraction: below 1, sparse labels as from a field survey: about this fraction of the parcels
+            keeps its label, unevenly over the tiles (:meth:`SyntheticWorld.sparsify_labels`); the images
+            are the same as with dense labels.
     """
     from tqdm.auto import tqdm
 
@@ -58,6 +62,8 @@ def synthesize_dataset(
         raise SettingError(f"key_style must be one of {sorted(KEY_STYLES)}, got {key_style!r}")
     if samples < 1:
         raise SettingError(f"samples must be at least 1, got {samples}")
+    if not 0 < label_fraction <= 1:
+        raise SettingError(f"label_fraction is a fraction in (0, 1]; got {label_fraction}")
     root = Path(out)
     names = sample_names(samples, seed)
     h5_dir = root / H5_DIR
@@ -78,6 +84,8 @@ def synthesize_dataset(
         scene["seed"] = int(sample_rng.integers(2**31))
         add_clouds(scene, sample_rng, spec.months)
         s2, enmap = world.render(scene, slice(None), sample_rng)
+        if label_fraction < 1:  # its own generator: the images stay those of the dense dataset
+            world.sparsify_labels(scene, label_fraction, np.random.default_rng([seed, i, 1]))
         arrays = {"s2": s2, "enmap": enmap, "label": world.label_stack(scene), "prior": world.label_stack(scene, "prior")}
         with h5py.File(h5_dir / f"{name}.h5", "w") as handle:
             for modality, array in arrays.items():

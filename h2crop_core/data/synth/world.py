@@ -84,6 +84,16 @@ class SyntheticWorld:
         prior_leaf[0] = 0
         return {"parcel": parcel, "parcel_leaf": parcel_leaf, "labelled": labelled, "prior_leaf": prior_leaf}
 
+    def sparsify_labels(self, scene: dict, fraction: float, rng: np.random.Generator) -> None:
+        """Keep labels on only some parcels, as a user with a field survey has them: each tile draws its own
+        labelling rate (Beta-distributed with mean ``fraction``, so some tiles are well labelled and many
+        barely), each parcel is kept with that rate, and the margins between parcels lose their labels."""
+        rate = rng.beta(0.6, 0.6 * (1 - fraction) / fraction) if fraction < 1 else 1.0
+        labelled = scene["labelled"].copy()
+        labelled[1:] &= rng.random(len(labelled) - 1) < rate
+        labelled[0] = False
+        scene["labelled"] = labelled
+
     def label_stack(self, scene: dict, which: str = "label") -> np.ndarray:
         """The (4, H, W) uint8 label (or ``which="prior"``) stack of a scene."""
         parcel = scene["parcel"]

@@ -1,0 +1,94 @@
+"""Which training tiles an epoch draws, and how often: uniform (the benchmark's) or by labelled pixels.
+
+A user's field survey labels a few parcels here and there: most tiles hold a handful of labelled pixels or
+none, and an epoch of uniformly drawn tiles is mostly pixels that add nothing to the loss (which averages
+over labelled pixels only). The ``labelled`` plan draws each tile in proportion to its labelled-pixel count
+and leaves unlabelled tiles out. A plan is a list of paths in which tiles repeat: it works unchanged with
+Ray Data's sharding and the readers, and an epoch can hold more draws than there are tiles (the small
+recipe's ``epoch_samples``), so that validation and checkpoints come every few dozen steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from h2crop_core.data.reader import SampleError, find_dataset
+from h2crop_core.taxonomy import UNLABELLED
+
+#: ``auto`` draws by labelled pixels when fewer than this fraction of the probed pixels is labelled
+SPARSE_FRACTION = 0.5
+#: tiles read to tell a sparsely labelled set from a densely labelled one (the benchmark: all labelled)
+PROBES = 32
+
+
+def labelled_pixels(path: str | Path) -> tuple[int, int]:
+    """(labelled pixels, pixels) of one sample: a pixel counts when any level has a label."""
+    with h5py.File(path, "r") as handle:
+        _, node = find_dataset(handle, "label")
+        if node is None:
+            raise SampleError(path, "label", "a (4, H, W) label dataset", "no label key")
+        label = node[()]
+    return int((label != UNLABELLED).any(axis=0).sum()), int(np.prod(label.shape[1:]))
+
+
+def count_labelled(paths: Sequence[str | Path], *, threads: int = 4, progress: bool = False) -> np.ndarray:
+    """(N, 2) labelled pixels and pixels of each tile (only the label arrays are read, in threads)."""
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        counts = list(tqdm(pool.map(labelled_pixels, paths), total=len(paths), desc="labelled pixels", unit="tile",
+                           disable=not progress, dynamic_ncols=True, leave=False))
+    return np.array(counts, dtype=np.int64).reshape(-1, 2)
+
+
+def probe_paths(paths: Sequence[str | Path], probes: int = PROBES) -> list[str | Path]:
+    """Up to ``probes`` tiles spread evenly over ``paths``."""
+    if len(paths) <= probes:
+        return list(paths)
+    return [paths[i] for i in np.linspace(0, len(paths) - 1, probes).round().astype(int)]
+
+
+def is_sparse(counts: np.ndarray) -> bool:
+    """Whether under :data:`SPARSE_FRACTION` of the counted pixels is labelled."""
+    return bool(counts[:, 0].sum() < SPARSE_FRACTION * counts[:, 1].sum())
+
+
+def proportional_copies(weights: np.ndarray, total: int) -> np.ndarray:
+    """Integer copies of each item, in proportion to ``weights`` and summing to ``total`` (largest
+    remainders get the last copies); items of weight 0 get none."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.sum() <= 0:
+        raise ValueError("no item has a positive weight")
+    share = weights / weights.sum() * total
+    copies = np.floor(share).astype(np.int64)
+    order = np.argsort(-(share - copies), kind="stable")
+    copies[order[: total - int(copies.sum())]] += 1
+    return copies
+
+
+def epoch_plan(paths: Sequence[str], size: int = 0, counts: np.ndarray | None = None) -> list[str]:
+    """The tiles of one epoch, ``max(size, len(paths))`` draws: with ``counts`` ((N, 2) from
+    :func:`count_labelled`) in proportion to their labelled pixels, else each tile equally often (the
+    paths themselves when ``size`` is at most their number)."""
+    size = max(size, len(paths))
+    if counts is None:
+        return [paths[i % len(paths)] for i in range(size)] if size > len(paths) else list(paths)
+    copies = proportional_copies(counts[:, 0], size)
+    return [path for path, n in zip(paths, copies) for _ in range(n)]
+
+
+def describe_plan(paths: Sequence[str], plan: Sequence[str], counts: np.ndarray | None) -> str:
+    """One line for the console: how the epoch draws its tiles."""
+    if counts is None:
+        repeats = f", each {math.ceil(len(plan) / len(paths))}x" if len(plan) > len(paths) else ""
+        return f"sampling uniform: {len(plan)} draws of {len(paths)} training tiles an epoch{repeats}"
+    fraction = counts[:, 0].sum() / max(1, counts[:, 1].sum())
+    empty = int((counts[:, 0] == 0).sum())
+    return (f"sampling labelled: {fraction:.1%} of training pixels labelled; {len(plan)} draws an epoch in proportion to each tile's "
+            f"labelled pixels ({empty} of {len(paths)} tiles without labels left out; --sampling uniform for the benchmark's)")

@@ -1,0 +1,81 @@
+"""Training recipes: the schedule a run follows, picked to fit the training set.
+
+The benchmark's recipe (lr 6e-5, 1,000 warm-up steps, cosine over 100 epochs) is made for 12,016 samples,
+about 300k optimizer steps. On a user's few dozen tiles the same settings give a few hundred steps at a
+learning rate too low to learn anything in them. The ``small`` recipe is defined in optimizer steps
+instead: a higher learning rate, a short warm-up, at least ``steps`` steps however few samples there are,
+epochs of at least ``epoch_samples`` draws (so validation, checkpoints and early stopping come every few
+dozen steps rather than every step) and early stopping on validation mF1. ``auto`` chooses between the two
+by the number of training samples alone, so the choice is known before anything is read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from h2crop_core.errors import SettingError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training schedule. ``steps`` None: the schedule is ``epochs`` passes over the data (the benchmark's
+    definition); otherwise it is ``steps`` optimizer steps and ``epochs`` only bounds it."""
+
+    name: str
+    lr: float
+    warmup_iters: int
+    min_lr: float
+    epochs: int
+    steps: int | None = None
+    epoch_samples: int = 0  #: draws per epoch at least (tiles repeat within an epoch to reach it)
+    patience: int = 0  #: epochs without a better validation mF1 before stopping; 0 = never
+
+
+#: the research code's recipe, for the benchmark's thousands of samples (H2CROP.md, "Recipe")
+BENCHMARK = Recipe("benchmark", lr=6e-5, warmup_iters=1000, min_lr=6e-6, epochs=100)
+#: for a few to a few hundred tiles: measured in benchmarks/small_data.py
+SMALL = Recipe("small", lr=2e-3, warmup_iters=50, min_lr=2e-5, epochs=10_000, steps=1500, epoch_samples=128, patience=12)
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (BENCHMARK, SMALL)}
+RECIPE_CHOICES: tuple[str, ...] = ("auto", *RECIPES)
+
+#: ``auto`` takes the small recipe below this many training samples: the benchmark recipe's 100 epochs
+#: give fewer optimizer steps than the small recipe's minimum there (2,000 samples at batch 4 on 2 workers
+#: are 250 steps an epoch, 25k in 100 epochs)
+SMALL_SET_SAMPLES = 2000
+#: early stopping that ``auto`` adds to the benchmark recipe (epochs)
+AUTO_PATIENCE = 20
+
+
+def choose_recipe(requested: str, train_samples: int, *, lr_given: bool = False) -> tuple[Recipe, int, str]:
+    """The recipe for a training set, its early-stopping patience and why, in a line for the console.
+
+    Args:
+        requested: ``auto``, ``small`` or ``benchmark``.
+        train_samples: samples in the training split.
+        lr_given: the user set the learning rate: ``auto`` keeps the benchmark recipe around it (as
+            before recipes existed; sweeps set their own learning rates).
+    """
+    if requested not in RECIPE_CHOICES:
+        raise SettingError(f"recipe must be one of {', '.join(RECIPE_CHOICES)}; got {requested!r}")
+    if requested != "auto":
+        recipe = RECIPES[requested]
+        return recipe, recipe.patience, f"recipe {recipe.name} (--recipe {requested})"
+    if lr_given:
+        return BENCHMARK, AUTO_PATIENCE, f"recipe benchmark around the given --lr (auto; early stopping after {AUTO_PATIENCE} epochs without a better val mF1)"
+    if train_samples < SMALL_SET_SAMPLES:
+        why = (f"recipe small: {train_samples} training samples (< {SMALL_SET_SAMPLES}): lr {SMALL.lr:g}, {SMALL.warmup_iters} warm-up steps, "
+               f"{SMALL.steps} optimizer steps, early stopping after {SMALL.patience} epochs without a better val mF1 (--recipe benchmark for the paper's)")
+        return SMALL, SMALL.patience, why
+    why = (f"recipe benchmark: {train_samples} training samples: lr {BENCHMARK.lr:g}, {BENCHMARK.warmup_iters} warm-up steps, cosine over "
+           f"{BENCHMARK.epochs} epochs, early stopping after {AUTO_PATIENCE} epochs without a better val mF1 (--recipe benchmark: no early stopping)")
+    return BENCHMARK, AUTO_PATIENCE, why
+
+
+def schedule(recipe_steps: int | None, epochs: int, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs to run, optimizer steps of the cosine schedule): ``recipe_steps`` steps (None: ``epochs``
+    full epochs), never more epochs than ``epochs``."""
+    if recipe_steps is None:
+        return epochs, epochs * steps_per_epoch
+    run_epochs = min(epochs, max(1, math.ceil(recipe_steps / steps_per_epoch)))
+    return run_epochs, min(recipe_steps, run_epochs * steps_per_epoch)
