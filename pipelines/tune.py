@@ -79,7 +79,7 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
             tracking.CONFIG_TAG: json.dumps(config, sort_keys=True, default=str), "h2crop.trial_id": trial_id}
     if plan.repeat_of:
         tags["h2crop.repeat_of"] = plan.repeat_of
-    run = replace(run, loop=replace(run.loop, tags=tags))
+    run = replace(run, loop=replace(run.loop, tags={**run.loop.tags, **tags}))  # keep prepare_run's (the recipe's reason)
     result = make_trainer(run, callbacks=[TuneReportCallback()]).fit()
     if result.error:
         raise result.error
