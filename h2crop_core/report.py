@@ -41,6 +41,17 @@ def build_metrics(confusion: HierarchicalConfusion, split: str, *, ignore_backgr
     }
 
 
+def metric_values(metrics: dict, prefix: str) -> dict[str, float]:
+    """The numbers of a ``metrics.json`` payload as flat MLflow keys: ``<prefix>_mf1``, ``<prefix>_miou``,
+    ``<prefix>_oa``, ``<prefix>_consistency`` and ``<prefix>_level<k>_{oa,miou,mf1}``."""
+    values = {f"{prefix}_{key}": metrics["mean"][key] for key in ("mf1", "miou", "oa")}
+    values[f"{prefix}_consistency"] = metrics["consistency"]
+    for level, numbers in metrics["levels"].items():
+        for key in ("oa", "miou", "mf1"):
+            values[f"{prefix}_{level}_{key}"] = numbers[key]
+    return values
+
+
 def write_report(metrics: dict, confusion: HierarchicalConfusion, out_dir: str | Path, taxonomy: Taxonomy | None = None) -> dict[str, Path]:
     """Write ``metrics.json``, ``per_class_level{1..4}.csv``, ``confusion.npz`` and the plots.
 

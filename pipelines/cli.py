@@ -20,7 +20,7 @@ from h2crop_core.errors import find_user_error
 from h2crop_core.taxonomy import load_taxonomy
 from pipelines.model_info import add_model_info_parser
 from pipelines.options import add_settings_options, settings_from_args
-from pipelines.settings import EvaluateSettings, MapSettings, TrainSettings
+from pipelines.settings import BaselineSettings, EvaluateSettings, MapSettings, TrainSettings
 from pipelines.sweep_cli import add_sweep_parsers
 
 
@@ -145,6 +145,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from h2crop_core.report import format_summary
+
+    settings = settings_from_args(BaselineSettings, args)
+    from pipelines.baseline import run_baseline
+
+    outcome = run_baseline(settings, args.data, args.output, progress=not args.quiet)
+    summary = outcome.summary
+    print(f"{settings.model} ({settings.target}) on {summary['train_pixels']:,} of {summary['train_labelled_pixels']:,} labelled training pixels "
+          f"({summary['features']} features); fit {summary['fit_seconds']:.1f} s, {summary['total_seconds']:.1f} s in all")
+    print(format_summary(outcome.metrics))
+    print(f"wrote {outcome.output / 'metrics.json'} (test; val/ for the validation split), predictions/ and baseline.json")
+    print(f"  MLflow  {outcome.tracking_uri}  run {outcome.mlflow_run_id} ({outcome.run_name}, h2crop.kind=baseline: `h2crop runs compare` lists it)")
+    return 0
+
+
 def map_inputs(args: argparse.Namespace):
     """``--region DIR``, or ``--s2`` with ``--enmap``/``--prior``/``--enmap-bands``: one of the two."""
     from h2crop_core.errors import SettingError
@@ -258,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--taxonomy", type=Path, help="taxonomy CSV (default: <data>/cascade_labels.csv)")
     add_settings_options(p, EvaluateSettings, only=("split", "ignore_background", "mmseg_f1"))
     p.set_defaults(func=cmd_score)
+
+    p = add("baseline", "fit a per-pixel classical model (Random Forest, gradient boosting, SVM) on the train split; score val and test like evaluate")
+    p.add_argument("--data", required=True, type=Path, help="dataset root")
+    p.add_argument("--output", required=True, type=Path, help="folder for metrics.json (test), predictions/, val/ and baseline.json")
+    add_settings_options(p, BaselineSettings)
+    p.set_defaults(func=cmd_baseline)
 
     model_info = add_model_info_parser(sub)
     model_info.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)

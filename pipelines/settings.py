@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from h2crop_core.baseline import MODELS, TARGETS
+from h2crop_core.data.schema import WINDOWS
 from h2crop_core.errors import SettingError
 from h2crop_core.mapping.sources import RESAMPLING_CHOICES
 from h2crop_core.models.heads import DECODE_CHOICES, DEFAULT_DECODE
@@ -123,6 +125,29 @@ class EvaluateSettings:
         check_choices(self)
         check_positive(self, ("batch_size",))
         check_positive(self, ("loader_workers",), minimum=0)
+
+
+@dataclass
+class BaselineSettings:
+    """How ``h2crop baseline`` fits a per-pixel classical model (h2crop_core/baseline.py)."""
+
+    model: str = setting("rf", "rf: Random Forest (200 trees), hgb: histogram gradient boosting, svm: RBF SVM on standardised features", choices=MODELS)
+    max_pixels: int | None = setting(None, "most training pixels, a stratified sample of the train split's labelled pixels (bounds memory and fit time; default: 200,000, 20,000 for svm)")
+    window: str = setting("dec", "S2 months per pixel: jun (6), aug (8), oct (10) or dec (12, every month); use the deep preset's to compare like with like", choices=tuple(WINDOWS))
+    target: str = setting("levels", "levels: one model per level; leaf: one level-4 model, levels 1-3 from its taxonomy path (the levels always agree)", choices=TARGETS)
+    threads: int = setting(-1, "CPU threads for the Random Forest (-1: every core)")
+    seed: int = setting(0, "seed of the pixel sample and the model")
+    run_name: str = setting("", "MLflow run name (default: baseline-<model>-<time>)")
+    tracking_uri: str = setting("", "MLflow tracking URI (default: sqlite:///./mlruns.db)")
+    experiment: str = setting("h2crop", "MLflow experiment (the deep runs' to compare with them in `h2crop runs compare`)")
+    taxonomy: str = setting("", "taxonomy CSV (default: <data>/cascade_labels.csv)")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        check_positive(self, ("max_pixels",), minimum=10)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from h2crop_core.models.heads import decode_argmax
 from h2crop_core.models.loss import hierarchical_loss
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import ModelConfig
-from h2crop_core.report import build_metrics
+from h2crop_core.report import build_metrics, metric_values
 from h2crop_core.taxonomy import Taxonomy
 from pipelines.settings import TrainSettings
 
@@ -197,15 +197,9 @@ def epoch_report(state: TrainState, totals: EpochTotals, confusion: Hierarchical
         "lr": state.scheduler.get_last_lr()[0],
         "epoch_seconds": epoch_seconds,
         "train_samples_per_s": float(summed[1]) / max(totals.seconds, 1e-9),
-        SCORE: metrics["mean"]["mf1"],
-        "val_miou": metrics["mean"]["miou"],
-        "val_oa": metrics["mean"]["oa"],
-        "val_consistency": metrics["consistency"],
+        **metric_values(metrics, "val"),  # SCORE (val_mf1) among them
         "mlflow_run_id": state.mlflow_run_id or "",
     }
-    for level, values in metrics["levels"].items():
-        for key in ("oa", "miou", "mf1"):
-            report[f"val_{level}_{key}"] = values[key]
     score = report[SCORE] if report[SCORE] == report[SCORE] else -math.inf  # NaN never wins
     if score > state.best_score:
         state.best_score, state.best_epoch = score, state.epoch + 1

@@ -76,8 +76,9 @@ class DualStreamModel(nn.Module):
         self.pixel: PixelBranch | None = None
         if config.pixel_branch:
             enmap_bands = config.enmap_bands if config.use_enmap else 0
-            self.pixel = PixelBranch(config.months, config.s2_bands, enmap_bands, config.pixel_branch, config.enmap_upscale)
-            width += self.pixel.out_channels
+            classes = [config.num_classes[level - 1] for level in config.levels] if config.pixel_join == "logits" else []
+            self.pixel = PixelBranch(config.months, config.s2_bands, enmap_bands, config.pixel_branch, config.enmap_upscale, classes)
+            width += self.pixel.out_channels if config.pixel_join == "concat" else 0
         self.heads = HierarchicalHeads(width, config.num_classes, config.levels, config.use_prior)
         self.set_checkpointing(config.checkpointing)
         if config.channels_last:
@@ -112,9 +113,12 @@ class DualStreamModel(nn.Module):
             features = self.s2(s2)
             if self.enmap is not None and self.fusion is not None:
                 features = self.fusion(features, self.enmap(enmap))  # type: ignore[arg-type]
-            if self.pixel is not None:
-                features = cat_channels([features, self.pixel(s2, enmap)])
+            pixel = self.pixel(s2, enmap) if self.pixel is not None else None
+            if pixel is not None and self.config.pixel_join == "concat":
+                features = cat_channels([features, pixel])
             logits = self.heads(features, prior)
+            if pixel is not None and self.config.pixel_join == "logits":
+                logits = self.pixel.add_logits(logits, pixel)
         return [level.float() for level in logits]
 
     def inputs(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -8,16 +8,24 @@ heads the same view. Shapes::
 
     s2 (B, T, 10, H, W)  -> 1×1 conv T·10 -> d, GELU, 1×1 conv d -> d        (B, d, H, W)
     enmap (B, 218, h, w) -> 1×1 conv 218 -> d, GELU, 1×1 conv d -> d, ×3 nearest  (B, d, H, W)
-    output: the two concatenated, (B, 2d, H, W), concatenated to the fused features
+    output: the two concatenated, (B, 2d, H, W), then (``ModelConfig.pixel_join``)
+      concat: concatenated to the fused features, before the heads
+      logits: a 1×1 conv 2d -> n_k per level, added to the heads' logits (a per-pixel classifier beside
+              the spatial model; the heads keep their width, so it costs little)
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from h2crop_core.models.layers import cat_channels
+
+#: how the branch joins the model (see the module docstring)
+PIXEL_JOINS: tuple[str, ...] = ("concat", "logits")
 
 
 def pixel_mlp(in_channels: int, dim: int) -> nn.Sequential:
@@ -33,14 +41,20 @@ class PixelBranch(nn.Module):
         enmap_bands: EnMAP bands, or 0 for S2 alone.
         dim: channels of each encoder's output.
         upscale: S2 pixels per EnMAP pixel side.
+        classes: with ``join="logits"``, the class count of each predicted level: a 1×1 classifier each.
     """
 
-    def __init__(self, months: int, s2_bands: int, enmap_bands: int, dim: int, upscale: int) -> None:
+    def __init__(self, months: int, s2_bands: int, enmap_bands: int, dim: int, upscale: int, classes: Sequence[int] = ()) -> None:
         super().__init__()
         self.s2 = pixel_mlp(months * s2_bands, dim)
         self.enmap = pixel_mlp(enmap_bands, dim) if enmap_bands else None
         self.upscale = upscale
         self.out_channels = dim * (2 if enmap_bands else 1)
+        self.classifiers = nn.ModuleList(nn.Sequential(nn.GELU(), nn.Conv2d(self.out_channels, n, 1)) for n in classes)
+
+    def add_logits(self, logits: list[Tensor], features: Tensor) -> list[Tensor]:
+        """The heads' logits plus this branch's own, level by level (``join="logits"``)."""
+        return [level + classify(features) for level, classify in zip(logits, self.classifiers, strict=True)]
 
     def forward(self, s2: Tensor, enmap: Tensor | None = None) -> Tensor:
         maps = [self.s2(rearrange(s2, "b t c h w -> b (t c) h w"))]

@@ -21,6 +21,7 @@ from h2crop_core.errors import SettingError
 from h2crop_core.models.enmap import ENMAP_BRANCHES
 from h2crop_core.models.fusion import FUSIONS
 from h2crop_core.models.layers import ATTENTION_IMPLS
+from h2crop_core.models.pixel import PIXEL_JOINS
 from h2crop_core.models.s2_swin import default_time_steps
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
@@ -73,6 +74,10 @@ class ModelConfig:
     #: channels of the optional per-pixel branch (each pixel's S2 series and EnMAP spectrum, no spatial
     #: mixing) concatenated to the fused features; 0 = off, as in the benchmark (h2crop_core/models/pixel.py)
     pixel_branch: int = 0
+    #: how the per-pixel branch joins: ``concat`` to the fused features before the heads, or ``logits``: its
+    #: own 1×1 classifier per level whose logits are added to the heads' (a per-pixel model beside the
+    #: spatial one, and the heads keep their width)
+    pixel_join: str = "concat"
     # execution (no effect on the weights)
     precision: str = "fp32"
     attention: str = "sdpa"
@@ -87,6 +92,7 @@ class ModelConfig:
             "attention": (self.attention, ATTENTION_IMPLS),
             "fusion": (self.fusion, FUSIONS),
             "enmap_branches": (self.enmap_branches, ENMAP_BRANCHES),
+            "pixel_join": (self.pixel_join, PIXEL_JOINS),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:

@@ -1,6 +1,7 @@
 """Ray training on a local Ray: learning, checkpoints, MLflow, resume, one run per name. A killed worker, a
 lost node and a killed job rerun are tested on the two-node cluster (test_cluster.py)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -104,6 +105,22 @@ def test_a_training_whose_name_is_in_use_is_refused_before_it_starts(ray_local, 
     with RunLock(settings.storage, "taken", "training"), pytest.raises(RunInUse, match="training name 'taken' is in use"):
         run_training(settings)
     assert not (tmp_path / "storage" / "taken").exists() and not (tmp_path / "out" / "taken").exists()
+
+
+def test_early_stopping_ends_a_run_that_stops_improving_and_keeps_its_best_checkpoint(ray_local, train_data, tmp_path):
+    # an lr too small to learn: validation mF1 plateaus at once (it moves only with BatchNorm's statistics),
+    # so with patience 1 the run ends at the first epoch that does not beat the best, long before --epochs
+    settings = _settings(train_data, tmp_path, "plateau", epochs=12, lr=1e-9, patience=1, workers=1, cutmix_p=0.0)
+    outcome = run_training(settings, progress=False)
+    history = _history(settings, outcome.mlflow_run_id, "val_mf1")
+    best_epoch = outcome.best_metrics["epoch"]
+    assert outcome.epochs_done < 12 and len(history) == outcome.epochs_done
+    assert outcome.epochs_done == best_epoch + 1  # one epoch without a better score, then stop
+    assert history[best_epoch - 1] == max(history) and all(v <= max(history) for v in history[best_epoch:])
+    kept = load_checkpoint(outcome.best_checkpoint)
+    assert kept.meta["epoch"] == best_epoch  # the best epoch's weights, not the last epoch's
+    assert kept.meta["val"]["val_mf1"] == pytest.approx(max(history))
+    assert json.loads((outcome.output / "metrics.json").read_text())["settings"]["epoch"] == best_epoch
 
 
 def test_learning_rate_schedule_warms_up_then_decays():
