@@ -51,11 +51,14 @@ def make_classifier(model: str, seed: int, threads: int):
     raise ValueError(f"unknown baseline model {model!r}; expected one of {MODELS}")
 
 
-def pixel_features(sample: dict) -> np.ndarray:
-    """(H·W, months·10 + EnMAP bands) float32 features of every pixel of a sample, row-major."""
-    s2 = rearrange(sample["s2"], "t c h w -> (h w) (t c)")
-    enmap = np.repeat(np.repeat(sample["enmap"], ENMAP_SCALE, axis=1), ENMAP_SCALE, axis=2)
-    enmap = rearrange(enmap, "c h w -> (h w) c")
+def pixel_features(sample: dict, pixels: np.ndarray | None = None) -> np.ndarray:
+    """(N, months·10 + EnMAP bands) float32 features of the ``pixels`` (flat row-major indices; default:
+    every pixel of the sample, in order). Only the pixels asked for are gathered: training reads a few per tile."""
+    height, width = sample["s2"].shape[-2:]
+    pixels = np.arange(height * width) if pixels is None else np.asarray(pixels)
+    rows, cols = np.divmod(pixels, width)
+    s2 = rearrange(sample["s2"], "t c h w -> (h w) (t c)")[pixels]
+    enmap = rearrange(sample["enmap"][:, rows // ENMAP_SCALE, cols // ENMAP_SCALE], "c n -> n c")
     return np.concatenate([s2, enmap], axis=1, dtype=np.float32)
 
 
@@ -113,7 +116,7 @@ def collect_pixels(paths: Sequence[Path], reader: SampleReader, max_pixels: int,
         candidates = np.flatnonzero(labelled_mask(sample["label"]))
         chosen = candidates[rng.random(len(candidates)) < keep[strata(sample["label"])[candidates]]]
         if chosen.size:
-            features.append(pixel_features(sample)[chosen])
+            features.append(pixel_features(sample, chosen))
             labels.append(rearrange(sample["label"], "l h w -> (h w) l")[chosen])
     if not features:
         return PixelSet(np.zeros((0, 0), np.float32), np.zeros((0, NUM_LEVELS), np.uint8), len(paths), 0, [0] * NUM_LEVELS)

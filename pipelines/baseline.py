@@ -91,9 +91,9 @@ def log_baseline(settings: BaselineSettings, run_name: str, root: Path, index: D
         for split, split_metrics in metrics.items():
             values.update(metric_values(split_metrics, split))
         tracking.log_epoch(values, step=1)
-        files = [out / "metrics.json", out / "baseline.json"] + ([out / "val" / "metrics.json"] if "val" in metrics else [])
-        tracking.log_artifacts(uri, run_id, files[:2])
-        tracking.log_artifacts(uri, run_id, files[2:], folder="val")
+        tracking.log_artifacts(uri, run_id, [out / "metrics.json", out / "baseline.json"])
+        if "val" in metrics:
+            tracking.log_artifacts(uri, run_id, [out / "val" / "metrics.json"], folder="val")
     except BaseException:
         tracking.close_run("FAILED")
         raise

@@ -23,6 +23,8 @@ def test_features_are_the_pixels_s2_series_and_its_enmap_pixels_spectrum():
     pixel = features[row * 6 + col]
     assert np.array_equal(pixel[:60], sample["s2"][:, :, row, col].reshape(-1))
     assert np.array_equal(pixel[60:], sample["enmap"][:, 1, 0])
+    chosen = np.array([35, 0, row * 6 + col])
+    assert np.array_equal(pixel_features(sample, chosen), features[chosen])  # gathering only some pixels
 
 
 def test_keep_probabilities_cap_common_classes_and_keep_rare_ones_whole():
