@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 from h2crop_core.data.augment import batch_cutmix, random_flip_rotate
 from h2crop_core.metrics import HierarchicalConfusion
 from h2crop_core.models.heads import decode_argmax
-from h2crop_core.models.loss import hierarchical_loss
+from h2crop_core.models.loss import model_loss
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import ModelConfig
 from h2crop_core.report import build_metrics, metric_values
@@ -113,10 +113,21 @@ def optimizer_step(state: TrainState) -> None:
     state.scheduler.step()
 
 
-def train_step(state: TrainState, batch: dict, levels: tuple[int, ...], *, step: int = 1, grad_accum: int = 1) -> torch.Tensor:
-    """Forward, the per-level loss, backward; the optimizer steps every ``grad_accum``-th call. Returns the
-    (detached) loss of the batch."""
-    loss = hierarchical_loss(state.model(**state.core.inputs(batch)), batch["label"], levels)
+def batch_weights(batch: dict, weights: Mapping[str, float] | None) -> torch.Tensor | None:
+    """(B,) loss weights of a batch's samples by name (:func:`~h2crop_core.data.sampling.draw_weights`);
+    None without weights. A CutMix box takes its host sample's weight (the box is at most the tile)."""
+    if weights is None:
+        return None
+    return torch.tensor([weights.get(name, 1.0) for name in batch["name"]], dtype=torch.float32, device=batch["label"].device)
+
+
+def train_step(state: TrainState, batch: dict, levels: tuple[int, ...], *, step: int = 1, grad_accum: int = 1,
+               weights: Mapping[str, float] | None = None) -> torch.Tensor:
+    """Forward, the per-level loss (``weights``: per sample name), backward; the optimizer steps every
+    ``grad_accum``-th call. Returns the (detached) loss of the batch."""
+    outputs = state.model(**state.core.inputs(batch))
+    pixel_loss = state.core.config.pixel_loss if isinstance(outputs, tuple) else 0.0  # a pair: the pixel branch's logits too
+    loss = model_loss(outputs, batch["label"], levels, pixel_loss, batch_weights(batch, weights))
     (loss / grad_accum).backward()
     if step % grad_accum == 0:
         optimizer_step(state)
@@ -141,11 +152,13 @@ def train_epoch(
     generator: torch.Generator,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     started: float | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> EpochTotals:
     """One pass over this rank's batches. Shards may differ by a few samples: ``Join`` lets ranks that run
     out shadow the others' collectives, then every rank takes the optimizer state of the one that stepped
     most, so replicas stay identical. ``on_step(samples, loss)`` sees each step (the loss stays a tensor:
-    reading it is the caller's choice); ``started`` is when the epoch's reading began (default: now)."""
+    reading it is the caller's choice); ``started`` is when the epoch's reading began (default: now);
+    ``weights``: the plan's per-sample loss weights (:func:`~h2crop_core.data.sampling.draw_weights`)."""
     from torch.distributed.algorithms.join import Join
 
     state.model.train()
@@ -155,7 +168,7 @@ def train_epoch(
     world = world_size()
     with Join([state.model]) if world > 1 else contextlib.nullcontext():
         for totals.steps, batch in enumerate(batches, start=1):
-            loss = train_step(state, augment(batch, generator, settings, factor), levels, step=totals.steps, grad_accum=settings.grad_accum)
+            loss = train_step(state, augment(batch, generator, settings, factor), levels, step=totals.steps, grad_accum=settings.grad_accum, weights=weights)
             size = len(batch["name"])
             loss_sum += loss.double() * size
             totals.samples += size

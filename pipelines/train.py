@@ -33,6 +33,7 @@ from h2crop_core.checkpoint import load_checkpoint, save_checkpoint
 from h2crop_core.data.index import DatasetIndex
 from h2crop_core.data.normalise import NormStats
 from h2crop_core.data.reader import SampleReader, infer_dataset_spec
+from h2crop_core.data.sampling import draw_weights
 from h2crop_core.data.schema import SampleSpec
 from h2crop_core.data.stats import ensure_norm_stats
 from h2crop_core.errors import SettingError
@@ -207,6 +208,7 @@ def train_loop_per_worker(config: dict) -> None:
     if rank == 0:
         open_tracking(loop, state)
     train_data, val_data = shard_readers(loop, device)
+    weights = draw_weights(loop.data.train_paths)  # None for the benchmark's plan (each tile once)
     try:
         stop, why = should_stop(settings, state, device)
         while not stop:
@@ -215,7 +217,7 @@ def train_loop_per_worker(config: dict) -> None:
             batches = train_data.epoch(shuffle_seed=settings.seed * 7919 + state.epoch * 31 + rank, prefetch_next=more)
             progress.epoch_start(state.epoch + 1, settings.epochs, batches.batches)
             on_step = progress.step if rank == 0 else None
-            totals = train_epoch(state, batches, settings, levels, factor=factor, generator=generator, on_step=on_step, started=started)
+            totals = train_epoch(state, batches, settings, levels, factor=factor, generator=generator, on_step=on_step, started=started, weights=weights)
             confusion = validate(state.core, val_data.epoch(prefetch_next=more), loop.data.taxonomy, levels, device)
             report, metrics = epoch_report(state, totals, confusion, time.perf_counter() - started, device)
             state.epoch, state.last_epoch_s = state.epoch + 1, report["epoch_seconds"]

@@ -8,7 +8,6 @@ pasted EnMAP box covers exactly the same ground.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 #: keys with spatial last two axes; ``enmap`` is on the coarse grid.
 SPATIAL_KEYS = ("s2", "enmap", "label", "prior")

@@ -8,12 +8,33 @@ import torch.nn.functional as F
 from h2crop_core.taxonomy import UNLABELLED
 
 
-def hierarchical_loss(logits: list[torch.Tensor], label: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
-    """Sum over levels of the pixel cross-entropy (label 255 ignored; a level with no labelled pixel adds 0)."""
+def hierarchical_loss(logits: list[torch.Tensor], label: torch.Tensor, levels: tuple[int, ...], weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over levels of the pixel cross-entropy (label 255 ignored; a level with no labelled pixel adds 0).
+
+    Args:
+        weight: (B,) weight of each sample's pixels (:func:`h2crop_core.data.sampling.draw_weights`): the
+            level's loss is then the weighted mean over labelled pixels. None: the plain mean.
+    """
     total = logits[0].new_zeros(())
     for level, level_logits in zip(levels, logits):
         target = label[:, level - 1].long()
-        labelled = (target != UNLABELLED).sum()
-        loss = F.cross_entropy(level_logits, target, ignore_index=UNLABELLED, reduction="sum")
-        total = total + loss / labelled.clamp(min=1)
+        if weight is None:
+            labelled = (target != UNLABELLED).sum()
+            loss = F.cross_entropy(level_logits, target, ignore_index=UNLABELLED, reduction="sum")
+            total = total + loss / labelled.clamp(min=1)
+            continue
+        pixel_weight = weight.to(level_logits.dtype).view(-1, *[1] * (target.dim() - 1)) * (target != UNLABELLED)
+        loss = F.cross_entropy(level_logits, target, ignore_index=UNLABELLED, reduction="none")
+        total = total + (loss * pixel_weight).sum() / pixel_weight.sum().clamp(min=1e-12)
     return total
+
+
+def model_loss(outputs: list[torch.Tensor] | tuple[list[torch.Tensor], list[torch.Tensor]], label: torch.Tensor,
+               levels: tuple[int, ...], pixel_weight: float = 0.0, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss of a model's training outputs: :func:`hierarchical_loss` of its logits, plus
+    ``pixel_weight`` × that of the pixel branch's own logits when the model returns them too
+    (``ModelConfig.pixel_loss``); ``weight``: per-sample weights, as there."""
+    if isinstance(outputs, tuple):
+        logits, pixel = outputs
+        return hierarchical_loss(logits, label, levels, weight) + pixel_weight * hierarchical_loss(pixel, label, levels, weight)
+    return hierarchical_loss(outputs, label, levels, weight)

@@ -77,7 +77,8 @@ class DualStreamModel(nn.Module):
         if config.pixel_branch:
             enmap_bands = config.enmap_bands if config.use_enmap else 0
             classes = [config.num_classes[level - 1] for level in config.levels] if config.pixel_join == "logits" else []
-            self.pixel = PixelBranch(config.months, config.s2_bands, enmap_bands, config.pixel_branch, config.enmap_upscale, classes)
+            self.pixel = PixelBranch(config.months, config.s2_bands, enmap_bands, config.pixel_branch, config.enmap_upscale, classes,
+                                     inputs=config.pixel_inputs, noise=config.pixel_noise)
             width += self.pixel.out_channels if config.pixel_join == "concat" else 0
         self.heads = HierarchicalHeads(width, config.num_classes, config.levels, config.use_prior)
         self.set_checkpointing(config.checkpointing)
@@ -87,8 +88,9 @@ class DualStreamModel(nn.Module):
             self.compile_blocks()
 
     # ---------------------------------------------------------------------------------------- forward
-    def forward(self, s2: Tensor, enmap: Tensor | None = None, prior: Tensor | None = None) -> list[Tensor]:
-        """Per-level logits.
+    def forward(self, s2: Tensor, enmap: Tensor | None = None, prior: Tensor | None = None) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
+        """Per-level logits (in training mode with ``pixel_loss``: and the pixel branch's own, a pair for
+        :func:`~h2crop_core.models.loss.model_loss`).
 
         Args:
             s2: (B, T, bands, H, W) Sentinel-2 series.
@@ -117,9 +119,12 @@ class DualStreamModel(nn.Module):
             if pixel is not None and self.config.pixel_join == "concat":
                 features = cat_channels([features, pixel])
             logits = self.heads(features, prior)
-            if pixel is not None and self.config.pixel_join == "logits":
-                logits = self.pixel.add_logits(logits, pixel)
-        return [level.float() for level in logits]
+            own = self.pixel.classify(pixel) if pixel is not None and self.config.pixel_join == "logits" else []
+            logits = [level + extra for level, extra in zip(logits, own, strict=True)] if own else logits
+        logits = [level.float() for level in logits]
+        if self.training and self.config.pixel_loss:
+            return logits, [level.float() for level in own]
+        return logits
 
     def inputs(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The entries of a sample batch this model reads, as keyword arguments for :meth:`forward`."""

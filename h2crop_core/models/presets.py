@@ -21,7 +21,7 @@ from h2crop_core.errors import SettingError
 from h2crop_core.models.enmap import ENMAP_BRANCHES
 from h2crop_core.models.fusion import FUSIONS
 from h2crop_core.models.layers import ATTENTION_IMPLS
-from h2crop_core.models.pixel import PIXEL_JOINS
+from h2crop_core.models.pixel import PIXEL_INPUTS, PIXEL_JOINS
 from h2crop_core.models.s2_swin import default_time_steps
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
@@ -78,6 +78,15 @@ class ModelConfig:
     #: own 1×1 classifier per level whose logits are added to the heads' (a per-pixel model beside the
     #: spatial one, and the heads keep their width)
     pixel_join: str = "concat"
+    #: what the per-pixel branch reads: ``all`` (S2 series and EnMAP spectrum) or ``enmap`` (the spectrum alone:
+    #: on small sets each parcel's S2 offsets let a per-pixel model memorise parcels; benchmarks/small_data.py)
+    pixel_inputs: str = "all"
+    #: std of Gaussian noise added to the branch's (normalised) inputs while training: a per-pixel model then
+    #: cannot key on a parcel's exact values
+    pixel_noise: float = 0.0
+    #: with ``pixel_join="logits"``: weight of the branch's own loss on its logits alone, beside the model's,
+    #: so it learns as a per-pixel classifier even once the spatial heads fit the training pixels
+    pixel_loss: float = 0.0
     # execution (no effect on the weights)
     precision: str = "fp32"
     attention: str = "sdpa"
@@ -93,12 +102,22 @@ class ModelConfig:
             "fusion": (self.fusion, FUSIONS),
             "enmap_branches": (self.enmap_branches, ENMAP_BRANCHES),
             "pixel_join": (self.pixel_join, PIXEL_JOINS),
+            "pixel_inputs": (self.pixel_inputs, PIXEL_INPUTS),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
                 raise SettingError(f"ModelConfig.{key} must be one of {allowed}, got {value!r}")
         if len(self.num_classes) != 4:
             raise SettingError(f"num_classes needs the four levels' class counts, got {self.num_classes}")
+        self._check_pixel_branch()
+
+    def _check_pixel_branch(self) -> None:
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in (self.pixel_noise, self.pixel_loss)):
+            raise SettingError(f"ModelConfig.pixel_noise and pixel_loss are >= 0, got {self.pixel_noise!r} and {self.pixel_loss!r}")
+        if self.pixel_inputs == "enmap" and not self.use_enmap:
+            raise SettingError(f"ModelConfig.pixel_inputs=enmap needs EnMAP; {self.name} uses S2 alone")
+        if self.pixel_loss and self.pixel_join != "logits":
+            raise SettingError(f"ModelConfig.pixel_loss trains the pixel branch's own classifier: it needs pixel_join=logits, got {self.pixel_join!r}")
 
     @property
     def months(self) -> int:

@@ -2,7 +2,6 @@ import json
 
 import h5py
 import numpy as np
-import pytest
 from PIL import Image
 
 from h2crop_core.data.index import DatasetIndex

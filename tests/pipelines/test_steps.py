@@ -7,12 +7,12 @@ import os
 import socket
 from pathlib import Path
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
+from h2crop_core.models.loss import hierarchical_loss
 from pipelines.settings import TrainSettings
-from pipelines.steps import TrainState, align_optimizer_state, hierarchical_loss, should_stop, train_step
+from pipelines.steps import TrainState, align_optimizer_state, should_stop, train_step
 from h2crop_core.taxonomy import UNLABELLED
 
 
@@ -34,6 +34,17 @@ def test_hierarchical_loss_ignores_unlabelled_pixels():
     part = hierarchical_loss(logits, masked, (1, 2))
     expected = sum(torch.nn.functional.cross_entropy(l[:, :, 2:], label[:, k, 2:].long()) for k, l in enumerate(logits))
     assert torch.allclose(part, expected)
+
+
+def test_sample_weights_weigh_each_samples_pixels():
+    logits = _logits()
+    label = torch.randint(0, 3, (2, 4, 4, 4), generator=torch.Generator().manual_seed(1))
+    label[1, :, :1] = UNLABELLED
+    plain = hierarchical_loss(logits, label, (1, 2))
+    assert torch.allclose(hierarchical_loss(logits, label, (1, 2), torch.ones(2)), plain)
+    assert torch.allclose(hierarchical_loss(logits, label, (1, 2), torch.full((2,), 3.0)), plain), "a weighted mean"
+    first = hierarchical_loss([level[:1] for level in logits], label[:1], (1, 2))
+    assert torch.allclose(hierarchical_loss(logits, label, (1, 2), torch.tensor([2.0, 0.0])), first)
 
 
 def test_a_level_without_labels_adds_nothing():

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from h2crop_core.data.index import DatasetIndex
-from h2crop_core.data.sampling import count_labelled, epoch_plan, is_sparse, proportional_copies
+from h2crop_core.data.reader import sample_name
+from h2crop_core.data.sampling import count_labelled, draw_weights, epoch_plan, is_sparse, proportional_copies
 from h2crop_core.data.schema import SampleSpec
 from h2crop_core.data.synth import synthesize_dataset
 
@@ -35,6 +36,7 @@ def test_the_plan_draws_labelled_rich_tiles_more_often(sparse_root):
     richest, poorest = paths[int(counts[:, 0].argmax())], paths[int(counts[:, 0].argmin())]
     assert drawn[richest] > drawn.get(poorest, 0)
     assert all(drawn.get(p, 0) == 0 for p, (n, _) in zip(paths, counts) if n == 0)  # unlabelled tiles left out
+    assert all(drawn[p] >= 1 for p, (n, _) in zip(paths, counts) if n > 0)  # no labelled tile left out
     order = np.argsort(counts[:, 0])
     assert [drawn.get(paths[i], 0) for i in order] == sorted(drawn.get(paths[i], 0) for i in order)  # monotone in the count
 
@@ -44,3 +46,15 @@ def test_dense_labels_keep_the_benchmarks_uniform_epoch(synth_root):
     assert not is_sparse(count_labelled(paths))
     assert epoch_plan(paths) == paths
     assert Counter(epoch_plan(paths, 3 * len(paths))) == Counter({p: 3 for p in paths})
+
+
+def test_draw_weights_count_every_tile_once_an_epoch(sparse_root):
+    paths = [str(p) for p in DatasetIndex(sparse_root).split_paths("train")]
+    plan = epoch_plan(paths, 64, count_labelled(paths))
+    weights = draw_weights(plan)
+    drawn = Counter(sample_name(p) for p in plan)
+    assert weights is not None and set(weights) == set(drawn) and len(set(drawn.values())) > 1
+    # copies × weight is the same for every tile (each counts as drawn once), and a draw weighs 1 on average
+    assert np.allclose([drawn[name] * weights[name] for name in drawn], len(plan) / len(drawn))
+    assert np.isclose(sum(weights[sample_name(p)] for p in plan) / len(plan), 1.0)
+    assert draw_weights(paths) is None, "each tile once (the benchmark's plan): the loss stays unweighted"
