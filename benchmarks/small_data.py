@@ -16,10 +16,11 @@ pixels labelled, unevenly over 32 tiles of 96 px), then, each on this machine wi
 Prints per-level OA and mF1 on the test split and the wall time of each, and checks that the best deep
 variant reaches the SVM's level-4 OA. JSON to ``benchmarks/results/small_data.json``.
 
-    python benchmarks/small_data.py [--tiles 32] [--minutes 15] [--label-fraction 0.1] [--variants faithful pixel pixel-logits] [--smoke]
+    python benchmarks/small_data.py [--tiles 32] [--minutes 15] [--label-fraction 0.1] [--variants faithful pixel pixel-logits pixel-spectrum] [--smoke]
 
-``--smoke``: 8 tiles, a 20-second budget, one variant, small pixel samples (checks that it runs; the
-numbers mean nothing at that size).
+``--smoke``: 8 tiles, a 20-second budget, the last variant asked for (by default ``pixel-spectrum``: every
+pixel-branch option and the weighted sparse draws), small pixel samples (checks that it runs; the numbers
+mean nothing at that size).
 """
 
 from __future__ import annotations
@@ -108,10 +109,11 @@ def count_parcels(root: Path, split: str) -> dict:
 
 def print_table(rows: dict[str, dict]) -> None:
     levels = ("level1", "level2", "level3", "level4")
-    print(f"\n{'run':<16}{'seconds':>8}" + "".join(f"{'L' + lv[-1] + ' OA':>8}" for lv in levels) + "".join(f"{'L' + lv[-1] + ' mF1':>8}" for lv in levels))
+    width = max(map(len, rows)) + 2
+    print(f"\n{'run':<{width}}{'seconds':>8}" + "".join(f"{'L' + lv[-1] + ' OA':>8}" for lv in levels) + "".join(f"{'L' + lv[-1] + ' mF1':>8}" for lv in levels))
     for name, row in rows.items():
         test = row["test"]
-        print(f"{name:<16}{row['seconds']:>8.0f}" + "".join(f"{test[lv]['oa']:>8.3f}" for lv in levels) + "".join(f"{test[lv]['mf1']:>8.3f}" for lv in levels))
+        print(f"{name:<{width}}{row['seconds']:>8.0f}" + "".join(f"{test[lv]['oa']:>8.3f}" for lv in levels) + "".join(f"{test[lv]['mf1']:>8.3f}" for lv in levels))
 
 
 def main() -> None:
@@ -131,7 +133,7 @@ def main() -> None:
 
     max_pixels = None
     if args.smoke:
-        args.tiles, args.minutes, args.variants, max_pixels = 8, 0.3, args.variants[:1], 500
+        args.tiles, args.minutes, args.variants, max_pixels = 8, 0.3, args.variants[-1:], 500
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         root = work / "data"

@@ -207,8 +207,7 @@ def train_loop_per_worker(config: dict) -> None:
     state = restore(replace(loop, progress=progress), device, world)
     if rank == 0:
         open_tracking(loop, state)
-    train_data, val_data = shard_readers(loop, device)
-    weights = draw_weights(loop.data.train_paths)  # None for the benchmark's plan (each tile once)
+    (train_data, val_data), weights = shard_readers(loop, device), draw_weights(loop.data.train_paths)  # weights: None for the benchmark's plan
     try:
         stop, why = should_stop(settings, state, device)
         while not stop:
@@ -216,8 +215,7 @@ def train_loop_per_worker(config: dict) -> None:
             generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + state.epoch * 101 + rank)
             batches = train_data.epoch(shuffle_seed=settings.seed * 7919 + state.epoch * 31 + rank, prefetch_next=more)
             progress.epoch_start(state.epoch + 1, settings.epochs, batches.batches)
-            on_step = progress.step if rank == 0 else None
-            totals = train_epoch(state, batches, settings, levels, factor=factor, generator=generator, on_step=on_step, started=started, weights=weights)
+            totals = train_epoch(state, batches, settings, levels, factor=factor, generator=generator, started=started, on_step=progress.step if rank == 0 else None, weights=weights)
             confusion = validate(state.core, val_data.epoch(prefetch_next=more), loop.data.taxonomy, levels, device)
             report, metrics = epoch_report(state, totals, confusion, time.perf_counter() - started, device)
             state.epoch, state.last_epoch_s = state.epoch + 1, report["epoch_seconds"]

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from h2crop_core.models.loss import hierarchical_loss
 from pipelines.settings import TrainSettings
-from pipelines.steps import TrainState, align_optimizer_state, should_stop, train_step
+from pipelines.steps import TrainState, align_optimizer_state, batch_weights, should_stop, train_step
 from h2crop_core.taxonomy import UNLABELLED
 
 
@@ -45,6 +45,10 @@ def test_sample_weights_weigh_each_samples_pixels():
     assert torch.allclose(hierarchical_loss(logits, label, (1, 2), torch.full((2,), 3.0)), plain), "a weighted mean"
     first = hierarchical_loss([level[:1] for level in logits], label[:1], (1, 2))
     assert torch.allclose(hierarchical_loss(logits, label, (1, 2), torch.tensor([2.0, 0.0])), first)
+    # a batch's weights come from its sample names (names outside the plan weigh 1)
+    batch = {"name": ["a", "b"], "label": label}
+    assert batch_weights(batch, None) is None
+    assert batch_weights(batch, {"a": 0.5}).tolist() == [0.5, 1.0]
 
 
 def test_a_level_without_labels_adds_nothing():
