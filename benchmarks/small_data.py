@@ -9,9 +9,10 @@ pixels labelled, unevenly over 32 tiles of 96 px), then, each on this machine wi
   ``pixel`` (``--set pixel_branch=32``: each pixel's own S2 series and EnMAP spectrum, encoded without
   spatial mixing, concatenated to the fused features) and ``pixel-logits`` (the same branch with its own
   per-level classifier whose logits are added to the heads': ``--set pixel_join=logits``) and
-  ``pixel-spectrum`` (that classifier on the EnMAP spectrum alone, with Gaussian input noise in training and
-  its own loss beside the model's: ``pixel_inputs=enmap pixel_noise=1 pixel_loss=1``, the remedies for a
-  per-pixel model memorising a few parcels); the best checkpoint is evaluated on the test split.
+  ``pixel-spectrum`` (that classifier, 64 wide, on the EnMAP spectrum alone, with Gaussian input noise in
+  training and its own loss beside the model's: ``pixel_inputs=enmap pixel_noise=1 pixel_loss=1``, the
+  remedies for a per-pixel model memorising a few parcels); the best checkpoint is evaluated on the test
+  split.
 
 Prints per-level OA and mF1 on the test split and the wall time of each, and checks that the best deep
 variant reaches the SVM's level-4 OA. JSON to ``benchmarks/results/small_data.json``.

@@ -1,14 +1,15 @@
 """Which training tiles an epoch draws, and how often: uniform (the benchmark's) or by labelled pixels.
 
 A user's field survey labels a few parcels here and there: most tiles hold a handful of labelled pixels or
-none, and an epoch of uniformly drawn tiles is mostly pixels that add nothing to the loss (which averages
-over labelled pixels only). The ``labelled`` plan draws each tile in proportion to its labelled-pixel count
-(every labelled tile at least once) and leaves unlabelled tiles out. Drawn so, a tile's pixels would weigh
-in proportion to its count (drawn k times as often, each time all of them): on the small-data benchmark that
-bias held the ``pixel-spectrum`` variant at 0.56 level-4 OA (0.65 weighted). :func:`draw_weights` undoes it: each draw's loss
-weighs 1/copies of its tile, so over an epoch every labelled pixel counts once, as with uniform draws. A plan is a list of paths in which tiles repeat: it works unchanged with
-Ray Data's sharding and the readers, and an epoch can hold more draws than there are tiles (the small
-recipe's ``epoch_samples``), so that validation and checkpoints come every few dozen steps.
+none, and an epoch of uniformly drawn tiles is mostly pixels that add nothing to the loss (which averages over
+labelled pixels only). The ``labelled`` plan draws each tile in proportion to its labelled-pixel count (every
+labelled tile at least once) and leaves unlabelled tiles out. Drawn so, a tile's pixels would weigh in
+proportion to its count (drawn k times as often, each time all of them): on the small-data benchmark that bias
+held the ``pixel-spectrum`` variant at 0.56 level-4 OA (0.65 weighted). :func:`draw_weights` undoes it: each
+draw's loss weighs 1/copies of its tile, so over an epoch every labelled pixel counts once, as with uniform
+draws. A plan is a list of paths in which tiles repeat: it works unchanged with Ray Data's sharding and the
+readers, and an epoch can hold more draws than there are tiles (the small recipe's ``epoch_samples``), so that
+validation and checkpoints come every few dozen steps.
 """
 
 from __future__ import annotations

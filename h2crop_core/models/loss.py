@@ -23,7 +23,7 @@ def hierarchical_loss(logits: list[torch.Tensor], label: torch.Tensor, levels: t
             loss = F.cross_entropy(level_logits, target, ignore_index=UNLABELLED, reduction="sum")
             total = total + loss / labelled.clamp(min=1)
             continue
-        pixel_weight = weight.to(level_logits.dtype).view(-1, *[1] * (target.dim() - 1)) * (target != UNLABELLED)
+        pixel_weight = weight.to(level_logits.dtype).view(-1, 1, 1) * (target != UNLABELLED)  # target: (B, H, W)
         loss = F.cross_entropy(level_logits, target, ignore_index=UNLABELLED, reduction="none")
         total = total + (loss * pixel_weight).sum() / pixel_weight.sum().clamp(min=1e-12)
     return total
