@@ -121,25 +121,31 @@ class SearchSpace:
             raise SpaceError(f"{self.path}: a grid of {self.grid_size} points; --trials must be a multiple of it (each repeat another seed), got {trials}")
         return trials or self.grid_size * (self.samples or 1)
 
-    def param_space(self, trials: int = 0, base_seed: int = 0) -> tuple[dict, int]:
-        """Tune's ``param_space`` and ``num_samples`` for this space."""
-        from ray import tune
+    def trial_configs(self, trials: int = 0, base_seed: int = 0) -> dict[str, dict]:
+        """The sweep's own list of trials, keyed ``t00``, ``t01``, ...: every grid point (times the repeats,
+        each repeat another seed from ``base_seed`` on) or ``trials`` random draws. Ranges are drawn from a
+        generator seeded with ``base_seed``, so the same space, count and seed give the same list: a resumed
+        sweep knows which trials exist without asking Tune's search state."""
+        import numpy as np
 
-        count = self.trial_count(trials)
-        space: dict[str, Any] = {}
-        for key, param in self.params.items():
-            if isinstance(param, Fixed):
-                space[key] = param.value
-            elif isinstance(param, Choice):
-                space[key] = tune.grid_search(list(param.values)) if self.search == "grid" else tune.choice(list(param.values))
-            else:
-                space[key] = _range_domain(param)
+        count, rng = self.trial_count(trials), np.random.default_rng(base_seed)
         if self.search == "grid":
+            grid = [dict(zip(self._choice_keys(), combo)) for combo in itertools.product(*(self.params[k].values for k in self._choice_keys()))]
             repeats = count // self.grid_size
-            if repeats > 1:
-                space["seed"] = tune.grid_search([base_seed + i for i in range(repeats)])
-            return space, 1
-        return space, count
+            points = [{**point, **({"seed": base_seed + r} if repeats > 1 else {})} for r in range(repeats) for point in grid]
+        else:
+            points = [{k: _draw_choice(self.params[k], rng) for k in self._choice_keys()} for _ in range(count)]
+        width = max(2, len(str(count - 1)))
+        configs = {}
+        for index, point in enumerate(points):
+            config = {}
+            for key, param in self.params.items():
+                config[key] = param.value if isinstance(param, Fixed) else point[key] if isinstance(param, Choice) else _draw_range(param, rng)
+            configs[f"t{index:0{width}d}"] = {**config, **({"seed": point["seed"]} if "seed" in point else {})}
+        return configs
+
+    def _choice_keys(self) -> list[str]:
+        return [k for k, p in self.params.items() if isinstance(p, Choice)]
 
     def combinations(self) -> list[dict]:
         """Every combination of the categorical and fixed values (for checking; ranges left out)."""
@@ -148,12 +154,18 @@ class SearchSpace:
         return [dict(zip(keys, combo)) for combo in itertools.islice(itertools.product(*values), MAX_CHECKED_COMBINATIONS)]
 
 
-def _range_domain(param: Range):
-    from ray import tune
+def _draw_choice(param: Choice, rng) -> Any:
+    return param.values[int(rng.integers(len(param.values)))]
 
-    if param.integer:
-        return tune.lograndint(int(param.low), int(param.high) + 1) if param.log else tune.randint(int(param.low), int(param.high) + 1)
-    return tune.loguniform(param.low, param.high) if param.log else tune.uniform(param.low, param.high)
+
+def _draw_range(param: Range, rng) -> float | int:
+    """One draw of a range: uniform, or log-uniform with ``log``; integers include both ends."""
+    high = param.high + 1 if param.integer else param.high  # an integer range [low, high] is [low, high + 1) before flooring
+    if param.log:
+        value = math.exp(rng.uniform(math.log(param.low), math.log(high)))
+    else:
+        value = rng.uniform(param.low, high)
+    return min(int(math.floor(value)), int(param.high)) if param.integer else float(value)
 
 
 # ------------------------------------------------------------------------------------------- loading

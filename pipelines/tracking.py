@@ -19,6 +19,9 @@ RUN_NAME_TAG = "h2crop.run_name"
 KIND_TAG = "h2crop.kind"
 SWEEP_TAG = "h2crop.sweep"
 CONFIG_TAG = "h2crop.config"  #: a trial's space values as JSON
+TRIAL_ID_TAG = "h2crop.trial_id"  #: a trial's key in its sweep's list (t00, t01, ...; r0, ... for repeats)
+#: set on a trial's run once it is done: "finished" (its outputs in place) or "stopped" (by ASHA)
+TRIAL_END_TAG = "h2crop.trial_end"
 PARENT_TAG = "mlflow.parentRunId"  #: MLflow's own nesting tag (the UI shows children under it)
 DEFAULT_EXPERIMENT = "h2crop"
 

@@ -9,8 +9,12 @@
 * the sweep is a parent MLflow run; each trial a child (``mlflow.parentRunId``) logged exactly as a
   training run is, plus its space values as the tag ``h2crop.config``. A trial stopped early ends KILLED,
   a failed one FAILED: never left RUNNING;
-* re-running with the same ``--name`` and storage restores the sweep (``Tuner.restore``): finished trials
-  are kept, unfinished ones continue from their Train checkpoints, errored ones run again;
+* the sweep keeps its own record of its trials: the space file gives the list (``t00``, ``t01``, ..., the
+  same for the same space, ``--trials`` and ``--seed``, stored on the parent run), and a trial is done once
+  its MLflow run carries ``h2crop.trial_end`` (``finished``: outputs copied; ``stopped``: ASHA stopped it).
+  Re-running with the same ``--name`` runs a new Tune experiment over the trials not done: unfinished ones
+  continue from their Train checkpoints, failed ones run again. Tune's own search state is never restored
+  (a restored searcher could leave the controller waiting forever for a trial that never comes);
 * ``--repeat-best K`` trains the best configuration again with K other seeds (children tagged with the
   trial they repeat), so a comparison can show mean ± std.
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from h2crop_core.errors import SettingError
@@ -34,6 +38,8 @@ from pipelines.train import DatasetContext, model_config_for, prepare_dataset, r
 #: resources of the trial's own actor (it only waits on its Train run; Tune refuses zero)
 TRIAL_ACTOR = {"CPU": 0.01}
 TRIALS_FOLDER = "trials"
+#: the one value Tune varies: the key of a trial in the sweep's own list (its settings come from the plan)
+TRIAL_KEY = "trial"
 
 
 @dataclass(frozen=True)
@@ -47,9 +53,9 @@ class SweepPlan:
     output: str
     storage: str
     parent_run_id: str
+    configs: dict = field(default_factory=dict)  #: trial key -> the space's values for it (the sweep's own list)
     kind: str = "trial"
     repeat_of: str = ""
-    trials: int = 0  #: --trials (0: the space's own count)
 
     @property
     def train_storage(self) -> str:
@@ -59,35 +65,35 @@ class SweepPlan:
     def varied(self) -> list[str]:
         """The keys whose values tell the trials apart on the console."""
         keys = [k for k, p in self.space.params.items() if isinstance(p, (Choice, Range))]
-        repeats = self.kind == "repeat" or self.space.trial_count(self.trials) > self.space.grid_size and self.space.search == "grid"
-        return keys + (["seed"] if repeats and "seed" not in keys else [])
+        seeds = any("seed" in config for config in self.configs.values())
+        return keys + (["seed"] if seeds and "seed" not in keys else [])
 
 
 # -------------------------------------------------------------------------------------- one trial
 def run_trial(config: dict, plan: SweepPlan) -> None:
-    """The Tune trainable: one trial = one Ray Train run of the trial's settings."""
-    from ray import tune
+    """The Tune trainable: one trial = one Ray Train run of the trial's settings (a trial run again after an
+    interruption continues its Train run from its last checkpoint: same run name, same storage)."""
+    from mlflow.tracking import MlflowClient
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from pipelines.train import collect_outcome, make_trainer, prepare_run
 
-    trial_id = tune.get_context().get_trial_id()
-    settings = trial_settings(plan.base, config, source=plan.space.path, run_name=f"{plan.name}-{trial_id}",
-                              output=str(Path(plan.output) / TRIALS_FOLDER / trial_id), storage=plan.train_storage)
+    key = config[TRIAL_KEY]
+    values = plan.configs[key]
+    settings = trial_settings(plan.base, values, source=plan.space.path, run_name=f"{plan.name}-{key}",
+                              output=str(Path(plan.output) / TRIALS_FOLDER / key), storage=plan.train_storage)
     run = prepare_run(settings, plan.data)
     tags = {tracking.PARENT_TAG: plan.parent_run_id, tracking.SWEEP_TAG: plan.name, tracking.KIND_TAG: plan.kind,
-            tracking.CONFIG_TAG: json.dumps(config, sort_keys=True, default=str), "h2crop.trial_id": trial_id}
+            tracking.CONFIG_TAG: json.dumps(values, sort_keys=True, default=str), tracking.TRIAL_ID_TAG: key}
     if plan.repeat_of:
         tags["h2crop.repeat_of"] = plan.repeat_of
     run = replace(run, loop=replace(run.loop, tags={**run.loop.tags, **tags}))  # keep prepare_run's (the recipe's reason)
     result = make_trainer(run, callbacks=[TuneReportCallback()]).fit()
     if result.error:
         raise result.error
-    collect_outcome(run, result)
-
-
-def _trial_dirname(trial) -> str:
-    return trial.trial_id
+    outcome = collect_outcome(run, result)
+    if outcome.mlflow_run_id:  # last: the trial counts as done only once its outputs are in place
+        MlflowClient(run.loop.tracking_uri).set_tag(outcome.mlflow_run_id, tracking.TRIAL_END_TAG, "finished")
 
 
 # --------------------------------------------------------------------------------------- the driver
@@ -106,7 +112,7 @@ class SweepOutcome:
     errors: int
     wall_s: float
     trial_s: float  #: the trials' own times (Tune's time_total_s: start-up included) summed
-    tune_path: str = ""  #: the Tune experiment folder (trial states, errors)
+    tune_path: str = ""  #: the latest Tune experiment's folder (trial states, errors)
 
 
 def base_settings(settings: TuneSettings, base: TrainSettings, space: SearchSpace) -> TrainSettings:
@@ -139,26 +145,25 @@ def run_sweep(settings: TuneSettings, base: TrainSettings, *, progress: bool = T
 def sweep_under_lock(settings: TuneSettings, space: SearchSpace, base: TrainSettings, data: DatasetContext, name: str, count: int,
                      concurrent: int, started: float) -> SweepOutcome:
     """The sweep itself, once its name is this process's alone in the storage."""
-    parent = open_parent(base.tracking_uri, base.experiment, name, space, settings, count)
-    plan = SweepPlan(name, space, base, data, str(Path(settings.output or Path("runs") / name).resolve()), resolve_storage(base.storage), parent,
-                     trials=settings.trials)
+    configs = space.trial_configs(settings.trials, base.seed)
+    parent = open_parent(base.tracking_uri, base.experiment, name, space, settings, configs)
+    plan = SweepPlan(name, space, base, data, str(Path(settings.output or Path("runs") / name).resolve()), resolve_storage(base.storage), parent, configs)
     tracking_uri = base.tracking_uri
     print(f"sweep {name}: {count} trials of {space.path} ({space.search} search, {space.scheduler} on {space.metric}, "
           f"{base.epochs} epochs at most), {concurrent} at a time; resume with --name {name}", flush=True)
     try:
-        param_space, samples = space.param_space(settings.trials, base.seed)
-        results = unless_interrupted(fit_trials(plan, param_space, samples, concurrent), name)
+        results = unless_interrupted(fit_trials(plan, concurrent), name)
         trials = trial_runs(plan)
         best = best_trial(trials, space.metric, tracking_uri)
         if settings.repeat_best and best is not None:
-            repeat = replace(plan, kind="repeat", repeat_of=best[0])
-            seeds = repeat_space(best[1], settings.repeat_best, next_seed(trials, base.seed))
-            repeats = unless_interrupted(fit_trials(repeat, seeds, 1, concurrent, name=f"{name}-repeat"), name)
+            seeds = repeat_configs(best[1], settings.repeat_best, next_seed(trials, base.seed))
+            repeat = replace(plan, kind="repeat", repeat_of=best[0], configs=seeds)
+            repeats = unless_interrupted(fit_trials(repeat, concurrent, name=f"{name}-repeat"), name)
             results = [*results, *repeats]
     except BaseException:
         tracking.end_if_running(tracking_uri, parent, "KILLED")
         raise
-    return finish_sweep(plan, results, best, time.perf_counter() - started)
+    return finish_sweep(plan, results, best, time.perf_counter() - started, count + settings.repeat_best * (best is not None))
 
 
 def check_for_data(space: SearchSpace, base: TrainSettings, data: DatasetContext) -> None:
@@ -203,9 +208,9 @@ def fit_concurrency(settings: TuneSettings, base: TrainSettings, count: int) -> 
     return concurrent
 
 
-def open_parent(tracking_uri: str, experiment: str, name: str, space: SearchSpace, settings: TuneSettings, count: int) -> str:
-    """The sweep's parent run: created, or (resuming) found again, after checking that its space file still
-    says the same."""
+def open_parent(tracking_uri: str, experiment: str, name: str, space: SearchSpace, settings: TuneSettings, configs: dict[str, dict]) -> str:
+    """The sweep's parent run: created with its list of trials (``trials.json``), or (resuming) found again
+    after checking that its space file and its list of trials are still the same."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -215,67 +220,115 @@ def open_parent(tracking_uri: str, experiment: str, name: str, space: SearchSpac
         if run.data.params.get("space_digest") != space.digest:
             raise SpaceError(f"{space.path}: sweep {name} was started from a different space file "
                              f"({run.data.params.get('space')}, digest {run.data.params.get('space_digest')}): use another --name")
+        check_trial_list(client, run, name, configs)
         client.update_run(run.info.run_id, status="RUNNING")
         return run.info.run_id
     run = client.create_run(experiment_id, run_name=name, tags={tracking.KIND_TAG: "sweep", tracking.SWEEP_TAG: name, tracking.RUN_NAME_TAG: name})
     params = {"space": space.path, "space_digest": space.digest, "search": space.search, "scheduler": space.scheduler, "metric": space.metric,
-              "trials": count, "grace_period": space.grace_period, "reduction_factor": space.reduction_factor,
+              "trials": len(configs), "grace_period": space.grace_period, "reduction_factor": space.reduction_factor,
               "workers_per_trial": settings.workers_per_trial, "concurrent": settings.concurrent, "repeat_best": settings.repeat_best}
     for key, value in params.items():
         client.log_param(run.info.run_id, key, str(value))
     client.log_artifact(run.info.run_id, space.path, artifact_path="space")
+    client.log_dict(run.info.run_id, configs, f"space/{TRIALS_FILE}")
     return run.info.run_id
 
 
-def fit_trials(plan: SweepPlan, param_space: dict, num_samples: int, concurrent: int, name: str | None = None):
-    """Run the trials (restoring the Tune experiment ``name`` if it exists); returns Tune's ResultGrid."""
+TRIALS_FILE = "trials.json"
+
+
+def check_trial_list(client, run, name: str, configs: dict[str, dict]) -> None:
+    """A resumed sweep runs the list it started with: another --trials or --seed would change it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            stored = json.loads(Path(client.download_artifacts(run.info.run_id, f"space/{TRIALS_FILE}", folder)).read_text())
+        except (OSError, ValueError, Exception) as error:  # noqa: BLE001 - MLflow raises its own types for a missing artifact
+            raise SettingError(f"sweep {name}: its list of trials (space/{TRIALS_FILE} of MLflow run {run.info.run_id}) "
+                               f"cannot be read ({type(error).__name__}): use another --name") from None
+    if stored != json.loads(json.dumps(configs)):
+        raise SettingError(f"sweep {name} was started with {len(stored)} trials (params trials={run.data.params.get('trials')}); "
+                           f"these settings give {len(configs)} other ones: resume with the first run's --trials and --seed, or use another --name")
+
+
+def fit_trials(plan: SweepPlan, concurrent: int, name: str | None = None) -> list:
+    """Run the plan's trials that are not done yet (a fresh Tune experiment each time, over their keys);
+    returns Tune's results of this run's trials (none when every trial was done)."""
     from ray import tune
 
     from pipelines.ray_runtime import verbose
     from pipelines.sweep_console import SweepConsole
 
     name = name or plan.name
+    runs = trial_runs(plan)
+    done = {run.data.tags[tracking.TRIAL_ID_TAG] for run in runs if run.data.tags.get(tracking.TRIAL_END_TAG)}
+    pending = [key for key in plan.configs if key not in done]
+    if done:
+        print(f"resuming sweep {name}: {len(done)} of {len(plan.configs)} trials done and kept, {len(pending)} to run "
+              f"(unfinished ones continue from their checkpoints in {plan.train_storage})", flush=True)
+    if not pending:
+        return []
     trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), TRIAL_ACTOR)
-    path = f"{plan.storage.rstrip('/')}/{name}"
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # an interrupted sweep loses at most 2 s of trial states
     if not verbose():
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter honours verbose=0 (the new one prints a box)
-    if tune.Tuner.can_restore(path):
-        print(f"resuming sweep {name} from {path}: finished trials are kept, errored ones run again", flush=True)
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True)
-    else:
-        space = plan.space
-        scheduler = make_scheduler(space, plan.base.epochs) if plan.kind == "trial" else None  # repeats all run to the end
-        console = SweepConsole(name, space.metric, plan.base.epochs, plan.base.tracking_uri, plan.varied())
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            # no actor reuse: a stopped trial's actor must end, and with it the Train run it started
-            tune_config=tune.TuneConfig(metric=space.metric, mode="max", scheduler=scheduler, num_samples=num_samples, reuse_actors=False,
-                                        max_concurrent_trials=concurrent, trial_dirname_creator=_trial_dirname),
-            run_config=tune.RunConfig(name=name, storage_path=plan.storage, verbose=0, callbacks=[console],
-                                      failure_config=tune.FailureConfig(max_failures=0)),
-        )
-    return tuner.fit()
+    space = plan.space
+    scheduler = make_scheduler(space, plan.base.epochs, histories(runs, space.metric, plan.base.tracking_uri)) if plan.kind == "trial" else None
+    console = SweepConsole(name, space.metric, plan.base.epochs, plan.base.tracking_uri, plan.varied(), plan.configs)
+    folder = f"{plan.storage.rstrip('/')}/{name}"
+    tuner = tune.Tuner(
+        trainable,
+        param_space={TRIAL_KEY: tune.grid_search(pending)},
+        # no actor reuse: a stopped trial's actor must end, and with it the Train run it started
+        tune_config=tune.TuneConfig(metric=space.metric, mode="max", scheduler=scheduler, num_samples=1, reuse_actors=False,
+                                    max_concurrent_trials=concurrent, trial_dirname_creator=lambda trial: trial.config[TRIAL_KEY]),
+        run_config=tune.RunConfig(name=f"attempt-{len(attempts(folder)) + 1}", storage_path=folder, verbose=0, callbacks=[console],
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+    return list(tuner.fit())
 
 
-def make_scheduler(space: SearchSpace, max_epochs: int):
-    """ASHA on the epochs the trials report (a restored trial goes on counting its epochs), or None (FIFO)."""
+def attempts(folder: str) -> list[str]:
+    """The Tune experiments an earlier run of the sweep left in ``folder`` (one per start or resume)."""
+    from pyarrow import fs
+
+    from h2crop_core.storage import filesystem
+
+    system, root = filesystem(folder)
+    infos = system.get_file_info(fs.FileSelector(root, allow_not_found=True))
+    names = [i.base_name for i in infos if i.type == fs.FileType.Directory and i.base_name.removeprefix("attempt-").isdigit()]
+    return sorted(names, key=lambda n: int(n.removeprefix("attempt-")))
+
+
+def histories(runs: list, metric: str, tracking_uri: str) -> dict[str, dict[int, float]]:
+    """Each trial's ``metric`` per epoch as MLflow holds it (what ASHA compared before a resume)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    return {run.data.tags[tracking.TRIAL_ID_TAG]: {int(m.step): m.value for m in client.get_metric_history(run.info.run_id, metric)} for run in runs}
+
+
+def make_scheduler(space: SearchSpace, max_epochs: int, before: dict[str, dict[int, float]] | None = None):
+    """ASHA on the epochs the trials report (a resumed trial goes on counting its epochs), its rungs holding
+    what the trials of earlier runs of the sweep reported; or None (FIFO)."""
     if space.scheduler != "asha":
         return None
     from pipelines.sweep_console import LastEpochKeptASHA
 
-    return LastEpochKeptASHA(time_attr="epoch", max_t=max_epochs, grace_period=space.grace_period, reduction_factor=space.reduction_factor,
-                             stop_last_trials=False)
+    scheduler = LastEpochKeptASHA(time_attr="epoch", max_t=max_epochs, grace_period=space.grace_period, reduction_factor=space.reduction_factor,
+                                  stop_last_trials=False)
+    scheduler.record_earlier(before or {})
+    return scheduler
 
 
 def trial_runs(plan: SweepPlan) -> list:
-    """The MLflow runs of the sweep's trials: every epoch they logged, across restores (Tune's own results
-    of a resumed trial hold only what it reported since)."""
+    """The MLflow runs of the plan's trials (or repeats): every epoch they logged, across resumes (Tune's
+    own results of a resumed trial hold only what it reported since)."""
     from mlflow.tracking import MlflowClient
 
     uri = plan.base.tracking_uri
-    query = f"tags.`{tracking.PARENT_TAG}` = '{plan.parent_run_id}' and tags.`{tracking.KIND_TAG}` = 'trial'"
+    query = f"tags.`{tracking.PARENT_TAG}` = '{plan.parent_run_id}' and tags.`{tracking.KIND_TAG}` = '{plan.kind}'"
     return MlflowClient(uri).search_runs([tracking.ensure_experiment(uri, plan.base.experiment)], filter_string=query, max_results=10_000)
 
 
@@ -284,11 +337,9 @@ def next_seed(runs: list, base_seed: int) -> int:
     return 1 + max([base_seed] + [int(run.data.params.get("settings.seed", base_seed)) for run in runs])
 
 
-def repeat_space(config: dict, repeats: int, first_seed: int) -> dict:
-    """The best configuration with ``repeats`` seeds from ``first_seed`` on (none the sweep used)."""
-    from ray import tune
-
-    return {**config, "seed": tune.grid_search([first_seed + i for i in range(repeats)])}
+def repeat_configs(config: dict, repeats: int, first_seed: int) -> dict[str, dict]:
+    """The best configuration with ``repeats`` seeds from ``first_seed`` on (none the sweep used): ``r0``, ..."""
+    return {f"r{i}": {**config, "seed": first_seed + i} for i in range(repeats)}
 
 
 def best_trial(runs: list, metric: str, tracking_uri: str) -> tuple[str, dict, float] | None:
@@ -299,11 +350,11 @@ def best_trial(runs: list, metric: str, tracking_uri: str) -> tuple[str, dict, f
     for run in runs:
         values = [m.value for m in client.get_metric_history(run.info.run_id, metric) if m.value == m.value]
         if values and (best is None or max(values) > best[2]):
-            best = (run.data.tags["h2crop.trial_id"], json.loads(run.data.tags[tracking.CONFIG_TAG]), max(values))
+            best = (run.data.tags[tracking.TRIAL_ID_TAG], json.loads(run.data.tags[tracking.CONFIG_TAG]), max(values))
     return best
 
 
-def finish_sweep(plan: SweepPlan, results, best: tuple[str, dict, float] | None, wall_s: float) -> SweepOutcome:
+def finish_sweep(plan: SweepPlan, results, best: tuple[str, dict, float] | None, wall_s: float, trials: int) -> SweepOutcome:
     """End every child left RUNNING (nothing of the sweep runs now), tag the parent with the winner, close it."""
     from mlflow.tracking import MlflowClient
 
@@ -323,6 +374,11 @@ def finish_sweep(plan: SweepPlan, results, best: tuple[str, dict, float] | None,
     client.log_metric(plan.parent_run_id, f"best_{plan.space.metric}", value)
     client.set_terminated(plan.parent_run_id, status="FINISHED")
     return SweepOutcome(plan.name, plan.parent_run_id, uri, plan.base.experiment, Path(plan.output), plan.space.metric, trial_id, config, value,
-                        len(results), len(errors), wall_s, sum(float((r.metrics or {}).get("time_total_s", 0.0)) for r in results),
-                        f"{plan.storage.rstrip('/')}/{plan.name}")
+                        trials, len(errors), wall_s, sum(float((r.metrics or {}).get("time_total_s", 0.0)) for r in results),
+                        latest_attempt(f"{plan.storage.rstrip('/')}/{plan.name}"))
+
+
+def latest_attempt(folder: str) -> str:
+    """The folder of the sweep's latest Tune experiment (its trials' states and errors)."""
+    return f"{folder}/{(attempts(folder) or ['attempt-1'])[-1]}"
 

@@ -24,12 +24,30 @@ def test_shipped_spaces_load_with_their_trial_counts():
     assert fusion.params["lr"] == Range(2e-5, 3e-4, log=True)
 
 
-def test_param_space_grid_repeats_become_seeds():
+def test_trial_configs_list_every_grid_point_and_repeat_seed_under_stable_keys():
     quick = load_space(SPACES / "quick.yaml")
-    space, samples = quick.param_space(trials=8, base_seed=3)
-    assert samples == 1 and space["seed"] == {"grid_search": [3, 4]} and space["window"] == {"grid_search": ["oct", "jun"]}
+    configs = quick.trial_configs(trials=8, base_seed=3)
+    assert list(configs) == [f"t0{i}" for i in range(8)]
+    points = {(c["window"], c["model.fusion"], c["seed"]) for c in configs.values()}
+    assert points == {(w, f, s) for w in ("oct", "jun") for f in ("concat", "gated") for s in (3, 4)}
+    assert all(c["lr"] == 2e-3 and c["preset"] == "tiny_crops_S2_H_jun" for c in configs.values())
+    assert "seed" not in quick.trial_configs()["t00"]  # no repeats: the run's own seed
     with pytest.raises(SpaceError, match="multiple of it"):
         quick.trial_count(6)
+
+
+def test_random_trial_configs_are_the_same_for_the_same_seed_and_stay_in_their_ranges():
+    fusion = load_space(SPACES / "fusion.yaml")
+    first, again, other = fusion.trial_configs(5, base_seed=0), fusion.trial_configs(5, base_seed=0), fusion.trial_configs(5, base_seed=1)
+    assert first == again and first != other and list(first) == ["t00", "t01", "t02", "t03", "t04"]
+    assert all(2e-5 <= c["lr"] <= 3e-4 and c["model.fusion"] in ("concat", "gated", "cross_attention") for c in first.values())
+    ints = Range(1, 3, integer=True)
+    import numpy as np
+
+    from pipelines.space import _draw_range
+
+    rng = np.random.default_rng(0)
+    assert {_draw_range(ints, rng) for _ in range(200)} == {1, 2, 3}  # both ends of an integer range
 
 
 def test_trial_settings_compose_the_benchmark_grid():

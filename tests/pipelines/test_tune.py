@@ -50,7 +50,7 @@ def test_asha_stops_trials_behind_and_their_runs_end_killed(ray_local, tmp_path,
         tune.with_resources(_reporting_trial, {"CPU": 0.01}),
         param_space={"uri": uri, "value": tune.grid_search([0.5, 0.6, 0.1, 0.2])},
         tune_config=tune.TuneConfig(metric=space.metric, mode="max", scheduler=make_scheduler(space, 2), max_concurrent_trials=1, reuse_actors=True),
-        run_config=tune.RunConfig(name="asha", storage_path=str(tmp_path / "ray"), verbose=0, callbacks=[SweepConsole("asha", space.metric, 2, uri, ["value"])]),
+        run_config=tune.RunConfig(name="asha", storage_path=str(tmp_path / "ray"), verbose=0, callbacks=[SweepConsole("asha", space.metric, 2, uri, ["value"], {})]),
     )
     results = tuner.fit()
     assert not results.errors
@@ -59,8 +59,31 @@ def test_asha_stops_trials_behind_and_their_runs_end_killed(ray_local, tmp_path,
     # in turn: 0.5 (nothing to compare with), 0.6 (above 0.5) run on; 0.1 and 0.2 fall below the rung's median
     assert {v: r.info.status for v, r in runs.items()} == {0.5: "FINISHED", 0.6: "FINISHED", 0.1: "KILLED", 0.2: "KILLED"}
     assert [m.step for m in client.get_metric_history(runs[0.1].info.run_id, "val_mf1")] == [1]  # its last metrics kept
+    assert {v: r.data.tags.get(tracking.TRIAL_END_TAG) for v, r in runs.items() if v < 0.5} == {0.1: "stopped", 0.2: "stopped"}  # done: a resume keeps them
     out = capsys.readouterr().out
     assert out.count("stopped early after epoch 1") == 2 and out.count("finished: best val_mf1") == 2
+
+
+def test_a_resumed_sweeps_asha_compares_its_trials_with_those_reported_before_the_resume():
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from pipelines.space import load_space
+    from pipelines.tune import make_scheduler
+
+    space = load_space(QUICK)
+
+    def decision(earlier: dict) -> str:
+        scheduler = make_scheduler(space, 2, earlier)
+        scheduler.set_search_properties(space.metric, "max")
+        trial = SimpleNamespace(trial_id="now")
+        scheduler.on_trial_add(None, trial)
+        return scheduler.on_trial_result(None, trial, {"epoch": 1, space.metric: 0.5})
+
+    assert decision({}) == TrialScheduler.CONTINUE  # alone in its rung: nothing to be behind
+    assert decision({"t00": {1: 0.9, 2: 0.95}, "t01": {1: 0.8}}) == TrialScheduler.STOP  # behind both earlier trials at epoch 1
+    assert decision({"t00": {1: 0.2}, "t01": {1: 0.3}}) == TrialScheduler.CONTINUE
 
 
 def _lines(process: subprocess.Popen) -> "queue.Queue[str]":
@@ -69,18 +92,14 @@ def _lines(process: subprocess.Popen) -> "queue.Queue[str]":
     return lines
 
 
-def _terminated_in_state(sweep: Remote, trial_id: str) -> bool:
-    """Whether Tune's saved experiment state (in a folder or a bucket) already records ``trial_id`` as finished."""
-    for state in (n for n in sweep.names() if n.startswith("experiment_state-") and n.endswith(".json")):
-        try:
-            trials = json.loads(sweep.read_text(state))["trial_data"]
-        except (ValueError, KeyError, OSError):
-            continue
-        for trial_json, _ in trials:
-            trial = json.loads(trial_json)
-            if trial.get("trial_id") == trial_id and trial.get("status") == "TERMINATED":
-                return True
-    return False
+def _trial_done(uri: str, key: str) -> bool:
+    """Whether the sweep's own record (MLflow) already counts trial ``key`` as done."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("h2crop")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{tracking.TRIAL_ID_TAG}` = '{key}'") if experiment else []
+    return any(run.data.tags.get(tracking.TRIAL_END_TAG) for run in runs)
 
 
 def _wait_for_idle_cluster(ray, timeout: float = 60) -> None:
@@ -113,29 +132,30 @@ def test_quick_sweep_tracks_stops_early_and_resumes_from_its_bucket_after_its_dr
             if "finished: best" in line:
                 first = line.split(" trial ")[1].split()[0]
         assert first, "".join(seen)
-        while not _terminated_in_state(Remote(f"{s3_bucket}/ray/quick"), first) and time.monotonic() < deadline:
+        while not _trial_done(uri, first) and time.monotonic() < deadline:
             time.sleep(0.2)
         driver.send_signal(signal.SIGKILL)  # the driver dies mid-sweep: no chance to save or clean up
     finally:
         driver.kill()
         driver.wait(30)
     client = MlflowClient(uri)
-    first_run = client.search_runs([client.get_experiment_by_name("h2crop").experiment_id], filter_string=f"tags.`h2crop.trial_id` = '{first}'")[0]
+    first_run = client.search_runs([client.get_experiment_by_name("h2crop").experiment_id], filter_string=f"tags.`{tracking.TRIAL_ID_TAG}` = '{first}'")[0]
     _wait_for_idle_cluster(ray_local)
 
     assert main(argv) == 0  # the same command resumes the sweep
     out = capsys.readouterr().out
-    assert f"resuming sweep quick from {s3_bucket}/ray/quick" in out and f"trial {first} started" not in out
+    assert "resuming sweep quick: " in out and f"trial {first} started" not in out
+    assert Remote(f"{s3_bucket}/ray/quick/attempt-2").names()  # the resumed trials ran as a new Tune experiment in the bucket
     experiment_id = client.get_experiment_by_name("h2crop").experiment_id
     parent = client.search_runs([experiment_id], filter_string=f"tags.`{tracking.KIND_TAG}` = 'sweep'")
     assert len(parent) == 1 and parent[0].info.status == "FINISHED" and parent[0].data.params["space_digest"] == load_space(QUICK).digest
     everything = client.search_runs([experiment_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent[0].info.run_id}'")
     children = [c for c in everything if c.data.tags[tracking.KIND_TAG] == "trial"]
     best = parent[0].data.tags["best_trial"]
-    assert len(children) == 4 and best in {c.data.tags["h2crop.trial_id"] for c in children}
+    assert len(children) == 4 and best in {c.data.tags[tracking.TRIAL_ID_TAG] for c in children}
     # --repeat-best 1: the best configuration once more, with the next seed, tagged with the trial it repeats
     (repeat,) = [c for c in everything if c.data.tags[tracking.KIND_TAG] == "repeat"]
-    best_config = json.loads(next(c for c in children if c.data.tags["h2crop.trial_id"] == best).data.tags[tracking.CONFIG_TAG])
+    best_config = json.loads(next(c for c in children if c.data.tags[tracking.TRIAL_ID_TAG] == best).data.tags[tracking.CONFIG_TAG])
     assert repeat.data.tags["h2crop.repeat_of"] == best and repeat.info.status == "FINISHED"
     assert json.loads(repeat.data.tags[tracking.CONFIG_TAG]) == {**best_config, "seed": 1} and repeat.data.params["settings.seed"] == "1"
     assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}  # none left RUNNING
@@ -147,7 +167,7 @@ def test_quick_sweep_tracks_stops_early_and_resumes_from_its_bucket_after_its_dr
     again = client.get_run(first_run.info.run_id)  # the finished trial was not run again
     assert again.info.end_time == first_run.info.end_time and "resumed_from_epoch" not in again.data.metrics
     finished = [c for c in children if c.info.status == "FINISHED"]
-    assert all((tmp_path / "runs" / "trials" / c.data.tags["h2crop.trial_id"] / "best.ckpt").is_file() for c in finished)
+    assert all((tmp_path / "runs" / "trials" / c.data.tags[tracking.TRIAL_ID_TAG] / "best.ckpt").is_file() for c in finished)
     table = list(csv.DictReader((tmp_path / "runs" / "sweep_summary.csv").read_text().splitlines()))
     grouped = [r for r in table if r.get("n") == "2"]  # the repeat beside the trial it repeats (when that one finished)
     assert len(table) == 4 and len(grouped) == 1 or len(table) == 5 and not grouped
