@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: install
-	$(BIN)/python -m pipelines.demo
+	$(BIN)/python -m pipelines.cli.demo
 
 test: install
 	$(BIN)/python -m pytest -q

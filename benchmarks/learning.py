@@ -41,7 +41,7 @@ def main() -> None:
     from h2crop_core.evaluation import evaluate_checkpoint
     from h2crop_core.report import build_metrics
     from pipelines.settings import TrainSettings
-    from pipelines.train import run_training
+    from pipelines.training.train import run_training
 
     spec = SampleSpec(size=96) if args.smoke else SampleSpec()
     if args.smoke:

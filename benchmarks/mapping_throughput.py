@@ -73,7 +73,7 @@ def plain_loop(checkpoint: Path, region: Path, settings, out: Path, user: bool =
 
     from h2crop_core.checkpoint import load_checkpoint
     from h2crop_core.mapping import TileStore, predict_tiles, write_level_cogs
-    from pipelines.mapping import GDAL_CACHE_MB, region_reader_for, tile_grid
+    from pipelines.mapping.run import GDAL_CACHE_MB, region_reader_for, tile_grid
 
     os.environ["GDAL_CACHEMAX"] = GDAL_CACHE_MB  # as h2crop map: the same reader, the same cache
     torch.set_num_threads(os.cpu_count() or 1)
@@ -94,8 +94,8 @@ def plain_loop(checkpoint: Path, region: Path, settings, out: Path, user: bool =
 
 
 def ray_run(checkpoint: Path, region: Path, settings, out: Path, user: bool = False) -> dict:
-    from pipelines.mapping import map_region
-    from pipelines.ray_runtime import connect_ray, quiet_data_context
+    from pipelines.mapping.run import map_region
+    from pipelines.runtime.cluster import connect_ray, quiet_data_context
 
     start = time.perf_counter()
     connect_ray()

@@ -50,7 +50,7 @@ def test_scores(metrics: dict) -> dict:
 
 
 def run_baselines(root: Path, work: Path, models: tuple[str, ...], window: str, max_pixels: int | None, quiet: bool) -> dict:
-    from pipelines.baseline import run_baseline
+    from pipelines.training.baseline import run_baseline
     from pipelines.settings import BaselineSettings
 
     results = {}
@@ -68,7 +68,7 @@ def run_deep(root: Path, work: Path, variant: str, minutes: float, quiet: bool) 
     from h2crop_core.evaluation import evaluate_checkpoint
     from h2crop_core.report import build_metrics
     from pipelines.settings import TrainSettings
-    from pipelines.train import run_training
+    from pipelines.training.train import run_training
 
     started = time.perf_counter()
     settings = TrainSettings(  # the defaults, but for where it runs: one worker with every core, a time budget

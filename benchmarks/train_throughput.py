@@ -34,10 +34,10 @@ from h2crop_core.data.dataset import H2CropDataset, collate_samples
 from h2crop_core.data.index import DatasetIndex
 from h2crop_core.data.schema import SampleSpec
 from h2crop_core.data.synth import synthesize_dataset
-from pipelines.ray_runtime import connect_ray, quiet_data_context
+from pipelines.runtime.cluster import connect_ray, quiet_data_context
 from pipelines.settings import TrainSettings
-from pipelines.steps import augment, make_state, train_step
-from pipelines.train import PreparedRun, make_trainer, prepare_run, reader_for
+from pipelines.training.steps import augment, make_state, train_step
+from pipelines.training.train import PreparedRun, make_trainer, prepare_run, reader_for
 
 
 def _epoch_stats(times: list[float], samples: list[int]) -> dict:
@@ -62,7 +62,7 @@ def dataloader_loop(paths, reader, batch_size: int, epochs: int, workers: int, s
 
 
 def plain_training_step(run: PreparedRun, generator: torch.Generator):
-    """h2crop's own training step (``pipelines.steps.train_step``) in one process, no DDP."""
+    """h2crop's own training step (``pipelines.training.steps.train_step``) in one process, no DDP."""
     state = make_state(run.config, run.settings, len(run.loop.data.train_paths), 1, "cpu")
     state.model.train()
     factor = run.loop.data.spec.enmap_factor
@@ -77,7 +77,7 @@ def plain_training_step(run: PreparedRun, generator: torch.Generator):
 def _input_loop(config: dict) -> None:
     import ray.train
 
-    from pipelines.ray_data import ShardReader
+    from pipelines.training.ray_data import ShardReader
 
     data = ShardReader(
         ray.train.get_dataset_shard("train"), config["mode"], config["reader"], config["batch_size"],
@@ -103,7 +103,7 @@ def ray_input_run(config: dict, dataset, workers: int, storage: Path, name: str)
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipelines.ray_data import ExactlyOnceDataConfig
+    from pipelines.training.ray_data import ExactlyOnceDataConfig
 
     log = storage / f"{name}.jsonl"
     start = time.perf_counter()
@@ -157,7 +157,7 @@ def main() -> None:
 
     import ray
 
-    from pipelines.ray_data import array_dataset, path_dataset
+    from pipelines.training.ray_data import array_dataset, path_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data or synthesize_dataset(Path(tmp) / "data", args.samples, spec=spec, region_size=None, progress=False).root

@@ -1,7 +1,7 @@
 """The settings of training, evaluation and mapping: the one place every default lives.
 
 Each field carries its help text (and allowed values) as metadata; ``h2crop train|evaluate|map`` build their
-options from these dataclasses (:mod:`pipelines.options`), so a default is written once, here. Values are
+options from these dataclasses (:mod:`pipelines.cli.options`), so a default is written once, here. Values are
 checked when a settings object is made: a bad one is a :class:`~h2crop_core.errors.SettingError` naming the
 setting.
 """

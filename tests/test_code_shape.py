@@ -24,6 +24,6 @@ def test_modules_and_functions_stay_short(path):
 def test_the_worker_loop_reads_top_to_bottom_in_under_50_lines():
     import inspect
 
-    from pipelines.train import train_loop_per_worker
+    from pipelines.training.train import train_loop_per_worker
 
     assert len(inspect.getsource(train_loop_per_worker).splitlines()) <= 50

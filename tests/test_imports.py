@@ -60,7 +60,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_no_module_imports_itself_through_others():
     graph = _import_graph()
     assert "h2crop_core.data.synth.world" in graph and "h2crop_core.mapping.region" in graph["h2crop_core.data.synth.region"]
-    assert "pipelines.steps" in graph["pipelines.train"]
+    assert "pipelines.training.steps" in graph["pipelines.training.train"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 

@@ -1,7 +1,7 @@
 """Mapping whole regions: the inputs (the user's rasters, or a region folder), tiling geometry, tile reads,
 per-tile prediction, the mosaic writer and per-parcel statistics.
 
-Nothing here needs Ray: ``pipelines.mapping`` runs :func:`predict_tiles` in a Ray Data actor pool, and a
+Nothing here needs Ray: ``pipelines.mapping.run`` runs :func:`predict_tiles` in a Ray Data actor pool, and a
 notebook can call it in a loop. Names are imported on first use, so that reading a finished map (parcel
 statistics) does not load PyTorch.
 """

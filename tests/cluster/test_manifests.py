@@ -17,10 +17,10 @@ import jsonschema
 import pytest
 import yaml
 
-from pipelines.cli import build_parser
-from pipelines.options import settings_from_args
+from pipelines.cli.main import build_parser
+from pipelines.cli.options import settings_from_args
 from pipelines.settings import MapSettings, TrainSettings, TuneSettings, parse_overrides
-from pipelines.space import load_space
+from pipelines.sweeps.space import load_space
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO.parent / "shared" / "reference" / "kuberay"

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from h2crop_core.models import preset_names
-from pipelines.model_info import add_model_info_parser, run_model_info
+from pipelines.cli.model_info import add_model_info_parser, run_model_info
 
 
 def test_all_presets_as_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,1 @@
+"""Sweeps on Ray Tune: search-space files, the sweep over training runs, its console and its ASHA."""

@@ -1,0 +1,271 @@
+"""The training recipe as named steps: state, one optimizer step, a train epoch, validation, the epoch report.
+
+Nothing here touches Ray: the Ray Train worker loop (:mod:`pipelines.training.train`) calls these, and so do the
+throughput benchmark and a sweep's trials, so the step is written once. ``torch.distributed`` is used only
+when a process group is up (several workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from h2crop_core.data.augment import batch_cutmix, random_flip_rotate
+from h2crop_core.metrics import HierarchicalConfusion
+from h2crop_core.models.heads import decode_argmax
+from h2crop_core.models.loss import model_loss
+from h2crop_core.models.model import DualStreamModel
+from h2crop_core.models.presets import ModelConfig
+from h2crop_core.report import build_metrics, metric_values
+from h2crop_core.taxonomy import Taxonomy
+from pipelines.settings import TrainSettings
+
+#: the validation metric that ranks checkpoints and epochs
+SCORE = "val_mf1"
+
+
+def lr_factor(step: int, total: int, warmup: int, warmup_start: float, min_ratio: float) -> float:
+    """Multiplier of the base lr: linear warm-up from ``warmup_start`` over ``warmup`` steps, then cosine
+    decay to ``min_ratio`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return warmup_start + (1 - warmup_start) * step / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def predict(model: nn.Module, batch: dict) -> torch.Tensor:
+    """(B, L, H, W) uint8 per-level argmax (validation ranks epochs by it, as the benchmark does)."""
+    return decode_argmax(model(**model.inputs(batch))).to(torch.uint8)
+
+
+def world_size() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+
+
+# ------------------------------------------------------------------------------------------- the state
+@dataclass
+class TrainState:
+    """What a run carries from epoch to epoch (and what a checkpoint restores)."""
+
+    model: nn.Module  #: possibly wrapped (DDP); ``core`` is the model itself
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    epoch: int = 0  #: epochs finished
+    best_score: float = -math.inf
+    best_epoch: int = 0  #: the epoch (1-based) of ``best_score``: early stopping counts from it
+    spent_s: float = 0.0  #: train + validation seconds used so far (the time budget)
+    last_epoch_s: float = 0.0
+    mlflow_run_id: str | None = None
+
+    @property
+    def core(self) -> DualStreamModel:
+        return getattr(self.model, "module", self.model)
+
+    def state_dict(self) -> dict:
+        """Everything but the weights (they go in the model checkpoint)."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": self.epoch - 1,
+                "best_score": self.best_score, "best_epoch": self.best_epoch, "mlflow_run_id": self.mlflow_run_id, "spent_s": self.spent_s, "last_epoch_s": self.last_epoch_s}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.best_score = state["epoch"] + 1, state["best_score"]
+        self.best_epoch = int(state.get("best_epoch", self.epoch))
+        self.mlflow_run_id, self.spent_s = state.get("mlflow_run_id"), float(state.get("spent_s", 0.0))
+        self.last_epoch_s = float(state.get("last_epoch_s", 0.0))  # the budget check right after a restart
+
+
+def steps_per_epoch(n_train: int, world: int, settings: TrainSettings) -> int:
+    return math.ceil(n_train / (world * settings.batch_size * settings.grad_accum))
+
+
+def make_state(config: ModelConfig, settings: TrainSettings, n_train: int, world: int, device: torch.device | str) -> TrainState:
+    """Fresh weights (the same on every rank: seeded), AdamW and the warm-up + cosine schedule."""
+    torch.manual_seed(settings.seed)
+    model = DualStreamModel(config).to(device)  # before the optimizer: restored moments land on the same device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    total_steps = max(1, settings.steps or steps_per_epoch(n_train, world, settings) * settings.epochs)  # steps: resolved by the recipe
+    warmup = min(settings.warmup_iters, total_steps // 10)
+    min_ratio = settings.min_lr / settings.lr
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup, settings.warmup_start, min_ratio))
+    return TrainState(model, optimizer, scheduler)
+
+
+# ------------------------------------------------------------------------------------------- the steps
+def augment(batch: dict, generator: torch.Generator, settings: TrainSettings, factor: int) -> dict:
+    """Flips/rotations and batch CutMix, identical on every modality, the labels and the priors."""
+    if settings.flip_rotate:
+        batch = random_flip_rotate(batch, generator)
+    if settings.cutmix_p > 0:
+        batch = batch_cutmix(batch, generator, p=settings.cutmix_p, factor=factor)
+    return batch
+
+
+def optimizer_step(state: TrainState) -> None:
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scheduler.step()
+
+
+def batch_weights(batch: dict, weights: Mapping[str, float] | None) -> torch.Tensor | None:
+    """(B,) loss weights of a batch's samples by name (:func:`~h2crop_core.data.sampling.draw_weights`);
+    None without weights. A CutMix box takes its host sample's weight (the box is at most the tile)."""
+    if weights is None:
+        return None
+    return torch.tensor([weights.get(name, 1.0) for name in batch["name"]], dtype=torch.float32, device=batch["label"].device)
+
+
+def train_step(state: TrainState, batch: dict, levels: tuple[int, ...], *, step: int = 1, grad_accum: int = 1,
+               weights: Mapping[str, float] | None = None) -> torch.Tensor:
+    """Forward, the per-level loss (``weights``: per sample name), backward; the optimizer steps every
+    ``grad_accum``-th call. Returns the (detached) loss of the batch."""
+    outputs = state.model(**state.core.inputs(batch))
+    pixel_loss = state.core.config.pixel_loss if isinstance(outputs, tuple) else 0.0  # a pair: the pixel branch's logits too
+    loss = model_loss(outputs, batch["label"], levels, pixel_loss, batch_weights(batch, weights))
+    (loss / grad_accum).backward()
+    if step % grad_accum == 0:
+        optimizer_step(state)
+    return loss.detach()
+
+
+@dataclass
+class EpochTotals:
+    loss_sum: float = 0.0
+    samples: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+
+
+def train_epoch(
+    state: TrainState,
+    batches: Iterable[dict],
+    settings: TrainSettings,
+    levels: tuple[int, ...],
+    *,
+    factor: int,
+    generator: torch.Generator,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+    started: float | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> EpochTotals:
+    """One pass over this rank's batches. Shards may differ by a few samples: ``Join`` lets ranks that run
+    out shadow the others' collectives, then every rank takes the optimizer state of the one that stepped
+    most, so replicas stay identical. ``on_step(samples, loss)`` sees each step (the loss stays a tensor:
+    reading it is the caller's choice); ``started`` is when the epoch's reading began (default: now);
+    ``weights``: the plan's per-sample loss weights (:func:`~h2crop_core.data.sampling.draw_weights`)."""
+    from torch.distributed.algorithms.join import Join
+
+    state.model.train()
+    started, totals = started or time.perf_counter(), EpochTotals()
+    device = next(state.core.parameters()).device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no sync per step
+    world = world_size()
+    with Join([state.model]) if world > 1 else contextlib.nullcontext():
+        for totals.steps, batch in enumerate(batches, start=1):
+            loss = train_step(state, augment(batch, generator, settings, factor), levels, step=totals.steps, grad_accum=settings.grad_accum, weights=weights)
+            size = len(batch["name"])
+            loss_sum += loss.double() * size
+            totals.samples += size
+            if on_step is not None:
+                on_step(size, loss)
+        if totals.steps % settings.grad_accum:  # flush a partial accumulation at the end of the epoch
+            optimizer_step(state)
+    if world > 1:
+        align_optimizer_state(state.optimizer, state.scheduler, math.ceil(totals.steps / settings.grad_accum), device)
+    totals.loss_sum, totals.seconds = float(loss_sum), time.perf_counter() - started
+    return totals
+
+
+def validate(model: DualStreamModel, batches: Iterable[dict], taxonomy: Taxonomy, levels: tuple[int, ...], device: torch.device | str) -> HierarchicalConfusion:
+    """Confusion matrices of the (unwrapped) model over this rank's batches, summed across ranks. No DDP
+    collectives in the forward pass, so uneven shards cannot hang."""
+    model.eval()
+    confusion = HierarchicalConfusion(taxonomy.num_classes, taxonomy, device=device, levels=levels)
+    with torch.no_grad():
+        for batch in batches:
+            confusion.update(predict(model, batch), batch["label"], batch["prior"])
+    if world_size() > 1:
+        confusion.all_reduce()
+    return confusion
+
+
+def epoch_report(state: TrainState, totals: EpochTotals, confusion: HierarchicalConfusion, epoch_seconds: float, device) -> tuple[dict, dict]:
+    """The epoch's metrics (summed over ranks) as reported to Train and MLflow, and the full validation
+    metrics; updates ``state.best_score``."""
+    summed = torch.tensor([totals.loss_sum, float(totals.samples)], dtype=torch.float64, device=device)
+    if world_size() > 1:
+        torch.distributed.all_reduce(summed)
+    metrics = build_metrics(confusion, "val", extra={"epoch": state.epoch + 1})
+    report = {
+        "epoch": state.epoch + 1,
+        "train_loss": float(summed[0] / max(summed[1], 1)),
+        "train_samples": int(summed[1]),
+        "val_samples": confusion.samples,
+        "lr": state.scheduler.get_last_lr()[0],
+        "epoch_seconds": epoch_seconds,
+        "train_samples_per_s": float(summed[1]) / max(totals.seconds, 1e-9),
+        **metric_values(metrics, "val"),  # SCORE (val_mf1) among them
+        "mlflow_run_id": state.mlflow_run_id or "",
+    }
+    score = report[SCORE] if report[SCORE] == report[SCORE] else -math.inf  # NaN never wins
+    if score > state.best_score:
+        state.best_score, state.best_epoch = score, state.epoch + 1
+    report["best_val_mf1"] = state.best_score
+    return report, metrics
+
+
+def summary_line(report: dict, metrics: dict, epochs: int) -> str:
+    per_level = " ".join(f"{values['mf1']:.3f}" for values in metrics["levels"].values())
+    return (f"epoch {report['epoch']}/{epochs}: train loss {report['train_loss']:.4f}, val mF1 {report[SCORE]:.4f} "
+            f"(per level {per_level}), {report['epoch_seconds']:.1f} s")
+
+
+def align_optimizer_state(optimizer: torch.optim.Optimizer, scheduler, steps: int, device) -> None:
+    """After uneven shards, give every rank the optimizer and LR state of the rank that stepped most.
+
+    Under ``Join`` the ranks that ran out of batches skip the others' last optimizer steps; DDP's join hook
+    then broadcasts the parameters of the last rank to join, but not the optimizer moments, step counts or
+    learning-rate schedule. Only when step counts differ is the state sent (it is as large as the model x2).
+    """
+    import torch.distributed as dist
+
+    counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, torch.tensor([steps], dtype=torch.int64, device=device))
+    counts = [int(c) for c in counts]
+    if len(set(counts)) == 1:
+        return
+    source = max(range(len(counts)), key=lambda r: (counts[r], r))
+    payload = [optimizer.state_dict(), scheduler.state_dict()] if dist.get_rank() == source else [None, None]
+    dist.broadcast_object_list(payload, src=source)
+    if dist.get_rank() != source:
+        optimizer.load_state_dict(payload[0])
+        scheduler.load_state_dict(payload[1])
+
+
+def should_stop(settings: TrainSettings, state: TrainState, device) -> tuple[bool, str]:
+    """Whether the run ends before the next epoch, and why (empty when it simply ran its epochs).
+
+    With a time budget, stop when it is used up or the next epoch (as long as the last one) would overrun
+    it. Rank 0's clock decides, broadcast so that every rank stops together.
+    """
+    if state.epoch >= settings.epochs:
+        return True, ""
+    if settings.patience and state.epoch - state.best_epoch >= settings.patience:  # the same on every rank: no broadcast
+        return True, (f"early stopping: no better val mF1 in {settings.patience} epochs since epoch {state.best_epoch} "
+                      f"({state.best_score:.4f}); keeping that epoch's checkpoint")
+    budget = settings.time_budget_s
+    if not budget:
+        return False, ""
+    over = state.spent_s >= budget or (state.last_epoch_s > 0 and state.spent_s + state.last_epoch_s > budget)
+    stop = torch.tensor([int(over)], dtype=torch.int64, device=device)
+    if world_size() > 1:
+        torch.distributed.broadcast(stop, src=0)
+    if not stop.item():
+        return False, ""
+    return True, f"time budget: {state.spent_s:.0f} of {budget:.0f} s used after epoch {state.epoch}, another epoch would overrun: stopping"

@@ -1,0 +1,157 @@
+"""The training steps without Ray: the loss, the stop decision, and replicas kept identical after uneven shards."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+from h2crop_core.models.loss import hierarchical_loss
+from pipelines.settings import TrainSettings
+from pipelines.training.steps import TrainState, align_optimizer_state, batch_weights, should_stop, train_step
+from h2crop_core.taxonomy import UNLABELLED
+
+
+def _logits(classes=(3, 4), batch=2, size=4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, n, size, size, generator=generator, requires_grad=True) for n in classes]
+
+
+def test_hierarchical_loss_ignores_unlabelled_pixels():
+    logits = _logits()
+    label = torch.randint(0, 3, (2, 4, 4, 4), generator=torch.Generator().manual_seed(1))
+    full = hierarchical_loss(logits, label, (1, 2))
+    expected = sum(torch.nn.functional.cross_entropy(l, label[:, k].long()) for k, l in enumerate(logits))
+    assert torch.allclose(full, expected)
+
+    # unlabelled pixels change nothing but the denominator: the loss is the mean over labelled pixels only
+    masked = label.clone()
+    masked[:, :, :2] = UNLABELLED
+    part = hierarchical_loss(logits, masked, (1, 2))
+    expected = sum(torch.nn.functional.cross_entropy(l[:, :, 2:], label[:, k, 2:].long()) for k, l in enumerate(logits))
+    assert torch.allclose(part, expected)
+
+
+def test_sample_weights_weigh_each_samples_pixels():
+    logits = _logits()
+    label = torch.randint(0, 3, (2, 4, 4, 4), generator=torch.Generator().manual_seed(1))
+    label[1, :, :1] = UNLABELLED
+    plain = hierarchical_loss(logits, label, (1, 2))
+    assert torch.allclose(hierarchical_loss(logits, label, (1, 2), torch.ones(2)), plain)
+    assert torch.allclose(hierarchical_loss(logits, label, (1, 2), torch.full((2,), 3.0)), plain), "a weighted mean"
+    first = hierarchical_loss([level[:1] for level in logits], label[:1], (1, 2))
+    assert torch.allclose(hierarchical_loss(logits, label, (1, 2), torch.tensor([2.0, 0.0])), first)
+    # a batch's weights come from its sample names (names outside the plan weigh 1)
+    batch = {"name": ["a", "b"], "label": label}
+    assert batch_weights(batch, None) is None
+    assert batch_weights(batch, {"a": 0.5}).tolist() == [0.5, 1.0]
+
+
+def test_a_level_without_labels_adds_nothing():
+    logits = _logits()
+    label = torch.randint(0, 3, (2, 4, 4, 4), generator=torch.Generator().manual_seed(2))
+    label[:, 1] = UNLABELLED  # level 2 has no labelled pixel
+    loss = hierarchical_loss(logits, label, (1, 2))
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits[0], label[:, 0].long()))
+    loss.backward()
+    assert torch.count_nonzero(logits[1].grad) == 0 and torch.isfinite(loss)
+
+
+def _state(lr=0.1) -> TrainState:
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    return TrainState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
+
+
+def test_should_stop_by_epochs_and_by_time_budget():
+    settings = TrainSettings(data="d", preset="p", epochs=3, time_budget_minutes=1.0)
+    state = _state()
+    assert should_stop(settings, state, "cpu") == (False, "")
+    state.epoch, state.spent_s, state.last_epoch_s = 1, 40.0, 25.0  # 40 + 25 > 60: the next epoch would overrun
+    stop, why = should_stop(settings, state, "cpu")
+    assert stop and "time budget" in why
+    state.last_epoch_s = 15.0
+    assert not should_stop(settings, state, "cpu")[0]
+    state.epoch = 3
+    assert should_stop(settings, state, "cpu") == (True, "")
+
+
+def test_gradient_accumulation_steps_every_kth_batch():
+    state = _state()
+
+    class Wrapped(torch.nn.Module):  # train_step calls model(**core.inputs(batch)) like the real model
+        def __init__(self, linear):
+            super().__init__()
+            self.linear = linear
+
+        def inputs(self, batch):
+            return {"x": batch["x"]}
+
+        def forward(self, x):
+            return [self.linear(x.movedim(1, -1)).movedim(-1, 1)]
+
+    state.model = Wrapped(state.model)
+    batch = {"x": torch.randn(2, 3, 4, 4), "label": torch.zeros(2, 4, 4, 4, dtype=torch.uint8)}
+    before = state.core.linear.weight.detach().clone()
+    train_step(state, batch, (1,), step=1, grad_accum=2)
+    assert torch.equal(before, state.core.linear.weight)  # accumulating: no step yet
+    train_step(state, batch, (1,), step=2, grad_accum=2)
+    assert not torch.equal(before, state.core.linear.weight) and state.scheduler.last_epoch == 1
+
+
+def _uneven_worker(rank: int, world: int, port: int, out: str) -> None:
+    from torch.distributed.algorithms.join import Join
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+    ddp = DistributedDataParallel(model)
+    steps = 3 if rank == 0 else 1  # uneven shards: rank 1 runs out of batches first
+    with Join([ddp]):
+        for step in range(steps):
+            x = torch.randn(4, 3, generator=torch.Generator().manual_seed(10 * rank + step))
+            ddp(x).pow(2).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            scheduler.step()
+    before = {"step": float(optimizer.state_dict()["state"][0]["step"]), "lr": scheduler.get_last_lr()[0]}
+    align_optimizer_state(optimizer, scheduler, steps, "cpu")
+    state = optimizer.state_dict()["state"]
+    torch.save({"before": before, "moments": [state[i]["exp_avg"] for i in sorted(state)], "step": float(state[0]["step"]),
+                "lr": scheduler.get_last_lr()[0], "weights": [p.detach() for p in model.parameters()]}, Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_replicas_are_identical_after_uneven_shards(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_uneven_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert ranks[0]["before"] != ranks[1]["before"], "the ranks' optimizer states differed before aligning"
+    assert ranks[0]["step"] == ranks[1]["step"] == 3.0
+    assert math.isclose(ranks[0]["lr"], ranks[1]["lr"])
+    for a, b in zip(ranks[0]["moments"] + ranks[0]["weights"], ranks[1]["moments"] + ranks[1]["weights"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_early_stopping_counts_epochs_since_the_best_validation_score():
+    settings = TrainSettings(data="d", preset="p", epochs=50, patience=3)
+    state = _state()
+    state.epoch, state.best_epoch, state.best_score = 5, 4, 0.6  # epoch 4 was the best so far
+    assert not should_stop(settings, state, "cpu")[0]
+    state.epoch = 7  # epochs 5, 6, 7 without a better score
+    stop, why = should_stop(settings, state, "cpu")
+    assert stop and "early stopping" in why and "epoch 4" in why
+    assert not should_stop(TrainSettings(data="d", preset="p", epochs=50, patience=0), state, "cpu")[0]
+    restored = _state()
+    restored.load_state_dict(state.state_dict())  # a resumed run counts from the same best epoch
+    assert (restored.best_epoch, restored.epoch) == (4, 7)
