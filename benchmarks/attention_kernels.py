@@ -74,28 +74,41 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=6, help="attentions per training step (spatial branch depth)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--json", type=Path, default=RESULTS / "attention_kernels.json")
-    parser.add_argument("--smoke", action="store_true", help="a tiny shape, one repetition (checks that every kernel runs)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a tiny shape, one repetition (checks that every kernel runs)"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.tokens, args.heads, args.head_dim, args.reps = 256, 2, 16, 1
 
     per_head = args.tokens**2 * args.head_dim * args.heads
     flops_forward, flops_backward = 4 * per_head, 10 * per_head
-    print(f"attention over {args.tokens} tokens, {args.heads} heads of {args.head_dim}, batch 1, {torch.get_num_threads()} threads; "
-          f"{flops_forward / 1e9:.1f} GFLOP forward, {flops_backward / 1e9:.1f} backward")
+    print(
+        f"attention over {args.tokens} tokens, {args.heads} heads of {args.head_dim}, batch 1, {torch.get_num_threads()} threads; "
+        f"{flops_forward / 1e9:.1f} GFLOP forward, {flops_backward / 1e9:.1f} backward"
+    )
     header = f"{'kernel':28s} {'forward s':>9s} {'backward s':>10s} {'fwd TF/s':>8s} {'bwd TF/s':>8s} {f'x{args.blocks} fwd+bwd s':>14s}"
     print(header)
     print("-" * len(header))
     rows = []
     for name, (fn, dtype) in KERNELS.items():
         forward, backward = measure(fn, dtype, args.tokens, args.heads, args.head_dim, args.reps)
-        row = {"kernel": name, "forward_s": forward, "backward_s": backward,
-               "forward_tflop_per_s": flops_forward / forward / 1e12, "backward_tflop_per_s": flops_backward / backward / 1e12,
-               "per_training_step_s": args.blocks * (forward + backward)}
+        row = {
+            "kernel": name,
+            "forward_s": forward,
+            "backward_s": backward,
+            "forward_tflop_per_s": flops_forward / forward / 1e12,
+            "backward_tflop_per_s": flops_backward / backward / 1e12,
+            "per_training_step_s": args.blocks * (forward + backward),
+        }
         rows.append(row)
-        print(f"{name:28s} {forward:9.3f} {backward:10.3f} {row['forward_tflop_per_s']:8.2f} {row['backward_tflop_per_s']:8.2f} {row['per_training_step_s']:14.2f}")
+        print(
+            f"{name:28s} {forward:9.3f} {backward:10.3f} {row['forward_tflop_per_s']:8.2f} {row['backward_tflop_per_s']:8.2f} {row['per_training_step_s']:14.2f}"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"tokens": args.tokens, "heads": args.heads, "head_dim": args.head_dim, "results": rows}, indent=2))
+    args.json.write_text(
+        json.dumps({"tokens": args.tokens, "heads": args.heads, "head_dim": args.head_dim, "results": rows}, indent=2)
+    )
     print(f"wrote {args.json}")
     return 0
 

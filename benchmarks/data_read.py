@@ -115,7 +115,13 @@ def main() -> None:
             f"{r['speed_ratio']:>7.2f}{r['reader_mb_per_sample']:>11.2f}{r['h5py_mb_per_sample']:>9.2f}{r['bytes_vs_dec']:>8.0%}"
         )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": "data_read", "samples": len(paths), "repeats": args.repeats, "python": platform.python_version(), "rows": rows}
+    payload = {
+        "benchmark": "data_read",
+        "samples": len(paths),
+        "repeats": args.repeats,
+        "python": platform.python_version(),
+        "rows": rows,
+    }
     args.json.write_text(json.dumps(payload, indent=1))
     print(f"wrote {args.json}")
 

@@ -131,10 +131,15 @@ def load_taxonomy(choice: str | None) -> Taxonomy:
     return generate_taxonomy(DEFAULT_TREE) if choice in (None, GENERATED) else Taxonomy.from_csv(choice)
 
 
-def random_batch(config: ModelConfig, taxonomy: Taxonomy, batch: int, tile: int, device: torch.device) -> tuple[dict, torch.Tensor]:
+def random_batch(
+    config: ModelConfig, taxonomy: Taxonomy, batch: int, tile: int, device: torch.device
+) -> tuple[dict, torch.Tensor]:
     """Random model inputs of the preset's shapes and random labels that are taxonomy paths (a corner 255)."""
     generator = torch.Generator().manual_seed(0)
-    inputs = {k: v.to(device) for k, v in example_inputs(config, batch=batch, tile=tile, device="cpu", generator=generator).items()}
+    inputs = {
+        k: v.to(device)
+        for k, v in example_inputs(config, batch=batch, tile=tile, device="cpu", generator=generator).items()
+    }
     leaves = torch.randint(0, len(taxonomy.paths), (batch, tile, tile), generator=generator)
     labels = torch.as_tensor(taxonomy.paths)[leaves].permute(0, 3, 1, 2).to(torch.uint8)
     labels[..., :2, :2] = UNLABELLED
@@ -149,7 +154,9 @@ def build_model(config: ModelConfig, device: torch.device) -> DualStreamModel:
 
 
 # ------------------------------------------------------------------------------------------- the parts
-def measure_training(config: ModelConfig, taxonomy: Taxonomy, batch: int, args: argparse.Namespace, device: torch.device) -> dict:
+def measure_training(
+    config: ModelConfig, taxonomy: Taxonomy, batch: int, args: argparse.Namespace, device: torch.device
+) -> dict:
     """Time ``args.steps`` training steps (forward, summed loss, backward, AdamW) of ``config`` at ``batch``."""
     free_memory(device)
     model = build_model(config, device).train()
@@ -171,8 +178,15 @@ def measure_training(config: ModelConfig, taxonomy: Taxonomy, batch: int, args: 
     loss = float(losses[-1])
     if not math.isfinite(loss):
         raise FloatingPointError(f"training loss is {loss}")
-    return {"status": "ok", "median_s": median, "min_s": min(times), "samples_per_s": batch / median,
-            "peak_memory_gb": peak_memory_gb(device), "final_loss": loss, "times_s": times}
+    return {
+        "status": "ok",
+        "median_s": median,
+        "min_s": min(times),
+        "samples_per_s": batch / median,
+        "peak_memory_gb": peak_memory_gb(device),
+        "final_loss": loss,
+        "times_s": times,
+    }
 
 
 def run_training(taxonomy: Taxonomy, args: argparse.Namespace, device: torch.device) -> list[dict]:
@@ -182,7 +196,13 @@ def run_training(taxonomy: Taxonomy, args: argparse.Namespace, device: torch.dev
         for name, overrides in VARIANTS.items():
             config = get_preset(args.preset, num_classes=taxonomy.num_classes, **overrides)
             flops = forward_flops(build_meta(config), example_inputs(config, batch=1, tile=args.tile))["total"]
-            row = {"variant": name, "baseline": name == BASELINE, "batch": batch, **overrides, "forward_gflops_per_sample": flops / 1e9}
+            row = {
+                "variant": name,
+                "baseline": name == BASELINE,
+                "batch": batch,
+                **overrides,
+                "forward_gflops_per_sample": flops / 1e9,
+            }
             try:
                 row |= measure_training(config, taxonomy, batch, args, device)
                 row["train_tflop_per_s"] = 3 * flops * batch / row["median_s"] / 1e12
@@ -193,7 +213,11 @@ def run_training(taxonomy: Taxonomy, args: argparse.Namespace, device: torch.dev
                 row |= {"status": "error", "error": f"{type(error).__name__}: {error}"}
             free_memory(device)
             rows.append(row)
-            print(f"  {name} batch {batch}: {row['status']}" + (f", {row['median_s']:.3f} s/step" if row["status"] == "ok" else ""), flush=True)
+            print(
+                f"  {name} batch {batch}: {row['status']}"
+                + (f", {row['median_s']:.3f} s/step" if row["status"] == "ok" else ""),
+                flush=True,
+            )
     for row in rows:
         baseline = next(r for r in rows if r["baseline"] and r["batch"] == row["batch"])
         both = row["status"] == baseline["status"] == "ok"
@@ -207,8 +231,15 @@ def measure_matmul(size: int, reps: int, device: torch.device) -> dict:
     a, b = (torch.randn(size, size, generator=generator).to(device, torch.bfloat16) for _ in range(2))
     times = timed(lambda: a @ b, device, warmup=2, steps=reps)
     flop = 2 * size**3
-    return {"size": size, "dtype": "bf16", "reps": reps, "median_s": statistics.median(times), "min_s": min(times),
-            "tflop_per_s": flop / statistics.median(times) / 1e12, "best_tflop_per_s": flop / min(times) / 1e12}
+    return {
+        "size": size,
+        "dtype": "bf16",
+        "reps": reps,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "tflop_per_s": flop / statistics.median(times) / 1e12,
+        "best_tflop_per_s": flop / min(times) / 1e12,
+    }
 
 
 def check_decode(taxonomy: Taxonomy, args: argparse.Namespace, device: torch.device) -> dict:
@@ -221,7 +252,9 @@ def check_decode(taxonomy: Taxonomy, args: argparse.Namespace, device: torch.dev
     with torch.no_grad():
         forward_s = timed(lambda: model(**inputs), device, warmup=1, steps=1)[0]
         logits = model(**inputs)
-        decode_s = timed(lambda: decode_with_confidence(logits, "consistent", taxonomy.paths), device, warmup=1, steps=1)[0]
+        decode_s = timed(
+            lambda: decode_with_confidence(logits, "consistent", taxonomy.paths), device, warmup=1, steps=1
+        )[0]
         ids, confidence = decode_with_confidence(logits, "consistent", taxonomy.paths)
         same_as_decode_consistent = bool(torch.equal(ids, decode_consistent(logits, taxonomy.paths)))
     expected = [(batch, n, tile, tile) for n in taxonomy.num_classes]
@@ -234,8 +267,17 @@ def check_decode(taxonomy: Taxonomy, args: argparse.Namespace, device: torch.dev
         "confidence_never_grows_down_the_tree": bool((confidence.diff(dim=1) <= 1e-4).all()),
     }
     free_memory(device)
-    return {"decode": "consistent", "batch": batch, "tile": tile, "passed": all(checks.values()), "checks": checks,
-            "forward_s": forward_s, "decode_s": decode_s, "taxonomy": taxonomy.source, "num_classes": list(taxonomy.num_classes)}
+    return {
+        "decode": "consistent",
+        "batch": batch,
+        "tile": tile,
+        "passed": all(checks.values()),
+        "checks": checks,
+        "forward_s": forward_s,
+        "decode_s": decode_s,
+        "taxonomy": taxonomy.source,
+        "num_classes": list(taxonomy.num_classes),
+    }
 
 
 # ------------------------------------------------------------------------------------------ the report
@@ -243,12 +285,18 @@ def print_report(result: dict) -> None:
     """The readable table: environment, matmul, one line per training variant, the decode check."""
     env, matmul = result["environment"], result.get("matmul") or {}
     capability = f" (sm {env['capability']})" if env["capability"] else ""
-    print(f"\n{env['device_name']}{capability}, torch {env['torch']}, CUDA {env['cuda']}, bf16 supported: {env['bf16_supported']}")
+    print(
+        f"\n{env['device_name']}{capability}, torch {env['torch']}, CUDA {env['cuda']}, bf16 supported: {env['bf16_supported']}"
+    )
     if matmul:
-        print(f"bf16 matmul {matmul['size']}³: {matmul['tflop_per_s']:.1f} TFLOP/s (best {matmul['best_tflop_per_s']:.1f})")
+        print(
+            f"bf16 matmul {matmul['size']}³: {matmul['tflop_per_s']:.1f} TFLOP/s (best {matmul['best_tflop_per_s']:.1f})"
+        )
     rows = result.get("training") or []
     if rows:
-        print(f"{result['preset']}, {result['tile']}×{result['tile']}, {rows[0]['forward_gflops_per_sample']:.0f} forward GFLOPs/sample")
+        print(
+            f"{result['preset']}, {result['tile']}×{result['tile']}, {rows[0]['forward_gflops_per_sample']:.0f} forward GFLOPs/sample"
+        )
     header = f"{'variant':24s} {'batch':>5s} {'median s':>9s} {'min s':>8s} {'samples/s':>9s} {'TFLOP/s':>8s} {'of matmul':>9s} {'peak GB':>8s} {'speed-up':>8s}"
     print(header + "\n" + "-" * len(header))
     for r in rows:
@@ -258,15 +306,21 @@ def print_report(result: dict) -> None:
             continue
         peak = f"{r['peak_memory_gb']:8.1f}" if r["peak_memory_gb"] is not None else f"{'-':>8s}"
         fraction = f"{r['fraction_of_matmul']:9.1%}" if r.get("fraction_of_matmul") is not None else f"{'-':>9s}"
-        speedup = f"{r['speedup_vs_baseline']:7.2f}x" if r["speedup_vs_baseline"] and not r["baseline"] else f"{'-':>8s}"
-        print(f"{name:24s} {r['batch']:5d} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['samples_per_s']:9.2f} "
-              f"{r['train_tflop_per_s']:8.2f} {fraction} {peak} {speedup}")
+        speedup = (
+            f"{r['speedup_vs_baseline']:7.2f}x" if r["speedup_vs_baseline"] and not r["baseline"] else f"{'-':>8s}"
+        )
+        print(
+            f"{name:24s} {r['batch']:5d} {r['median_s']:9.3f} {r['min_s']:8.3f} {r['samples_per_s']:9.2f} "
+            f"{r['train_tflop_per_s']:8.2f} {fraction} {peak} {speedup}"
+        )
     decode = result.get("decode")
     if decode:
         failed = [name for name, passed in decode["checks"].items() if not passed]
-        print(f"decode ({decode['decode']}, batch {decode['batch']}, {decode['taxonomy']} taxonomy): "
-              f"{'passed' if decode['passed'] else 'FAILED ' + ', '.join(failed)}; "
-              f"forward {decode['forward_s']:.3f} s, decode {decode['decode_s']:.3f} s")
+        print(
+            f"decode ({decode['decode']}, batch {decode['batch']}, {decode['taxonomy']} taxonomy): "
+            f"{'passed' if decode['passed'] else 'FAILED ' + ', '.join(failed)}; "
+            f"forward {decode['forward_s']:.3f} s, decode {decode['decode_s']:.3f} s"
+        )
     for error in result["errors"]:
         print(f"error: {error}")
     print(f"ok: {str(result['ok']).lower()} (wall {result['wall_s']:.1f} s)")
@@ -286,8 +340,14 @@ def is_ok(result: dict) -> bool:
     """Every part ran: no error, the main variant ran at every batch, the baseline ran or hit OOM, the
     decode check passed."""
     rows = result["training"] or []
-    return (not result["errors"] and bool(rows) and bool(result["matmul"]) and bool(result["decode"]) and result["decode"]["passed"]
-            and all(r["status"] == "ok" or (r["baseline"] and r["status"] == "oom") for r in rows))
+    return (
+        not result["errors"]
+        and bool(rows)
+        and bool(result["matmul"])
+        and bool(result["decode"])
+        and result["decode"]["passed"]
+        and all(r["status"] == "ok" or (r["baseline"] and r["status"] == "oom") for r in rows)
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -300,9 +360,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     parser.add_argument("--matmul-size", type=int, default=8192)
     parser.add_argument("--matmul-reps", type=int, default=20)
-    parser.add_argument("--taxonomy", help=f"a taxonomy CSV or {GENERATED!r} (default {SHARED_TAXONOMY} when present, else generated)")
+    parser.add_argument(
+        "--taxonomy", help=f"a taxonomy CSV or {GENERATED!r} (default {SHARED_TAXONOMY} when present, else generated)"
+    )
     parser.add_argument("--json", type=Path, default=RESULTS / "gpu_check.json", help="where to write the results")
-    parser.add_argument("--smoke", action="store_true", help="CPU, tiny preset, batch 1 and 2, 96-px tile, 1 timed step")
+    parser.add_argument(
+        "--smoke", action="store_true", help="CPU, tiny preset, batch 1 and 2, 96-px tile, 1 timed step"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.preset, args.batches, args.tile = "tiny_" + args.preset.removeprefix("tiny_"), [1, 2], 96
@@ -319,8 +383,16 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     device = torch.device("cpu" if args.smoke else "cuda")
     errors: list[str] = []
-    result: dict = {"smoke": args.smoke, "preset": args.preset, "tile": args.tile, "batches": args.batches,
-                    "steps": args.steps, "warmup": args.warmup, "environment": environment(device), "errors": errors}
+    result: dict = {
+        "smoke": args.smoke,
+        "preset": args.preset,
+        "tile": args.tile,
+        "batches": args.batches,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "environment": environment(device),
+        "errors": errors,
+    }
     print(f"gpu_check: {args.preset} on {result['environment']['device_name']}", flush=True)
     taxonomy = load_taxonomy(args.taxonomy)
     result["matmul"] = run_part("matmul", lambda: measure_matmul(args.matmul_size, args.matmul_reps, device), errors)

@@ -52,16 +52,33 @@ def main() -> None:
         root = args.data or work / "data"
         if args.data is None and not (root / "data_lists").is_dir():
             synthesize_dataset(root, args.samples, seed=0, spec=spec, region_size=None, progress=not args.smoke)
-        results = {"minutes_per_preset": args.minutes, "workers": args.workers, "batch_size": args.batch_size, "lr": args.lr, "presets": {}}
+        results = {
+            "minutes_per_preset": args.minutes,
+            "workers": args.workers,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "presets": {},
+        }
         for preset in args.presets:
             started = time.perf_counter()
             settings = TrainSettings(
-                data=str(root), preset=preset, epochs=2 if args.smoke else 1000, batch_size=args.batch_size, lr=args.lr, warmup_iters=0,
-                workers=args.workers, run_name=f"learning-{preset}-{int(time.time())}", storage=str(work / "storage"),
-                output=str(work / "runs" / preset), tracking_uri=f"sqlite:///{work / 'mlruns.db'}", time_budget_minutes=args.minutes,
+                data=str(root),
+                preset=preset,
+                epochs=2 if args.smoke else 1000,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                warmup_iters=0,
+                workers=args.workers,
+                run_name=f"learning-{preset}-{int(time.time())}",
+                storage=str(work / "storage"),
+                output=str(work / "runs" / preset),
+                tracking_uri=f"sqlite:///{work / 'mlruns.db'}",
+                time_budget_minutes=args.minutes,
             )
             outcome = run_training(settings, progress=not args.smoke)
-            evaluation = evaluate_checkpoint(outcome.best_checkpoint, root, "test", decode="argmax", progress=False, loader_workers=1)
+            evaluation = evaluate_checkpoint(
+                outcome.best_checkpoint, root, "test", decode="argmax", progress=False, loader_workers=1
+            )
             metrics = build_metrics(evaluation.confusion, "test")
             results["presets"][preset] = {
                 "epochs": outcome.epochs_done,
@@ -70,18 +87,28 @@ def main() -> None:
                 "test_mf1": {level: values["mf1"] for level, values in metrics["levels"].items()},
                 "test_mean_mf1": metrics["mean"]["mf1"],
             }
-            print(f"{preset}: {outcome.epochs_done} epochs, test mF1 per level " + " ".join(f"{v:.3f}" for v in results["presets"][preset]["test_mf1"].values()), flush=True)
+            print(
+                f"{preset}: {outcome.epochs_done} epochs, test mF1 per level "
+                + " ".join(f"{v:.3f}" for v in results["presets"][preset]["test_mf1"].values()),
+                flush=True,
+            )
 
     presets = results["presets"]
     print(f"\n{'preset':<26}{'epochs':>7}{'L1 mF1':>8}{'L2 mF1':>8}{'L3 mF1':>8}{'L4 mF1':>8}{'mean':>8}")
     for preset, r in presets.items():
         levels = r["test_mf1"]
-        print(f"{preset:<26}{r['epochs']:>7}" + "".join(f"{levels[f'level{k}']:>8.3f}" for k in range(1, 5)) + f"{r['test_mean_mf1']:>8.3f}")
+        print(
+            f"{preset:<26}{r['epochs']:>7}"
+            + "".join(f"{levels[f'level{k}']:>8.3f}" for k in range(1, 5))
+            + f"{r['test_mean_mf1']:>8.3f}"
+        )
     checks = {}
     if "tiny_crops_S2_H_P_jun" in presets:
         checks["S2_H_P level1 mF1 >= 0.8"] = presets["tiny_crops_S2_H_P_jun"]["test_mf1"]["level1"] >= 0.8
     if {"tiny_crops_S2_H_jun", "tiny_crops_S2_jun"} <= set(presets):
-        checks["S2_H beats S2 at level 4"] = presets["tiny_crops_S2_H_jun"]["test_mf1"]["level4"] > presets["tiny_crops_S2_jun"]["test_mf1"]["level4"]
+        checks["S2_H beats S2 at level 4"] = (
+            presets["tiny_crops_S2_H_jun"]["test_mf1"]["level4"] > presets["tiny_crops_S2_jun"]["test_mf1"]["level4"]
+        )
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
     results["checks"] = checks

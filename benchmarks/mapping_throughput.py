@@ -84,13 +84,21 @@ def plain_loop(checkpoint: Path, region: Path, settings, out: Path, user: bool =
     store = TileStore(out, {"plain": True})
     for first in range(0, len(tiles), settings.batch_size):
         batch = tiles[first : first + settings.batch_size]
-        results = predict_tiles(loaded.model, [reader.read(t) for t in batch], batch, decode=settings.decode, paths=loaded.taxonomy.paths)
+        results = predict_tiles(
+            loaded.model, [reader.read(t) for t in batch], batch, decode=settings.decode, paths=loaded.taxonomy.paths
+        )
         for tile, result in zip(batch, results):
             store.write(tile, result)
     predict_s = time.perf_counter() - start
     start = time.perf_counter()
     write_level_cogs(store, tiles, loaded.config.levels, reader.profile(), loaded.taxonomy)
-    return {"tiles": len(tiles), "predict_s": predict_s, "write_s": time.perf_counter() - start, "driver_rss_mb": peak_rss_mb(), "actors_rss_mb": []}
+    return {
+        "tiles": len(tiles),
+        "predict_s": predict_s,
+        "write_s": time.perf_counter() - start,
+        "driver_rss_mb": peak_rss_mb(),
+        "actors_rss_mb": [],
+    }
 
 
 def ray_run(checkpoint: Path, region: Path, settings, out: Path, user: bool = False) -> dict:
@@ -103,8 +111,14 @@ def ray_run(checkpoint: Path, region: Path, settings, out: Path, user: bool = Fa
     ray_start_s = time.perf_counter() - start
     manifest = map_region(checkpoint, map_inputs(region, user), out, settings, progress=False)
     summary = json.loads((out / "summary.json").read_text())
-    return {"tiles": manifest["tiles"], "predict_s": manifest["predict_s"], "write_s": summary["write_s"], "ray_start_s": ray_start_s,
-            "driver_rss_mb": peak_rss_mb(), "actors_rss_mb": sorted(manifest["actors_peak_rss_mb"].values())}
+    return {
+        "tiles": manifest["tiles"],
+        "predict_s": manifest["predict_s"],
+        "write_s": summary["write_s"],
+        "ray_start_s": ray_start_s,
+        "driver_rss_mb": peak_rss_mb(),
+        "actors_rss_mb": sorted(manifest["actors_peak_rss_mb"].values()),
+    }
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -118,16 +132,38 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_mode(mode: str, region: Path, checkpoint: Path, out: Path, args: argparse.Namespace, actors: int = 1, cpus: float = 1) -> dict:
-    command = [sys.executable, __file__, "--worker", mode, "--region", str(region), "--checkpoint", str(checkpoint), "--out", str(out),
-               "--tile", str(args.tile), "--batch-size", str(args.batch_size), "--actors", str(actors), "--cpus", str(cpus)]
+def run_mode(
+    mode: str, region: Path, checkpoint: Path, out: Path, args: argparse.Namespace, actors: int = 1, cpus: float = 1
+) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        mode,
+        "--region",
+        str(region),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--tile",
+        str(args.tile),
+        "--batch-size",
+        str(args.batch_size),
+        "--actors",
+        str(actors),
+        "--cpus",
+        str(cpus),
+    ]
     command += ["--user-files"] if args.user_files else []
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # a local Ray of its own
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"{mode} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     row = json.loads(done.stdout.strip().splitlines()[-1])
-    label = ("plain loop" if mode == "plain" else f"Ray, {actors} actor(s) × {cpus:g} CPU") + (", user files" if args.user_files else "")
+    label = ("plain loop" if mode == "plain" else f"Ray, {actors} actor(s) × {cpus:g} CPU") + (
+        ", user files" if args.user_files else ""
+    )
     shutil.rmtree(out, ignore_errors=True)
     return {"mode": label, **row}
 
@@ -139,21 +175,35 @@ def print_table(rows: list[dict], cores: int) -> None:
     print("-" * len(header))
     for row in rows:
         actors = "/".join(f"{v:.0f}" for v in row["actors_rss_mb"]) or "-"
-        print(f"{row['size']:6d} {row['mode']:38s} {row['tiles']:5d} {row['km2_per_s']:7.3f} {row['predict_s']:9.1f} "
-              f"{row['vs_plain']:7.2f}x {row['write_s']:7.1f} {row['driver_rss_mb']:9.0f} {actors:>9s}")
+        print(
+            f"{row['size']:6d} {row['mode']:38s} {row['tiles']:5d} {row['km2_per_s']:7.3f} {row['predict_s']:9.1f} "
+            f"{row['vs_plain']:7.2f}x {row['write_s']:7.1f} {row['driver_rss_mb']:9.0f} {actors:>9s}"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2016, 4032], help="sides of the generated regions (S2 pixels)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[2016, 4032], help="sides of the generated regions (S2 pixels)"
+    )
     parser.add_argument("--preset", default="tiny_crops_S2_H_P_jun", help="model of the generated checkpoint")
     parser.add_argument("--tile", type=int, default=192)
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--user-files", action="store_true", help="map the region as a user has it: monthly S2 files, EnMAP in EPSG:32632 warped on the fly")
+    parser.add_argument(
+        "--user-files",
+        action="store_true",
+        help="map the region as a user has it: monthly S2 files, EnMAP in EPSG:32632 warped on the fly",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that the benchmark runs (seconds)")
     parser.add_argument("--json", type=Path, default=RESULTS / "mapping_throughput.json")
     parser.add_argument("--worker", choices=("plain", "ray"), help=argparse.SUPPRESS)
-    for name, kind in (("--region", Path), ("--checkpoint", Path), ("--out", Path), ("--actors", int), ("--cpus", float)):
+    for name, kind in (
+        ("--region", Path),
+        ("--checkpoint", Path),
+        ("--out", Path),
+        ("--actors", int),
+        ("--cpus", float),
+    ):
         parser.add_argument(name, type=kind, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -173,12 +223,19 @@ def main() -> int:
             size_rows = [run_mode("plain", region, checkpoint, work / "plain", args, cpus=cores)]
             # --smoke: one Ray mode, at the last size only (each Ray process costs seconds of start-up)
             for actors in ([1] if size == args.sizes[-1] else []) if args.smoke else sorted({1, cores}):
-                size_rows.append(run_mode("ray", region, checkpoint, work / f"ray{actors}", args, actors=actors, cpus=cores / actors))
+                size_rows.append(
+                    run_mode("ray", region, checkpoint, work / f"ray{actors}", args, actors=actors, cpus=cores / actors)
+                )
         finally:
             shutil.rmtree(work, ignore_errors=True)
         km2 = size * size * 100 / 1e6
         for row in size_rows:
-            row.update(size=size, km2=km2, km2_per_s=km2 / row["predict_s"], vs_plain=size_rows[0]["predict_s"] / row["predict_s"])
+            row.update(
+                size=size,
+                km2=km2,
+                km2_per_s=km2 / row["predict_s"],
+                vs_plain=size_rows[0]["predict_s"] / row["predict_s"],
+            )
         rows += size_rows
     print_table(rows, cores)
     growth = {}
@@ -187,12 +244,20 @@ def main() -> int:
         if len(ends) < 2:
             continue
         first, last = ends
-        growth[mode] = {"driver": last["driver_rss_mb"] / first["driver_rss_mb"],
-                        "actors": max(last["actors_rss_mb"], default=0) / max(first["actors_rss_mb"], default=1) if first["actors_rss_mb"] else None}
+        growth[mode] = {
+            "driver": last["driver_rss_mb"] / first["driver_rss_mb"],
+            "actors": max(last["actors_rss_mb"], default=0) / max(first["actors_rss_mb"], default=1)
+            if first["actors_rss_mb"]
+            else None,
+        }
         actors = f", actors ×{growth[mode]['actors']:.2f}" if growth[mode]["actors"] else ""
-        print(f"peak memory {args.sizes[-1]}² vs {args.sizes[0]}², {mode}: driver ×{growth[mode]['driver']:.2f}{actors}")
+        print(
+            f"peak memory {args.sizes[-1]}² vs {args.sizes[0]}², {mode}: driver ×{growth[mode]['driver']:.2f}{actors}"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"cores": cores, "tile": args.tile, "results": rows, "rss_growth": growth}, indent=2))
+    args.json.write_text(
+        json.dumps({"cores": cores, "tile": args.tile, "results": rows, "rss_growth": growth}, indent=2)
+    )
     print(f"wrote {args.json}")
     return 0
 

@@ -28,7 +28,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines.settings import parse_overrides  # noqa: E402  (the same --set syntax as h2crop train)
 
-
 #: how the profiled training step's operator time is grouped (first matching rule wins)
 OP_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("attention", ("scaled_dot_product", "flash_attention", "_softmax")),
@@ -40,7 +39,9 @@ OP_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def op_group(name: str) -> str:
-    return next((group for group, keys in OP_GROUPS if any(key in name for key in keys)), "other (norms, activations, ...)")
+    return next(
+        (group for group, keys in OP_GROUPS if any(key in name for key in keys)), "other (norms, activations, ...)"
+    )
 
 
 def profile_breakdown(step) -> dict[str, float]:
@@ -72,9 +73,11 @@ def measure(
     import torch.nn.functional as F
 
     from h2crop_core.models import DualStreamModel, get_preset
-    from h2crop_core.models.summary import example_inputs, forward_flops, build_meta
+    from h2crop_core.models.summary import build_meta, example_inputs, forward_flops
 
-    config = get_preset(preset, precision=precision, attention=attention, checkpointing=checkpointing, **(overrides or {}))
+    config = get_preset(
+        preset, precision=precision, attention=attention, checkpointing=checkpointing, **(overrides or {})
+    )
     flops = forward_flops(build_meta(config), example_inputs(config, batch=1, tile=tile))["total"] * batch
     torch.manual_seed(0)
     model = DualStreamModel(config)
@@ -88,7 +91,9 @@ def measure(
 
     def train_step() -> None:
         logits = model(**inputs)
-        loss = sum(F.cross_entropy(level, labels[:, k % 4].clamp(max=level.shape[1] - 1)) for k, level in enumerate(logits))
+        loss = sum(
+            F.cross_entropy(level, labels[:, k % 4].clamp(max=level.shape[1] - 1)) for k, level in enumerate(logits)
+        )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -131,11 +136,34 @@ def measure(
 
 def run_variant(args: argparse.Namespace, precision: str, attention: str, sets: list[str]) -> dict:
     """Measure one variant in a fresh child process (clean peak RSS)."""
-    command = [
-        sys.executable, __file__, "--worker", "--preset", args.preset, "--precision", precision, "--attention", attention,
-        "--batch", str(args.batch), "--tile", str(args.tile), "--steps", str(args.steps),
-    ] + (["--checkpointing"] if args.checkpointing else []) + (["--profile"] if args.profile and attention == "sdpa" else []) + [f"--set={pair}" for pair in sets]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    command = (
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--preset",
+            args.preset,
+            "--precision",
+            precision,
+            "--attention",
+            attention,
+            "--batch",
+            str(args.batch),
+            "--tile",
+            str(args.tile),
+            "--steps",
+            str(args.steps),
+        ]
+        + (["--checkpointing"] if args.checkpointing else [])
+        + (["--profile"] if args.profile and attention == "sdpa" else [])
+        + [f"--set={pair}" for pair in sets]
+    )
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
     if done.returncode != 0:
         raise RuntimeError(f"variant {precision}/{attention} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -146,7 +174,11 @@ def print_table(rows: list[dict]) -> None:
     print(header)
     print("-" * len(header))
     for r in rows:
-        name = f"{r['precision']} {r['attention']}" + (" ckpt" if r["checkpointing"] else "") + (" (baseline)" if r.get("baseline") else "")
+        name = (
+            f"{r['precision']} {r['attention']}"
+            + (" ckpt" if r["checkpointing"] else "")
+            + (" (baseline)" if r.get("baseline") else "")
+        )
         name += "".join(f" {k}={v}" for k, v in r.get("overrides", {}).items())
         print(
             f"{name:40s} {r['forward_s_per_sample']:12.2f} {r['train_step_s_per_sample']:14.2f} {r['train_step_min_s_per_sample']:7.2f} "
@@ -162,19 +194,47 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--tile", type=int, default=192)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after one warm-up)")
-    parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing of the transformer blocks")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="ModelConfig override, e.g. --set spatial_patch=2 (repeatable)")
-    parser.add_argument("--profile", action="store_true", help="also profile one training step and print where its time goes")
+    parser.add_argument(
+        "--checkpointing", action="store_true", help="activation checkpointing of the transformer blocks"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="ModelConfig override, e.g. --set spatial_patch=2 (repeatable)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile one training step and print where its time goes"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain-attention fp32 baseline")
-    parser.add_argument("--json", type=Path, help=f"where to write results (default {RESULTS}/model_speed_<preset>_<precision>.json)")
+    parser.add_argument(
+        "--json", type=Path, help=f"where to write results (default {RESULTS}/model_speed_<preset>_<precision>.json)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--smoke", action="store_true", help="the tiny preset on a 96-px tile, one timed step (checks that it runs)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="the tiny preset on a 96-px tile, one timed step (checks that it runs)"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.preset, args.tile, args.steps = "tiny_" + args.preset.removeprefix("tiny_"), 96, 1
 
     if args.worker:
-        print(json.dumps(measure(args.preset, args.precision, args.attention, args.batch, args.tile, args.steps, args.checkpointing, parse_overrides(args.set), args.profile)))
+        print(
+            json.dumps(
+                measure(
+                    args.preset,
+                    args.precision,
+                    args.attention,
+                    args.batch,
+                    args.tile,
+                    args.steps,
+                    args.checkpointing,
+                    parse_overrides(args.set),
+                    args.profile,
+                )
+            )
+        )
         return 0
 
     rows = [run_variant(args, args.precision, "sdpa", args.set)]
@@ -182,8 +242,10 @@ def main() -> int:
         baseline = run_variant(args, "fp32", "plain", args.set + ["channels_last=False"])
         baseline["baseline"] = True
         rows.append(baseline)
-    print(f"{args.preset}, batch {args.batch}, {args.tile}×{args.tile}, {rows[0]['forward_gflops_per_sample']:.0f} forward GFLOPs/sample, "
-          f"{rows[0]['threads']} threads, {platform.processor() or platform.machine()}")
+    print(
+        f"{args.preset}, batch {args.batch}, {args.tile}×{args.tile}, {rows[0]['forward_gflops_per_sample']:.0f} forward GFLOPs/sample, "
+        f"{rows[0]['threads']} threads, {platform.processor() or platform.machine()}"
+    )
     print_table(rows)
     breakdown = rows[0].get("train_step_breakdown_s")
     if breakdown:
@@ -192,7 +254,9 @@ def main() -> int:
         for group, seconds in breakdown.items():
             print(f"  {group:32s} {seconds:6.2f} s  {seconds / total:5.1%}")
     if not args.no_baseline:
-        print(f"training step speed-up over the plain fp32 baseline: {rows[1]['train_step_s_per_sample'] / rows[0]['train_step_s_per_sample']:.1f}x")
+        print(
+            f"training step speed-up over the plain fp32 baseline: {rows[1]['train_step_s_per_sample'] / rows[0]['train_step_s_per_sample']:.1f}x"
+        )
     suffix = "".join(f"_{pair.replace('=', '')}" for pair in args.set) + ("_ckpt" if args.checkpointing else "")
     output = args.json or RESULTS / f"model_speed_{args.preset}_{args.precision}{suffix}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

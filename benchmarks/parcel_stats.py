@@ -48,7 +48,9 @@ def make_map(folder: Path, size: int) -> Path:
         ids = np.moveaxis(taxonomy.paths[leaf], -1, 0).astype(np.uint8)
         store.write(tile, TileResult(ids, rng.integers(1, 256, ids.shape, dtype=np.uint8)))
     transform = Affine(10, 0, 600_000, 0, -10, 5_000_000)
-    write_level_cogs(store, grid.tiles(), (1, 2, 3, 4), {"crs": CRS, "transform": transform, "height": size, "width": size}, taxonomy)
+    write_level_cogs(
+        store, grid.tiles(), (1, 2, 3, 4), {"crs": CRS, "transform": transform, "height": size, "width": size}, taxonomy
+    )
     return folder
 
 
@@ -74,8 +76,12 @@ def run_parcels(map_dir: Path, parcels: Path, output: Path) -> dict:
         "t = time.perf_counter(); r = parcel_statistics(*sys.argv[1:4], id_column='parcel', progress=False); "
         "print(json.dumps({**r, 'seconds': time.perf_counter() - t, 'peak_rss_mb': peak_rss_mb()}))"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(map_dir), str(parcels), str(output)], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(map_dir), str(parcels), str(output)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     if done.returncode:
         raise RuntimeError(f"h2crop parcels failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -102,7 +108,9 @@ def baseline(map_dir: Path, parcels: Path, count: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=4032, help="map side in pixels")
-    parser.add_argument("--cells", type=int, nargs="+", default=[16, 4], help="parcel grid spacings in pixels (smaller: more parcels)")
+    parser.add_argument(
+        "--cells", type=int, nargs="+", default=[16, 4], help="parcel grid spacings in pixels (smaller: more parcels)"
+    )
     parser.add_argument("--baseline-parcels", type=int, default=2000)
     parser.add_argument("--smoke", action="store_true", help="a 384-px map: check that the benchmark runs (seconds)")
     parser.add_argument("--json", type=Path, default=RESULTS / "parcel_stats.json")
@@ -117,7 +125,15 @@ def main() -> int:
             path = work / f"parcels_{cell}.gpkg"
             count = make_parcels(path, args.size, cell)
             row = run_parcels(map_dir, path, work / f"out_{cell}.parquet")
-            rows.append({"cell_px": cell, "parcels": count, "seconds": row["seconds"], "parcels_per_s": count / row["seconds"], "peak_rss_mb": row["peak_rss_mb"]})
+            rows.append(
+                {
+                    "cell_px": cell,
+                    "parcels": count,
+                    "seconds": row["seconds"],
+                    "parcels_per_s": count / row["seconds"],
+                    "peak_rss_mb": row["peak_rss_mb"],
+                }
+            )
         import geopandas as gpd
 
         base = baseline(map_dir, path, args.baseline_parcels)
@@ -126,17 +142,31 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base_rate = base["parcels"] / base["seconds"]
-    print(f"map {args.size}² px; baseline: one rasterio.mask.mask per parcel on {base['parcels']} parcels, {base_rate:.0f} parcels/s (agrees with h2crop on {100 * agree:.1f}%)")
+    print(
+        f"map {args.size}² px; baseline: one rasterio.mask.mask per parcel on {base['parcels']} parcels, {base_rate:.0f} parcels/s (agrees with h2crop on {100 * agree:.1f}%)"
+    )
     header = f"{'cell px':>7s} {'parcels':>9s} {'seconds':>8s} {'parcels/s':>10s} {'vs baseline':>11s} {'peak MB':>8s}"
     print(header)
     print("-" * len(header))
     for row in rows:
         row["vs_baseline"] = row["parcels_per_s"] / base_rate
-        print(f"{row['cell_px']:7d} {row['parcels']:9d} {row['seconds']:8.1f} {row['parcels_per_s']:10.0f} {row['vs_baseline']:10.1f}x {row['peak_rss_mb']:8.0f}")
+        print(
+            f"{row['cell_px']:7d} {row['parcels']:9d} {row['seconds']:8.1f} {row['parcels_per_s']:10.0f} {row['vs_baseline']:10.1f}x {row['peak_rss_mb']:8.0f}"
+        )
     growth = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
     print(f"peak memory with {rows[-1]['parcels']} parcels against {rows[0]['parcels']}: ×{growth:.2f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"size": args.size, "baseline": {**base, "majority": None, "agreement": agree}, "results": rows, "rss_growth": growth}, indent=2))
+    args.json.write_text(
+        json.dumps(
+            {
+                "size": args.size,
+                "baseline": {**base, "majority": None, "agreement": agree},
+                "results": rows,
+                "rss_growth": growth,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.json}")
     return 0
 

@@ -42,14 +42,26 @@ from pipelines.training.train import PreparedRun, make_trainer, prepare_run, rea
 
 def _epoch_stats(times: list[float], samples: list[int]) -> dict:
     steady_t, steady_n = sum(times[1:]) or times[0], sum(samples[1:]) or samples[0]
-    return {"epoch_seconds": times, "samples_per_epoch": samples, "first_epoch_samples_per_s": samples[0] / times[0], "steady_samples_per_s": steady_n / steady_t}
+    return {
+        "epoch_seconds": times,
+        "samples_per_epoch": samples,
+        "first_epoch_samples_per_s": samples[0] / times[0],
+        "steady_samples_per_s": steady_n / steady_t,
+    }
 
 
 # ---------------------------------------------------------------------------------------- baselines
 def dataloader_loop(paths, reader, batch_size: int, epochs: int, workers: int, step=None) -> dict:
     """The simplest honest baseline: one process, a DataLoader with ``workers`` reader processes."""
     times, samples = [], []
-    loader = DataLoader(H2CropDataset(paths, reader), batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=False, collate_fn=collate_samples)
+    loader = DataLoader(
+        H2CropDataset(paths, reader),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=False,
+        collate_fn=collate_samples,
+    )
     for _ in range(epochs):
         start, seen = time.perf_counter(), 0
         for batch in loader:
@@ -80,8 +92,12 @@ def _input_loop(config: dict) -> None:
     from pipelines.training.ray_data import ShardReader
 
     data = ShardReader(
-        ray.train.get_dataset_shard("train"), config["mode"], config["reader"], config["batch_size"],
-        all_paths=config["paths"], loader_workers=config["loader_workers"],
+        ray.train.get_dataset_shard("train"),
+        config["mode"],
+        config["reader"],
+        config["batch_size"],
+        all_paths=config["paths"],
+        loader_workers=config["loader_workers"],
     )
     for epoch in range(config["epochs"]):
         start, seen = time.perf_counter(), 0
@@ -131,7 +147,10 @@ def ray_training_run(run: PreparedRun, storage: Path) -> dict:
     total = time.perf_counter() - start
     client = MlflowClient(run.loop.tracking_uri)
     run_id = result.metrics["mlflow_run_id"]
-    series = {key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)] for key in ("train_samples", "train_samples_per_s", "epoch_seconds")}
+    series = {
+        key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+        for key in ("train_samples", "train_samples_per_s", "epoch_seconds")
+    }
     history = [dict(zip(series, values)) for values in zip(*series.values())]
     times = [m["train_samples"] / m["train_samples_per_s"] for m in history]
     stats = _epoch_stats(times, [m["train_samples"] for m in history])
@@ -160,10 +179,21 @@ def main() -> None:
     from pipelines.training.ray_data import array_dataset, path_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.data or synthesize_dataset(Path(tmp) / "data", args.samples, spec=spec, region_size=None, progress=False).root
+        root = (
+            args.data
+            or synthesize_dataset(Path(tmp) / "data", args.samples, spec=spec, region_size=None, progress=False).root
+        )
         settings = TrainSettings(
-            data=str(root), preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, warmup_iters=0,
-            workers=args.workers, loader_workers=1, run_name="throughput", storage=str(Path(tmp) / "storage"),
+            data=str(root),
+            preset=args.preset,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=1e-3,
+            warmup_iters=0,
+            workers=args.workers,
+            loader_workers=1,
+            run_name="throughput",
+            storage=str(Path(tmp) / "storage"),
             tracking_uri=f"sqlite:///{Path(tmp) / 'mlruns.db'}",
         )
         run = prepare_run(settings)
@@ -171,18 +201,35 @@ def main() -> None:
         paths = list(run.loop.data.train_paths)
         for path in DatasetIndex(root).all_paths():
             path.read_bytes()  # warm the page cache for every contender alike
-        results: dict = {"samples": len(paths), "epochs": args.epochs, "workers": args.workers, "batch_size": args.batch_size, "preset": args.preset}
+        results: dict = {
+            "samples": len(paths),
+            "epochs": args.epochs,
+            "workers": args.workers,
+            "batch_size": args.batch_size,
+            "preset": args.preset,
+        }
         storage = Path(tmp) / "storage"
         storage.mkdir()
 
         results["input_dataloader"] = dataloader_loop(paths, reader, args.batch_size, args.epochs, args.workers)
         connect_ray()
         quiet_data_context()
-        loop_config = {"reader": reader, "epochs": args.epochs, "batch_size": args.batch_size, "loader_workers": 1, "mode": "paths", "paths": [str(p) for p in paths]}
+        loop_config = {
+            "reader": reader,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "loader_workers": 1,
+            "mode": "paths",
+            "paths": [str(p) for p in paths],
+        }
         if not args.smoke:
-            results["input_ray_paths"] = ray_input_run(loop_config, path_dataset(paths), args.workers, storage, "input-paths")
+            results["input_ray_paths"] = ray_input_run(
+                loop_config, path_dataset(paths), args.workers, storage, "input-paths"
+            )
             loop_config.update(mode="arrays", loader_workers=0)
-            results["input_ray_arrays"] = ray_input_run(loop_config, array_dataset(paths, reader), args.workers, storage, "input-arrays")
+            results["input_ray_arrays"] = ray_input_run(
+                loop_config, array_dataset(paths, reader), args.workers, storage, "input-arrays"
+            )
 
         if not args.skip_training:
             torch.set_num_threads(args.workers)  # the same cores as the Ray workers together
@@ -197,14 +244,21 @@ def main() -> None:
         ("input: Ray, arrays mode", "input_ray_arrays", "input_dataloader"),
     ]
     if "train_ray" in results:
-        rows += [("train: DataLoader loop (baseline)", "train_dataloader", "train_dataloader"), ("train: Ray TorchTrainer", "train_ray", "train_dataloader")]
-    print(f"{results['samples']} training samples, {args.epochs} epochs, {args.workers} workers, batch {args.batch_size}, preset {args.preset}")
+        rows += [
+            ("train: DataLoader loop (baseline)", "train_dataloader", "train_dataloader"),
+            ("train: Ray TorchTrainer", "train_ray", "train_dataloader"),
+        ]
+    print(
+        f"{results['samples']} training samples, {args.epochs} epochs, {args.workers} workers, batch {args.batch_size}, preset {args.preset}"
+    )
     print(f"{'':36}{'steady samples/s':>18}{'vs baseline':>13}{'1st epoch/s':>13}{'Ray start-up s':>16}")
     for label, key, base in (row for row in rows if row[1] in results):
         r = results[key]
         r["ratio_vs_baseline"] = r["steady_samples_per_s"] / results[base]["steady_samples_per_s"]
         startup = f"{r['fixed_startup_seconds']:.1f}" if "fixed_startup_seconds" in r else "-"
-        print(f"{label:36}{r['steady_samples_per_s']:>18.2f}{r['ratio_vs_baseline']:>13.2f}{r['first_epoch_samples_per_s']:>13.2f}{startup:>16}")
+        print(
+            f"{label:36}{r['steady_samples_per_s']:>18.2f}{r['ratio_vs_baseline']:>13.2f}{r['first_epoch_samples_per_s']:>13.2f}{startup:>16}"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
     print(f"wrote {args.json}")

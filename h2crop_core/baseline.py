@@ -47,7 +47,9 @@ def make_classifier(model: str, seed: int, threads: int):
     if model == "hgb":
         return HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, early_stopping=False, random_state=seed)
     if model == "svm":
-        return make_pipeline(StandardScaler(), SVC(kernel="rbf", C=10.0, gamma="scale", cache_size=1000, random_state=seed))
+        return make_pipeline(
+            StandardScaler(), SVC(kernel="rbf", C=10.0, gamma="scale", cache_size=1000, random_state=seed)
+        )
     raise ValueError(f"unknown baseline model {model!r}; expected one of {MODELS}")
 
 
@@ -95,14 +97,18 @@ class PixelSet:
     per_level: list[int] = field(default_factory=list)  #: training pixels labelled at each level
 
 
-def collect_pixels(paths: Sequence[Path], reader: SampleReader, max_pixels: int, *, seed: int = 0, progress: bool = True) -> PixelSet:
+def collect_pixels(
+    paths: Sequence[Path], reader: SampleReader, max_pixels: int, *, seed: int = 0, progress: bool = True
+) -> PixelSet:
     """A stratified sample of at most ``max_pixels`` labelled pixels of ``paths`` (two passes: the labels,
     to count the strata, then the tiles that hold chosen pixels)."""
     from tqdm.auto import tqdm
 
     label_reader = SampleReader(reader.window, ("label",), reader.taxonomy, spec=reader.spec)
     counts, per_tile = np.zeros(256, dtype=np.int64), []
-    for path in tqdm(paths, desc="count labelled pixels", unit="tile", disable=not progress, dynamic_ncols=True, leave=False):
+    for path in tqdm(
+        paths, desc="count labelled pixels", unit="tile", disable=not progress, dynamic_ncols=True, leave=False
+    ):
         label = label_reader.read(path)["label"]
         tile_counts = np.bincount(strata(label)[labelled_mask(label)], minlength=256)
         counts += tile_counts
@@ -119,7 +125,9 @@ def collect_pixels(paths: Sequence[Path], reader: SampleReader, max_pixels: int,
             features.append(pixel_features(sample, chosen))
             labels.append(rearrange(sample["label"], "l h w -> (h w) l")[chosen])
     if not features:
-        return PixelSet(np.zeros((0, 0), np.float32), np.zeros((0, NUM_LEVELS), np.uint8), len(paths), 0, [0] * NUM_LEVELS)
+        return PixelSet(
+            np.zeros((0, 0), np.float32), np.zeros((0, NUM_LEVELS), np.uint8), len(paths), 0, [0] * NUM_LEVELS
+        )
     stacked_labels = np.concatenate(labels)
     if len(stacked_labels) > max_pixels:  # the draw is random: trim the few over the budget
         order = np.sort(rng.permutation(len(stacked_labels))[:max_pixels])
@@ -154,7 +162,9 @@ class PixelBaseline:
         started = time.perf_counter()
         levels = [NUM_LEVELS - 1] if self.target == "leaf" else list(range(NUM_LEVELS))
         self.classifiers = []
-        for k in tqdm(levels, desc=f"fit {self.model}", unit="level", disable=not progress, dynamic_ncols=True, leave=False):
+        for k in tqdm(
+            levels, desc=f"fit {self.model}", unit="level", disable=not progress, dynamic_ncols=True, leave=False
+        ):
             known = pixels.labels[:, k] != UNLABELLED
             classes = np.unique(pixels.labels[known, k])
             if len(classes) < 2:
@@ -178,7 +188,9 @@ class PixelBaseline:
         return rearrange(stack.astype(np.uint8), "l (h w) -> l h w", h=height, w=width)
 
 
-def predict_split(baseline: PixelBaseline, paths: Sequence[Path], reader: SampleReader, out_dir: Path, *, progress: bool = True) -> float:
+def predict_split(
+    baseline: PixelBaseline, paths: Sequence[Path], reader: SampleReader, out_dir: Path, *, progress: bool = True
+) -> float:
     """Write ``<out_dir>/<sample>.npy`` for every path (atomically, one by one); returns the seconds taken."""
     from tqdm.auto import tqdm
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from h2crop_core.errors import H2CropError
+from h2crop_core.data.normalise import NormStats
 from h2crop_core.data.reader import SampleReader
 from h2crop_core.data.schema import H2CROP_SPEC, SampleSpec
-from h2crop_core.data.normalise import NormStats
+from h2crop_core.errors import H2CropError
 from h2crop_core.files import write_atomic
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import ModelConfig
@@ -107,11 +107,17 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {str(error)[:200]})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(error).__name__}: {str(error)[:200]})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: expected an {FORMAT!r} file; found {type(payload).__name__} without that format tag")
+        raise CheckpointError(
+            f"{path}: expected an {FORMAT!r} file; found {type(payload).__name__} without that format tag"
+        )
     if payload.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload['version']} is newer than this h2crop reads ({VERSION})")
+        raise CheckpointError(
+            f"{path}: checkpoint version {payload['version']} is newer than this h2crop reads ({VERSION})"
+        )
     return payload
 
 
@@ -131,7 +137,9 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", **c
     except RuntimeError as error:  # shape mismatches
         raise CheckpointError(f"{path}: weights do not fit {config.name}: {str(error)[:500]}") from None
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit {config.name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise CheckpointError(
+            f"{path}: weights do not fit {config.name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     model.to(device).eval()
     stats = NormStats.from_dict(payload["norm_stats"])
     taxonomy = Taxonomy.from_csv_text(payload["taxonomy_csv"], source=f"{path} (embedded)")

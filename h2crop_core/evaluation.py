@@ -108,7 +108,9 @@ def score_predictions(
     found = check_predictions(Path(predictions), names, spec)
     reader = SampleReader(spec.months, modalities=("label", "prior"), taxonomy=taxonomy, spec=spec)
     confusion = HierarchicalConfusion(taxonomy.num_classes, taxonomy)
-    for name, path in tqdm(list(zip(names, paths)), desc="score", unit="sample", disable=not progress, dynamic_ncols=True):
+    for name, path in tqdm(
+        list(zip(names, paths)), desc="score", unit="sample", disable=not progress, dynamic_ncols=True
+    ):
         sample = reader.read(path)
         prediction = load_prediction(found[name])
         try:
@@ -163,7 +165,14 @@ def evaluate_checkpoint(
     confusion = HierarchicalConfusion(loaded.taxonomy.num_classes, loaded.taxonomy, levels=levels)
     argmax_valid = argmax_total = 0
     with torch.inference_mode():
-        batches = tqdm(raise_read_failures(loader), total=len(loader), desc=f"evaluate {split}", unit="batch", disable=not progress, dynamic_ncols=True)
+        batches = tqdm(
+            raise_read_failures(loader),
+            total=len(loader),
+            desc=f"evaluate {split}",
+            unit="batch",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         for batch in batches:
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             logits = loaded.model(**loaded.model.inputs(batch))
@@ -173,7 +182,12 @@ def evaluate_checkpoint(
             if len(levels) == 4:
                 argmax_valid += int(loaded.taxonomy.valid_path_mask(argmax.cpu().numpy()).sum())
                 argmax_total += argmax[:, 0].numel()
-    extra = {"decode": decode, "checkpoint": str(checkpoint), "preset": loaded.config.name, "window": str(loaded.config.window)}
+    extra = {
+        "decode": decode,
+        "checkpoint": str(checkpoint),
+        "preset": loaded.config.name,
+        "window": str(loaded.config.window),
+    }
     if argmax_total:
         extra["argmax_invalid_path_fraction"] = 1.0 - argmax_valid / argmax_total
     return Evaluation(confusion, loaded.taxonomy, extra)

@@ -86,7 +86,9 @@ class HierarchicalConfusion:
         """
         prediction, label = _batched(prediction), _batched(label)
         if prediction.shape[0] != label.shape[0] or prediction.shape[2:] != label.shape[2:]:
-            raise ValueError(f"prediction shape {tuple(prediction.shape)} does not match label shape {tuple(label.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(prediction.shape)} does not match label shape {tuple(label.shape)}"
+            )
         if prediction.shape[1] != len(self.levels) or label.shape[1] != NUM_LEVELS:
             raise ValueError(
                 f"expected predictions for levels {self.levels} and labels for {NUM_LEVELS} levels on axis 1; "
@@ -106,7 +108,9 @@ class HierarchicalConfusion:
             labelled = label_k != UNLABELLED
             bad_label = labelled & ((label_k < 0) | (label_k >= n))
             if bad_label.any():
-                raise ValueError(f"{name} labels must be ids 0..{n - 1} or 255; found {torch.unique(label_k[bad_label])[:8].tolist()}")
+                raise ValueError(
+                    f"{name} labels must be ids 0..{n - 1} or 255; found {torch.unique(label_k[bad_label])[:8].tolist()}"
+                )
             masks = {"all": labelled}
             if prior is not None:
                 prior_k = prior[:, level_index].to(device=device, dtype=torch.int64)
@@ -127,7 +131,9 @@ class HierarchicalConfusion:
     def merge(self, other: HierarchicalConfusion) -> HierarchicalConfusion:
         """Add ``other``'s counts into this one (workers, ranks or batches)."""
         if other.num_classes != self.num_classes or other.levels != self.levels:
-            raise ValueError(f"cannot merge levels {other.levels} of {other.num_classes} classes into levels {self.levels} of {self.num_classes}")
+            raise ValueError(
+                f"cannot merge levels {other.levels} of {other.num_classes} classes into levels {self.levels} of {self.num_classes}"
+            )
         for area in AREAS:
             for mine, theirs in zip(self.matrices[area], other.matrices[area]):
                 mine += theirs.to(mine.device)
@@ -162,7 +168,9 @@ class HierarchicalConfusion:
         import torch.distributed as dist
 
         flat = torch.cat([m.flatten() for area in AREAS for m in self.matrices[area]])
-        extra = torch.tensor([self.consistent_pixels, self.predicted_pixels, self.samples], dtype=torch.int64, device=flat.device)
+        extra = torch.tensor(
+            [self.consistent_pixels, self.predicted_pixels, self.samples], dtype=torch.int64, device=flat.device
+        )
         flat = torch.cat([flat, extra])
         dist.all_reduce(flat)
         offset = 0
@@ -224,7 +232,13 @@ def class_scores(confusion: np.ndarray, *, mmseg_f1: bool = False) -> ClassScore
     return ClassScores(iou, precision, recall, f1, support.astype(np.int64), predicted.astype(np.int64))
 
 
-def level_metrics(confusion: np.ndarray, *, ignore_background: bool = False, mmseg_f1: bool = False, names: tuple[str, ...] | None = None) -> dict:
+def level_metrics(
+    confusion: np.ndarray,
+    *,
+    ignore_background: bool = False,
+    mmseg_f1: bool = False,
+    names: tuple[str, ...] | None = None,
+) -> dict:
     """Summary and per-class metrics of one level.
 
     Returns:

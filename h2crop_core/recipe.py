@@ -35,7 +35,9 @@ class Recipe:
 #: the research code's recipe, for the benchmark's thousands of samples (H2CROP.md, "Recipe")
 BENCHMARK = Recipe("benchmark", lr=6e-5, warmup_iters=1000, min_lr=6e-6, epochs=100)
 #: for a few to a few hundred tiles: measured in benchmarks/small_data.py
-SMALL = Recipe("small", lr=2e-3, warmup_iters=50, min_lr=2e-5, epochs=10_000, steps=1500, epoch_samples=128, patience=12)
+SMALL = Recipe(
+    "small", lr=2e-3, warmup_iters=50, min_lr=2e-5, epochs=10_000, steps=1500, epoch_samples=128, patience=12
+)
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (BENCHMARK, SMALL)}
 RECIPE_CHOICES: tuple[str, ...] = ("auto", *RECIPES)
 
@@ -62,13 +64,21 @@ def choose_recipe(requested: str, train_samples: int, *, lr_given: bool = False)
         recipe = RECIPES[requested]
         return recipe, recipe.patience, f"recipe {recipe.name} (--recipe {requested})"
     if lr_given:
-        return BENCHMARK, AUTO_PATIENCE, f"recipe benchmark around the given --lr (auto; early stopping after {AUTO_PATIENCE} epochs without a better val mF1)"
+        return (
+            BENCHMARK,
+            AUTO_PATIENCE,
+            f"recipe benchmark around the given --lr (auto; early stopping after {AUTO_PATIENCE} epochs without a better val mF1)",
+        )
     if train_samples < SMALL_SET_SAMPLES:
-        why = (f"recipe small: {train_samples} training samples (< {SMALL_SET_SAMPLES}): lr {SMALL.lr:g}, {SMALL.warmup_iters} warm-up steps, "
-               f"{SMALL.steps} optimizer steps, early stopping after {SMALL.patience} epochs without a better val mF1 (--recipe benchmark for the paper's)")
+        why = (
+            f"recipe small: {train_samples} training samples (< {SMALL_SET_SAMPLES}): lr {SMALL.lr:g}, {SMALL.warmup_iters} warm-up steps, "
+            f"{SMALL.steps} optimizer steps, early stopping after {SMALL.patience} epochs without a better val mF1 (--recipe benchmark for the paper's)"
+        )
         return SMALL, SMALL.patience, why
-    why = (f"recipe benchmark: {train_samples} training samples: lr {BENCHMARK.lr:g}, {BENCHMARK.warmup_iters} warm-up steps, cosine over "
-           f"{BENCHMARK.epochs} epochs, early stopping after {AUTO_PATIENCE} epochs without a better val mF1 (--recipe benchmark: no early stopping)")
+    why = (
+        f"recipe benchmark: {train_samples} training samples: lr {BENCHMARK.lr:g}, {BENCHMARK.warmup_iters} warm-up steps, cosine over "
+        f"{BENCHMARK.epochs} epochs, early stopping after {AUTO_PATIENCE} epochs without a better val mF1 (--recipe benchmark: no early stopping)"
+    )
     return BENCHMARK, AUTO_PATIENCE, why
 
 

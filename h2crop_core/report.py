@@ -24,7 +24,14 @@ CONFUSION_TOP_CLASSES = 20
 F1_TOP_CLASSES = 40
 
 
-def build_metrics(confusion: HierarchicalConfusion, split: str, *, ignore_background: bool = False, mmseg_f1: bool = False, extra: dict | None = None) -> dict:
+def build_metrics(
+    confusion: HierarchicalConfusion,
+    split: str,
+    *,
+    ignore_background: bool = False,
+    mmseg_f1: bool = False,
+    extra: dict | None = None,
+) -> dict:
     """The ``metrics.json`` payload (fractions in [0, 1]; NaN becomes null when written)."""
     computed = confusion.compute(ignore_background=ignore_background, mmseg_f1=mmseg_f1)
     levels = computed["all"]["levels"]
@@ -52,7 +59,9 @@ def metric_values(metrics: dict, prefix: str) -> dict[str, float]:
     return values
 
 
-def write_report(metrics: dict, confusion: HierarchicalConfusion, out_dir: str | Path, taxonomy: Taxonomy | None = None) -> dict[str, Path]:
+def write_report(
+    metrics: dict, confusion: HierarchicalConfusion, out_dir: str | Path, taxonomy: Taxonomy | None = None
+) -> dict[str, Path]:
     """Write ``metrics.json``, ``per_class_level{1..4}.csv``, ``confusion.npz`` and the plots.
 
     Every file is written atomically (:mod:`h2crop_core.files`): an interrupted run leaves each one absent,
@@ -70,15 +79,25 @@ def write_report(metrics: dict, confusion: HierarchicalConfusion, out_dir: str |
         writer = csv.writer(text)
         writer.writerow(["id", "name", "iou", "precision", "recall", "f1", "support"])
         for row in metrics["levels"][f"level{k}"]["per_class"]:
-            writer.writerow([row["id"], row["name"]] + [_fmt(row[m]) for m in ("iou", "precision", "recall", "f1")] + [row["support"]])
+            writer.writerow(
+                [row["id"], row["name"]]
+                + [_fmt(row[m]) for m in ("iou", "precision", "recall", "f1")]
+                + [row["support"]]
+            )
         written[f"per_class_level{k}"] = write_text_atomic(out / f"per_class_level{k}.csv", text.getvalue())
-    arrays = {f"{area}_level{level}": m.cpu().numpy() for area, ms in confusion.matrices.items() for level, m in zip(confusion.levels, ms)}
+    arrays = {
+        f"{area}_level{level}": m.cpu().numpy()
+        for area, ms in confusion.matrices.items()
+        for level, m in zip(confusion.levels, ms)
+    }
     written["confusion"] = write_atomic(out / "confusion.npz", lambda file: np.savez_compressed(file, **arrays))
     written.update(plot_report(metrics, confusion, out, taxonomy))
     return written
 
 
-def plot_report(metrics: dict, confusion: HierarchicalConfusion, out: Path, taxonomy: Taxonomy | None = None) -> dict[str, Path]:
+def plot_report(
+    metrics: dict, confusion: HierarchicalConfusion, out: Path, taxonomy: Taxonomy | None = None
+) -> dict[str, Path]:
     """Confusion matrices (most frequent classes, row-normalised), per-class F1 bars, changed vs unchanged."""
     import matplotlib
 
@@ -96,11 +115,17 @@ def plot_report(metrics: dict, confusion: HierarchicalConfusion, out: Path, taxo
     return written
 
 
-def _figures(plt: ModuleType, metrics: dict, confusion: HierarchicalConfusion, taxonomy: Taxonomy | None) -> Iterator[tuple[str, Figure | None]]:
+def _figures(
+    plt: ModuleType, metrics: dict, confusion: HierarchicalConfusion, taxonomy: Taxonomy | None
+) -> Iterator[tuple[str, Figure | None]]:
     """(role, figure or None) of each plot, built one at a time so only one is open at once."""
     for index, level_number in enumerate(confusion.levels):
         level = f"level{level_number}"
-        names = taxonomy.class_names(level_number) if taxonomy else tuple(str(i) for i in range(confusion.num_classes[index]))
+        names = (
+            taxonomy.class_names(level_number)
+            if taxonomy
+            else tuple(str(i) for i in range(confusion.num_classes[index]))
+        )
         yield f"confusion_{level}", _confusion_figure(plt, confusion.matrices["all"][index].cpu().numpy(), names, level)
         yield f"f1_{level}", _f1_figure(plt, metrics, level_number, taxonomy)
     yield "changed_vs_unchanged", _changed_figure(plt, metrics)
@@ -180,7 +205,9 @@ def format_summary(metrics: dict) -> str:
             f"{_pct(metrics['changed']['levels'][level]['mf1'], 13)}{_pct(metrics['unchanged']['levels'][level]['mf1'], 15)}"
         )
     mean = metrics["mean"]
-    lines.append(f"{'mean':10}{_pct(mean['oa'])}{_pct(mean['miou'])}{_pct(mean['mf1'])}{_pct(metrics['changed']['mean']['mf1'], 13)}{_pct(metrics['unchanged']['mean']['mf1'], 15)}")
+    lines.append(
+        f"{'mean':10}{_pct(mean['oa'])}{_pct(mean['miou'])}{_pct(mean['mf1'])}{_pct(metrics['changed']['mean']['mf1'], 13)}{_pct(metrics['unchanged']['mean']['mf1'], 15)}"
+    )
     lines.append(f"hierarchy consistency of predictions: {_pct(metrics['consistency'], 0).strip()}")
     return "\n".join(lines)
 

@@ -85,7 +85,8 @@ class RunLock:
                 f"{self.kind} name {self.name!r} is in use in {self.storage}: held by {holder.get('kind', 'a run')} on host "
                 f"{holder.get('host')} (pid {holder.get('pid')}, started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(holder.get('started', 0))))}, "
                 f"seen {seen:.0f} s ago); choose another name, or wait for it to finish (a crashed holder's lock {self.where} "
-                f"expires {self.stale_after_s:.0f} s after its last heartbeat)")
+                f"expires {self.stale_after_s:.0f} s after its last heartbeat)"
+            )
         self._thread = threading.Thread(target=self._beat, name=f"h2crop-lock-{self.name}", daemon=True)
         self._thread.start()
         return self
@@ -104,8 +105,15 @@ class RunLock:
 
     # ------------------------------------------------------------------------------------- entries
     def _record(self) -> dict:
-        return {"token": self.token, "kind": self.kind, "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
-                "started": self.started, "heartbeat": time.time()}
+        return {
+            "token": self.token,
+            "kind": self.kind,
+            "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.started,
+            "heartbeat": time.time(),
+        }
 
     def _write(self) -> None:
         """Write (or refresh) this holder's entry; a reader never sees half of it (see :meth:`Remote.write`)."""

@@ -53,7 +53,7 @@ class Remote:
 
         base = self._path(folder).rstrip("/")
         infos = self.fs.get_file_info(fs.FileSelector(base, allow_not_found=True))
-        return {info.path[len(base):].lstrip("/") for info in infos if info.type == fs.FileType.File}
+        return {info.path[len(base) :].lstrip("/") for info in infos if info.type == fs.FileType.File}
 
     def exists(self, name: str) -> bool:
         from pyarrow import fs

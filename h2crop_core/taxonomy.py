@@ -70,7 +70,9 @@ class Taxonomy:
         """
         path = Path(path)
         if not path.is_file():
-            raise TaxonomyError(f"{path}: taxonomy file not found (expected a CSV with columns {', '.join(CSV_COLUMNS)})")
+            raise TaxonomyError(
+                f"{path}: taxonomy file not found (expected a CSV with columns {', '.join(CSV_COLUMNS)})"
+            )
         with path.open(newline="", encoding="utf-8-sig") as handle:
             return cls._parse(handle, str(path))
 
@@ -188,7 +190,9 @@ class Taxonomy:
         """
         src, dst = _index(from_level), _index(to_level)
         if src < dst:
-            raise ValueError(f"parent_map goes from a finer to a coarser level; got level{from_level} -> level{to_level}")
+            raise ValueError(
+                f"parent_map goes from a finer to a coarser level; got level{from_level} -> level{to_level}"
+            )
         table = np.full(256, UNLABELLED, dtype=np.uint8)
         table[0] = 0
         for row in self.paths[1:]:

@@ -28,7 +28,14 @@ INPUT_MODES: tuple[str, ...] = ("paths", "arrays")
 SAMPLINGS: tuple[str, ...] = ("auto", "uniform", "labelled")
 
 
-def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None, flags: tuple[str, ...] = (), cli: bool = True) -> Any:
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    choices: tuple | None = None,
+    flags: tuple[str, ...] = (),
+    cli: bool = True,
+) -> Any:
     """A dataclass field with its command-line help, allowed values and option names (``flags``; default
     ``--field-name``); ``cli=False`` keeps it off the command line."""
     metadata = {"help": help, "choices": choices, "flags": flags, "cli": cli}
@@ -60,35 +67,69 @@ class TrainSettings:
     data: str = setting(help="dataset root")
     preset: str = setting(help="model preset, e.g. crops_S2_H_P_jun or tiny_crops_S2_H_P_jun (h2crop model-info --all)")
     overrides: dict = setting({}, "model setting overrides (--set key=value)", cli=False)
-    recipe: str = setting("auto", "training schedule: benchmark (the paper's: lr 6e-5, 1,000 warm-up steps, cosine over 100 epochs), small (lr 2e-3, 50 warm-up steps, 1,500 optimizer steps, early stopping), or auto: small below 2,000 training samples unless --lr is given, else benchmark (default: auto)", choices=RECIPE_CHOICES)
-    epochs: int | None = setting(None, "most epochs (default: the recipe's; the small recipe counts optimizer steps, --steps); the run stops earlier at --time-budget-minutes or --patience")
-    steps: int | None = setting(None, "optimizer steps of the warm-up + cosine schedule (default: the recipe's; benchmark: every step of --epochs epochs)")
-    patience: int | None = setting(None, "stop after this many epochs without a better validation mF1, keeping the best checkpoint; 0: never (default: the recipe's: 12 for small, 20 for auto's benchmark, 0 for --recipe benchmark)")
-    sampling: str = setting("auto", "how an epoch draws training tiles: uniform (each once, the benchmark's), labelled (in proportion to their labelled pixels; unlabelled tiles left out), auto: labelled when under half the pixels are labelled (default: auto)", choices=SAMPLINGS)
+    recipe: str = setting(
+        "auto",
+        "training schedule: benchmark (the paper's: lr 6e-5, 1,000 warm-up steps, cosine over 100 epochs), small (lr 2e-3, 50 warm-up steps, 1,500 optimizer steps, early stopping), or auto: small below 2,000 training samples unless --lr is given, else benchmark (default: auto)",
+        choices=RECIPE_CHOICES,
+    )
+    epochs: int | None = setting(
+        None,
+        "most epochs (default: the recipe's; the small recipe counts optimizer steps, --steps); the run stops earlier at --time-budget-minutes or --patience",
+    )
+    steps: int | None = setting(
+        None,
+        "optimizer steps of the warm-up + cosine schedule (default: the recipe's; benchmark: every step of --epochs epochs)",
+    )
+    patience: int | None = setting(
+        None,
+        "stop after this many epochs without a better validation mF1, keeping the best checkpoint; 0: never (default: the recipe's: 12 for small, 20 for auto's benchmark, 0 for --recipe benchmark)",
+    )
+    sampling: str = setting(
+        "auto",
+        "how an epoch draws training tiles: uniform (each once, the benchmark's), labelled (in proportion to their labelled pixels; unlabelled tiles left out), auto: labelled when under half the pixels are labelled (default: auto)",
+        choices=SAMPLINGS,
+    )
     batch_size: int = setting(4, "samples per worker per step")
     lr: float | None = setting(None, "peak AdamW learning rate (default: the recipe's)")
     weight_decay: float = setting(5e-4, "AdamW weight decay")
-    warmup_iters: int | None = setting(None, "linear warm-up steps, capped at 10%% of all steps (default: the recipe's)")
+    warmup_iters: int | None = setting(
+        None, "linear warm-up steps, capped at 10%% of all steps (default: the recipe's)"
+    )
     warmup_start: float = setting(0.01, "warm-up starts at this fraction of the lr")
     min_lr: float | None = setting(None, "learning rate at the end of the cosine decay (default: the recipe's)")
     grad_accum: int = setting(1, "gradient accumulation steps")
-    precision: str = setting("bf16", "autocast precision unless --set precision= says otherwise (the benchmark trained in mixed precision)", choices=PRECISIONS)
+    precision: str = setting(
+        "bf16",
+        "autocast precision unless --set precision= says otherwise (the benchmark trained in mixed precision)",
+        choices=PRECISIONS,
+    )
     cutmix_p: float = setting(0.5, "CutMix probability per sample (0 disables)", flags=("--cutmix",))
     flip_rotate: bool = setting(True, "random flips and 90° rotations")
     workers: int = setting(2, "Ray Train workers (one per GPU with --use-gpu)")
     use_gpu: bool = setting(False, "one GPU per worker; bf16 autocast on CUDA")
     cpus_per_worker: float = setting(1.0, "CPUs reserved per training worker")
     loader_workers: int = setting(1, "reader processes per training worker (paths mode)")
-    input_mode: str = setting("paths", "shard paths and read on the workers, or read in Ray Data tasks", choices=INPUT_MODES)
+    input_mode: str = setting(
+        "paths", "shard paths and read on the workers, or read in Ray Data tasks", choices=INPUT_MODES
+    )
     seed: int = setting(0, "seed of weights, shuffling and augmentations")
-    run_name: str = setting("", "name of the run; re-running with the same name and storage resumes it (default: <preset>-<time>)")
-    storage: str = setting("ray_results", "Ray Train storage: a folder, or a URI such as s3://bucket/runs (multi-node runs need storage every node reaches)")
+    run_name: str = setting(
+        "", "name of the run; re-running with the same name and storage resumes it (default: <preset>-<time>)"
+    )
+    storage: str = setting(
+        "ray_results",
+        "Ray Train storage: a folder, or a URI such as s3://bucket/runs (multi-node runs need storage every node reaches)",
+    )
     output: str = setting("", "where best.ckpt and the best epoch's metrics.json go (default: runs/<run-name>)")
-    tracking_uri: str = setting("", "MLflow tracking URI (default: sqlite:///./mlruns.db; an mlflow server on clusters)")
+    tracking_uri: str = setting(
+        "", "MLflow tracking URI (default: sqlite:///./mlruns.db; an mlflow server on clusters)"
+    )
     experiment: str = setting("h2crop", "MLflow experiment")
     max_failures: int = setting(2, "worker-group restarts from the last checkpoint before giving up (-1: no limit)")
     taxonomy: str = setting("", "taxonomy CSV (default: <data>/cascade_labels.csv)")
-    time_budget_minutes: float = setting(0.0, "train for at most this long: stop before an epoch that would overrun it (0: no limit)")
+    time_budget_minutes: float = setting(
+        0.0, "train for at most this long: stop before an epoch that would overrun it (0: no limit)"
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -98,7 +139,9 @@ class TrainSettings:
         if not 0 <= self.cutmix_p <= 1:
             raise SettingError(f"cutmix_p is a probability in [0, 1]; got {self.cutmix_p!r}")
         if (self.lr is not None and self.lr <= 0) or (self.min_lr is not None and self.min_lr < 0):
-            raise SettingError(f"lr must be positive and min_lr non-negative; got lr {self.lr!r}, min_lr {self.min_lr!r}")
+            raise SettingError(
+                f"lr must be positive and min_lr non-negative; got lr {self.lr!r}, min_lr {self.min_lr!r}"
+            )
 
     @property
     def time_budget_s(self) -> float:
@@ -113,13 +156,20 @@ class EvaluateSettings:
     """How ``h2crop evaluate`` runs a checkpoint over a split (the checkpoint and data are its inputs)."""
 
     split: str = setting("test", "the split to evaluate", choices=("train", "val", "test"))
-    decode: str = setting(DEFAULT_DECODE, "consistent: the most probable taxonomy path (the four levels always agree); argmax: per level; auto: consistent for four-level models, else argmax", choices=DECODE_CHOICES)
+    decode: str = setting(
+        DEFAULT_DECODE,
+        "consistent: the most probable taxonomy path (the four levels always agree); argmax: per level; auto: consistent for four-level models, else argmax",
+        choices=DECODE_CHOICES,
+    )
     batch_size: int = setting(4, "samples per forward pass")
     precision: str | None = setting(None, "override the checkpoint's precision", choices=PRECISIONS)
     loader_workers: int = setting(1, "reader processes")
     use_gpu: bool = setting(False, "run on the GPU")
     ignore_background: bool = setting(False, "leave class 0 out of the means and OA (stricter)")
-    mmseg_f1: bool = setting(False, "reproduce the research code's F1 exactly: classes present but never correctly predicted are skipped (inflates mF1)")
+    mmseg_f1: bool = setting(
+        False,
+        "reproduce the research code's F1 exactly: classes present but never correctly predicted are skipped (inflates mF1)",
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -131,15 +181,32 @@ class EvaluateSettings:
 class BaselineSettings:
     """How ``h2crop baseline`` fits a per-pixel classical model (h2crop_core/baseline.py)."""
 
-    model: str = setting("rf", "rf: Random Forest (200 trees), hgb: histogram gradient boosting, svm: RBF SVM on standardised features", choices=MODELS)
-    max_pixels: int | None = setting(None, "most training pixels, a stratified sample of the train split's labelled pixels (bounds memory and fit time; default: 200,000, 20,000 for svm)")
-    window: str = setting("dec", "S2 months per pixel: jun (6), aug (8), oct (10) or dec (12, every month); use the deep preset's to compare like with like", choices=tuple(WINDOWS))
-    target: str = setting("levels", "levels: one model per level; leaf: one level-4 model, levels 1-3 from its taxonomy path (the levels always agree)", choices=TARGETS)
+    model: str = setting(
+        "rf",
+        "rf: Random Forest (200 trees), hgb: histogram gradient boosting, svm: RBF SVM on standardised features",
+        choices=MODELS,
+    )
+    max_pixels: int | None = setting(
+        None,
+        "most training pixels, a stratified sample of the train split's labelled pixels (bounds memory and fit time; default: 200,000, 20,000 for svm)",
+    )
+    window: str = setting(
+        "dec",
+        "S2 months per pixel: jun (6), aug (8), oct (10) or dec (12, every month); use the deep preset's to compare like with like",
+        choices=tuple(WINDOWS),
+    )
+    target: str = setting(
+        "levels",
+        "levels: one model per level; leaf: one level-4 model, levels 1-3 from its taxonomy path (the levels always agree)",
+        choices=TARGETS,
+    )
     threads: int = setting(-1, "CPU threads for the Random Forest (-1: every core)")
     seed: int = setting(0, "seed of the pixel sample and the model")
     run_name: str = setting("", "MLflow run name (default: baseline-<model>-<time>)")
     tracking_uri: str = setting("", "MLflow tracking URI (default: sqlite:///./mlruns.db)")
-    experiment: str = setting("h2crop", "MLflow experiment (the deep runs' to compare with them in `h2crop runs compare`)")
+    experiment: str = setting(
+        "h2crop", "MLflow experiment (the deep runs' to compare with them in `h2crop runs compare`)"
+    )
     taxonomy: str = setting("", "taxonomy CSV (default: <data>/cascade_labels.csv)")
 
     def __post_init__(self) -> None:
@@ -155,16 +222,32 @@ class MapSettings:
     """How to map (the model comes from the checkpoint, the rasters from --s2/--enmap/--prior or --region)."""
 
     tile: int = setting(192, "model tile side in S2 pixels, a multiple of 96 (the benchmark's tiles are 192)")
-    overlap: int = setting(32, "S2 pixels neighbouring tiles share; each keeps its half (edge predictions see less context)")
-    enmap_resampling: str = setting("average", "how EnMAP is warped onto the S2 grid (coarsened by 3) where it is in another CRS or grid", choices=RESAMPLING_CHOICES)
+    overlap: int = setting(
+        32, "S2 pixels neighbouring tiles share; each keeps its half (edge predictions see less context)"
+    )
+    enmap_resampling: str = setting(
+        "average",
+        "how EnMAP is warped onto the S2 grid (coarsened by 3) where it is in another CRS or grid",
+        choices=RESAMPLING_CHOICES,
+    )
     batch_size: int = setting(2, "tiles per forward pass")
     actors: int = setting(1, "model replicas working in parallel (Ray actors)")
-    cpus_per_actor: float | None = setting(None, "CPUs (and torch threads) per actor (default: this machine's cores shared among the actors)")
+    cpus_per_actor: float | None = setting(
+        None, "CPUs (and torch threads) per actor (default: this machine's cores shared among the actors)"
+    )
     use_gpu: bool = setting(False, "one GPU per actor")
-    decode: str = setting(DEFAULT_DECODE, EvaluateSettings.__dataclass_fields__["decode"].metadata["help"], choices=DECODE_CHOICES)
+    decode: str = setting(
+        DEFAULT_DECODE, EvaluateSettings.__dataclass_fields__["decode"].metadata["help"], choices=DECODE_CHOICES
+    )
     precision: str | None = setting(None, "override the checkpoint's precision", choices=PRECISIONS)
-    overwrite: bool = setting(False, "start over: delete what an earlier h2crop map wrote into the output folder (its tiles and maps; nothing else)")
-    staging: str = setting("", "with an object-store --output (s3://...): the local folder the maps are assembled in (default: ~/.cache/h2crop/maps/<hash of the URI>)")
+    overwrite: bool = setting(
+        False,
+        "start over: delete what an earlier h2crop map wrote into the output folder (its tiles and maps; nothing else)",
+    )
+    staging: str = setting(
+        "",
+        "with an object-store --output (s3://...): the local folder the maps are assembled in (default: ~/.cache/h2crop/maps/<hash of the URI>)",
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -178,8 +261,18 @@ class MapSettings:
 
 #: training settings ``h2crop tune`` takes as the base of every trial (the space sets the others)
 TUNE_BASE_SETTINGS: tuple[str, ...] = (
-    "data", "use_gpu", "cpus_per_worker", "loader_workers", "input_mode", "seed", "storage", "tracking_uri", "experiment",
-    "max_failures", "taxonomy", "time_budget_minutes",
+    "data",
+    "use_gpu",
+    "cpus_per_worker",
+    "loader_workers",
+    "input_mode",
+    "seed",
+    "storage",
+    "tracking_uri",
+    "experiment",
+    "max_failures",
+    "taxonomy",
+    "time_budget_minutes",
 )
 
 
@@ -188,11 +281,20 @@ class TuneSettings:
     """How ``h2crop tune`` runs a sweep (what each trial trains comes from the space file)."""
 
     space: str = setting(help="search-space file, e.g. tune_spaces/quick.yaml")
-    trials: int = setting(0, "trials: draws of a random search, or a multiple of the grid (each repeat another seed) (default: the space's samples)")
-    max_epochs: int = setting(0, "epochs per trial, the most ASHA lets a trial run (default: the space's max_epochs, else 100)")
+    trials: int = setting(
+        0,
+        "trials: draws of a random search, or a multiple of the grid (each repeat another seed) (default: the space's samples)",
+    )
+    max_epochs: int = setting(
+        0, "epochs per trial, the most ASHA lets a trial run (default: the space's max_epochs, else 100)"
+    )
     workers_per_trial: int = setting(1, "Ray Train workers per trial")
-    concurrent: int = setting(2, "trials running side by side (lowered to what the cluster fits; each holds a model and its data)")
-    name: str = setting("", "name of the sweep; re-running with the same name and storage resumes it (default: <space>-<time>)")
+    concurrent: int = setting(
+        2, "trials running side by side (lowered to what the cluster fits; each holds a model and its data)"
+    )
+    name: str = setting(
+        "", "name of the sweep; re-running with the same name and storage resumes it (default: <space>-<time>)"
+    )
     output: str = setting("", "where each trial's best checkpoint and the sweep's summary go (default: runs/<name>)")
     repeat_best: int = setting(0, "after the sweep, train the best configuration again with this many other seeds")
 

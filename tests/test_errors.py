@@ -32,7 +32,10 @@ def _subclasses(cls: type) -> set[type]:
 
 
 _all_modules()
-ERRORS = sorted((cls for cls in _subclasses(H2CropError) | {H2CropError} if cls.__module__.startswith("h2crop_core")), key=lambda c: f"{c.__module__}.{c.__qualname__}")
+ERRORS = sorted(
+    (cls for cls in _subclasses(H2CropError) | {H2CropError} if cls.__module__.startswith("h2crop_core")),
+    key=lambda c: f"{c.__module__}.{c.__qualname__}",
+)
 
 
 def _args(cls: type) -> tuple:
@@ -51,7 +54,15 @@ def pool():
 
 def test_every_error_module_was_found():
     names = {cls.__name__ for cls in ERRORS}
-    assert {"H2CropError", "SettingError", "MissingFileError", "SampleError", "DatasetError", "RegionError", "CheckpointError"} <= names
+    assert {
+        "H2CropError",
+        "SettingError",
+        "MissingFileError",
+        "SampleError",
+        "DatasetError",
+        "RegionError",
+        "CheckpointError",
+    } <= names
 
 
 @pytest.mark.parametrize("cls", ERRORS, ids=lambda c: c.__name__)

@@ -31,7 +31,10 @@ def _imported(path: Path) -> list[str]:
 
 def _import_graph() -> dict[str, set[str]]:
     modules = _modules()
-    return {name: {target for target in _imported(path) if target in modules and target != name} for name, path in modules.items()}
+    return {
+        name: {target for target in _imported(path) if target in modules and target != name}
+        for name, path in modules.items()
+    }
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -44,7 +47,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         trail.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == "open":
-                return trail[trail.index(target):] + [target]
+                return trail[trail.index(target) :] + [target]
             if target not in state and (found := visit(target)):
                 return found
         state[node] = "done"
@@ -59,7 +62,10 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_module_imports_itself_through_others():
     graph = _import_graph()
-    assert "h2crop_core.data.synth.world" in graph and "h2crop_core.mapping.region" in graph["h2crop_core.data.synth.region"]
+    assert (
+        "h2crop_core.data.synth.world" in graph
+        and "h2crop_core.mapping.region" in graph["h2crop_core.data.synth.region"]
+    )
     assert "pipelines.training.steps" in graph["pipelines.training.train"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
@@ -69,5 +75,9 @@ def test_the_cycle_finder_finds_one():
 
 
 def test_the_library_does_not_import_ray():
-    offenders = {name: [n for n in _imported(path) if n == "ray" or n.startswith("ray.")] for name, path in _modules().items() if name.startswith("h2crop_core")}
+    offenders = {
+        name: [n for n in _imported(path) if n == "ray" or n.startswith("ray.")]
+        for name, path in _modules().items()
+        if name.startswith("h2crop_core")
+    }
     assert not {name: found for name, found in offenders.items() if found}

@@ -50,7 +50,9 @@ class H2CropDataset(Dataset):
     :func:`raise_read_failures`).
     """
 
-    def __init__(self, paths: Sequence[str | Path], reader: SampleReader, transform: Callable[[dict], dict] | None = None):
+    def __init__(
+        self, paths: Sequence[str | Path], reader: SampleReader, transform: Callable[[dict], dict] | None = None
+    ):
         self.paths = [Path(p) for p in paths]
         self.reader = reader
         self.transform = transform
@@ -87,4 +89,7 @@ def raise_read_failures(batches: Iterable[Batch | ReadFailure]) -> Iterator[Batc
 
 def to_tensors(sample: Sample) -> dict:
     """NumPy arrays to tensors (no copy where possible); other values unchanged."""
-    return {key: torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value for key, value in sample.items()}
+    return {
+        key: torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+        for key, value in sample.items()
+    }

@@ -46,7 +46,9 @@ class DatasetIndex:
         for name in LIST_DIRS:
             if (self.root / name).is_dir():
                 return self.root / name
-        raise DatasetError(f"{self.root}: expected a folder {' or '.join(d + '/' for d in LIST_DIRS)} with split lists; none found")
+        raise DatasetError(
+            f"{self.root}: expected a folder {' or '.join(d + '/' for d in LIST_DIRS)} with split lists; none found"
+        )
 
     @property
     def norm_stats_path(self) -> Path:

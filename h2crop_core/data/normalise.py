@@ -38,7 +38,10 @@ class NormStats:
 
     def to_dict(self) -> dict:
         """Plain lists (JSON-able, picklable, ``torch.load(weights_only=True)``-safe); :meth:`from_dict` inverts it."""
-        return {**{name: np.asarray(getattr(self, name), dtype=np.float64).tolist() for name in STAT_FIELDS}, "meta": dict(self.meta)}
+        return {
+            **{name: np.asarray(getattr(self, name), dtype=np.float64).tolist() for name in STAT_FIELDS},
+            "meta": dict(self.meta),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> NormStats:
@@ -52,7 +55,11 @@ class NormStats:
         payload = {
             "description": "Per-band mean/std of the raw values over the training split (h2crop stats).",
             "S2": {"num_bands": len(self.s2_mean), "mean": self.s2_mean.tolist(), "std": self.s2_std.tolist()},
-            "EnMAP": {"num_bands": len(self.enmap_mean), "mean": self.enmap_mean.tolist(), "std": self.enmap_std.tolist()},
+            "EnMAP": {
+                "num_bands": len(self.enmap_mean),
+                "mean": self.enmap_mean.tolist(),
+                "std": self.enmap_std.tolist(),
+            },
             **({"meta": self.meta} if self.meta else {}),
         }
         return write_text_atomic(path, json.dumps(payload, indent=1))  # never a half-written stats file
@@ -69,13 +76,19 @@ class NormStats:
                 for what in ("mean", "std")
             }
         except FileNotFoundError:
-            raise MissingFileError(f"{path}: normalisation statistics not found; run `h2crop stats --data ROOT`") from None
+            raise MissingFileError(
+                f"{path}: normalisation statistics not found; run `h2crop stats --data ROOT`"
+            ) from None
         except (KeyError, TypeError, json.JSONDecodeError) as error:
-            raise DatasetError(f"{path}: expected JSON with S2/EnMAP mean and std lists; {type(error).__name__}: {error}") from None
+            raise DatasetError(
+                f"{path}: expected JSON with S2/EnMAP mean and std lists; {type(error).__name__}: {error}"
+            ) from None
         for name, values in arrays.items():
             bad = ~np.isfinite(values) | (values <= 0) if name.endswith("std") else ~np.isfinite(values)
             if np.any(bad):
-                raise DatasetError(f"{path}: {name} has non-positive or non-finite entries at bands {np.flatnonzero(bad).tolist()}")
+                raise DatasetError(
+                    f"{path}: {name} has non-positive or non-finite entries at bands {np.flatnonzero(bad).tolist()}"
+                )
         return cls(**arrays, meta=payload.get("meta", {}))
 
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from h2crop_core.errors import H2CropError, SettingError
 from h2crop_core.data.schema import H2CROP_SPEC, KEY_SPELLINGS, MODALITIES, Sample, SampleSpec, window_months
+from h2crop_core.errors import H2CropError, SettingError
 from h2crop_core.taxonomy import UNLABELLED, Taxonomy
 
 if TYPE_CHECKING:
@@ -81,7 +81,9 @@ class SampleReader:
             raise SettingError(f"unknown modalities {unknown}; expected a subset of {MODALITIES}")
         object.__setattr__(self, "modalities", tuple(self.modalities))
         if window_months(self.window) > self.spec.months:  # also fails early on a bad window
-            raise SettingError(f"window {self.window!r} needs {window_months(self.window)} months; the files hold {self.spec.months}")
+            raise SettingError(
+                f"window {self.window!r} needs {window_months(self.window)} months; the files hold {self.spec.months}"
+            )
 
     @property
     def months(self) -> int:
@@ -120,7 +122,9 @@ class SampleReader:
         key, dataset = find_dataset(handle, modality)
         if key is None:
             spellings = " or ".join(repr(k) for k in KEY_SPELLINGS[modality])
-            raise SampleError(path, KEY_SPELLINGS[modality][0], f"a dataset named {spellings}", f"keys {sorted(handle.keys())}")
+            raise SampleError(
+                path, KEY_SPELLINGS[modality][0], f"a dataset named {spellings}", f"keys {sorted(handle.keys())}"
+            )
         if not isinstance(dataset, h5py.Dataset):
             raise SampleError(path, key, "a dataset", f"a {type(dataset).__name__}")
         expected_shape = self.spec.shape(modality)
@@ -140,7 +144,9 @@ class SampleReader:
         try:
             dataset.read_direct(out, source_sel=selection)
         except (OSError, RuntimeError) as error:
-            raise SampleError(path, key, "readable data", f"a read error: {_short(error)} (truncated or corrupt?)") from None
+            raise SampleError(
+                path, key, "readable data", f"a read error: {_short(error)} (truncated or corrupt?)"
+            ) from None
         return out
 
 
@@ -196,7 +202,12 @@ def infer_spec(path: str | Path) -> SampleSpec:
         for modality in ("s2", "enmap"):
             key, node = find_dataset(handle, modality)
             if key is None:
-                raise SampleError(path, KEY_SPELLINGS[modality][0], "a dataset to infer the sample layout from", f"keys {sorted(handle.keys())}")
+                raise SampleError(
+                    path,
+                    KEY_SPELLINGS[modality][0],
+                    "a dataset to infer the sample layout from",
+                    f"keys {sorted(handle.keys())}",
+                )
             if not isinstance(node, h5py.Dataset):
                 raise SampleError(path, key, "a dataset", f"a {type(node).__name__}")
             shapes[modality] = node.shape

@@ -47,8 +47,17 @@ def count_labelled(paths: Sequence[str | Path], *, threads: int = 4, progress: b
     from tqdm.auto import tqdm
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        counts = list(tqdm(pool.map(labelled_pixels, paths), total=len(paths), desc="labelled pixels", unit="tile",
-                           disable=not progress, dynamic_ncols=True, leave=False))
+        counts = list(
+            tqdm(
+                pool.map(labelled_pixels, paths),
+                total=len(paths),
+                desc="labelled pixels",
+                unit="tile",
+                disable=not progress,
+                dynamic_ncols=True,
+                leave=False,
+            )
+        )
     return np.array(counts, dtype=np.int64).reshape(-1, 2)
 
 
@@ -107,5 +116,7 @@ def describe_plan(paths: Sequence[str], plan: Sequence[str], counts: np.ndarray 
         return f"sampling uniform: {len(plan)} draws of {len(paths)} training tiles an epoch{repeats}"
     fraction = counts[:, 0].sum() / max(1, counts[:, 1].sum())
     empty = int((counts[:, 0] == 0).sum())
-    return (f"sampling labelled: {fraction:.1%} of training pixels labelled; {len(plan)} draws an epoch in proportion to each tile's "
-            f"labelled pixels, each weighted 1/its copies ({empty} of {len(paths)} tiles without labels left out; --sampling uniform for the benchmark's)")
+    return (
+        f"sampling labelled: {fraction:.1%} of training pixels labelled; {len(plan)} draws an epoch in proportion to each tile's "
+        f"labelled pixels, each weighted 1/its copies ({empty} of {len(paths)} tiles without labels left out; --sampling uniform for the benchmark's)"
+    )

@@ -37,7 +37,9 @@ def window_months(window: str | int) -> int:
     try:
         months = int(window)
     except (TypeError, ValueError):
-        raise SettingError(f"temporal window must be one of {sorted(WINDOWS)} or an integer 1-12, got {window!r}") from None
+        raise SettingError(
+            f"temporal window must be one of {sorted(WINDOWS)} or an integer 1-12, got {window!r}"
+        ) from None
     if not 1 <= months <= 12:
         raise SettingError(f"temporal window must be 1-12 months, got {months}")
     return months

@@ -88,7 +88,12 @@ class _MomentsOfFile:
 
 
 def compute_norm_stats(
-    paths: list[Path], *, workers: int = 1, progress: bool = True, spec: SampleSpec | None = None, meta: dict | None = None
+    paths: list[Path],
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    spec: SampleSpec | None = None,
+    meta: dict | None = None,
 ) -> NormStats:
     """Per-band mean/std of S2 (all its months) and EnMAP over ``paths`` in one streaming pass.
 
@@ -116,14 +121,18 @@ def compute_norm_stats(
     return moments_to_stats(s2, enmap, meta={**info, **(meta or {})})
 
 
-def ensure_norm_stats(index: DatasetIndex, spec: SampleSpec, *, workers: int | None = None, progress: bool = True) -> NormStats:
+def ensure_norm_stats(
+    index: DatasetIndex, spec: SampleSpec, *, workers: int | None = None, progress: bool = True
+) -> NormStats:
     """The root's ``norm_stats.json``, computed over the training split (and written) first if it is missing."""
     if not index.norm_stats_path.is_file():
         print(f"[h2crop] {index.norm_stats_path} not found: computing it over the training split", flush=True)
         paths = index.split_paths("train")
         workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         meta = {"split": "train", "dataset_fingerprint": index.fingerprint()}
-        compute_norm_stats(paths, workers=workers, spec=spec, progress=progress, meta=meta).to_json(index.norm_stats_path)
+        compute_norm_stats(paths, workers=workers, spec=spec, progress=progress, meta=meta).to_json(
+            index.norm_stats_path
+        )
     return NormStats.from_json(index.norm_stats_path)
 
 

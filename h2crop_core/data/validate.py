@@ -36,7 +36,9 @@ class ValidationReport:
 
     def summary(self) -> str:
         scope = f"split {self.split!r}" if self.split else "all files"
-        lines = [f"{self.root} ({scope}): {self.good} good, {len(self.bad)} bad of {self.checked} checked in {self.seconds:.1f} s"]
+        lines = [
+            f"{self.root} ({scope}): {self.good} good, {len(self.bad)} bad of {self.checked} checked in {self.seconds:.1f} s"
+        ]
         if self.missing:
             lines.append(f"{len(self.missing)} sample(s) listed in split files but missing from h5_data/:")
             lines += [f"  {name}" for name in self.missing[:20]]
@@ -114,12 +116,16 @@ def validate_dataset(
         try:
             listed = index.split_paths(name, check_exists=False)
         except DatasetError as error:
-            report.bad.append({"path": str(index.split_file(name)), "key": None, "expected": "a split list", "found": str(error)})
+            report.bad.append(
+                {"path": str(index.split_file(name)), "key": None, "expected": "a split list", "found": str(error)}
+            )
             continue
         report.missing += [p.stem for p in listed if not p.is_file()]
     existing = [p for p in paths if p.is_file()]
     check = _CheckFile(taxonomy, spec or _layout_of(existing))
-    for path, problem in zip(existing, map_with_progress(check, existing, workers=workers, desc="validate", progress=progress)):
+    for path, problem in zip(
+        existing, map_with_progress(check, existing, workers=workers, desc="validate", progress=progress)
+    ):
         report.checked += 1
         if problem is None:
             report.good += 1

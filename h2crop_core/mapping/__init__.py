@@ -12,13 +12,20 @@ from h2crop_core.lazy import lazy_exports
 
 #: public name -> the submodule defining it
 _EXPORTS = {
-    "MANIFEST": "region", "REGION_FILES": "region", "RegionError": "region", "read_manifest": "region",
-    "MapInputs": "sources", "inputs_from_region": "sources",
+    "MANIFEST": "region",
+    "REGION_FILES": "region",
+    "RegionError": "region",
+    "read_manifest": "region",
+    "MapInputs": "sources",
+    "inputs_from_region": "sources",
     "RegionReader": "region_reader",
-    "Tile": "tiling", "TileGrid": "tiling",
+    "Tile": "tiling",
+    "TileGrid": "tiling",
     "TileResult": "results",
     "predict_tiles": "predict",
-    "MappingRecordError": "writer", "TileStore": "writer", "write_level_cogs": "writer",
+    "MappingRecordError": "writer",
+    "TileStore": "writer",
+    "write_level_cogs": "writer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -37,7 +37,9 @@ BLOCK = 1024  # map pixels per block side read at a time
 def read_map_manifest(map_dir: Path) -> dict:
     path = map_dir / MAP_MANIFEST
     if not path.is_file():
-        raise MappingRecordError(f"{path}: missing; {map_dir} is not a finished h2crop map (run h2crop map, or let it finish)")
+        raise MappingRecordError(
+            f"{path}: missing; {map_dir} is not a finished h2crop map (run h2crop map, or let it finish)"
+        )
     return json.loads(path.read_text())
 
 
@@ -58,12 +60,20 @@ class ParcelCounter:
             ids = self.ids.read(1, window=window)
             confidence = self.confidence.read(1, window=window)
             shapes = ((geometries[m], k + 1) for k, m in enumerate(members))
-            owner = rasterize(shapes, out_shape=ids.shape, transform=window_transform(window, self.ids.transform), fill=0, dtype="int32")
+            owner = rasterize(
+                shapes,
+                out_shape=ids.shape,
+                transform=window_transform(window, self.ids.transform),
+                fill=0,
+                dtype="int32",
+            )
             inside = (owner > 0) & (ids != self.ids.nodata)
             local = (owner[inside].astype(np.int64) - 1) * self.classes + ids[inside]
             size = len(members) * self.classes
             counts[members] += np.bincount(local, minlength=size).reshape(len(members), self.classes)
-            sums[members] += np.bincount(local, weights=confidence[inside], minlength=size).reshape(len(members), self.classes)
+            sums[members] += np.bincount(local, weights=confidence[inside], minlength=size).reshape(
+                len(members), self.classes
+            )
         return counts, sums
 
     def _blocks(self, geometries: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
@@ -118,11 +128,23 @@ def _schema(id_type: pa.DataType, id_column: str, level: int) -> pa.Schema:
     fields = [pa.field(id_column, id_type)]
     for k in range(1, 5):
         fields += [pa.field(f"level{k}_id", pa.int16()), pa.field(f"level{k}_name", pa.string())]
-    fields += [pa.field(f"level{level}_share", pa.float64()), pa.field(f"level{level}_confidence", pa.float64()), pa.field("n_pixels", pa.int64())]
+    fields += [
+        pa.field(f"level{level}_share", pa.float64()),
+        pa.field(f"level{level}_confidence", pa.float64()),
+        pa.field("n_pixels", pa.int64()),
+    ]
     return pa.schema(fields)
 
 
-def parcel_statistics(map_dir: str | Path, parcels: str | Path, output: str | Path, *, id_column: str | None = None, batch_size: int = 20_000, progress: bool = True) -> dict:
+def parcel_statistics(
+    map_dir: str | Path,
+    parcels: str | Path,
+    output: str | Path,
+    *,
+    id_column: str | None = None,
+    batch_size: int = 20_000,
+    progress: bool = True,
+) -> dict:
     """Write the per-parcel statistics of the finished map ``map_dir`` for ``parcels`` to ``output``.
 
     Geometries and their CRS are written as read; parcels in another CRS than the map's are reprojected for
@@ -147,7 +169,9 @@ def parcel_statistics(map_dir: str | Path, parcels: str | Path, output: str | Pa
                 counts, sums = counter.count(geometries)
                 columns = _columns(counts, sums, ancestors, manifest["classes"], level)
                 if writer is None:
-                    writer = GeoParquetWriter(partial, _schema(batch.ids.type, id_column or DEFAULT_ID, level), batch.crs)
+                    writer = GeoParquetWriter(
+                        partial, _schema(batch.ids.type, id_column or DEFAULT_ID, level), batch.crs
+                    )
                 writer.write({id_column or DEFAULT_ID: batch.ids, **columns}, batch.wkb)
                 rows, mapped = rows + len(counts), mapped + int((counts.sum(axis=1) > 0).sum())
                 bar.update(len(counts))

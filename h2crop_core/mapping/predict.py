@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -11,6 +12,7 @@ from h2crop_core.mapping.results import CONFIDENCE_NODATA, TileResult, ids_dtype
 from h2crop_core.mapping.tiling import Tile
 from h2crop_core.models import DualStreamModel
 from h2crop_core.models.heads import DEFAULT_DECODE, decode_with_confidence, resolve_decode
+
 
 def predict_tiles(
     model: DualStreamModel,
@@ -54,5 +56,9 @@ def predict_tiles(
         tile_ids[:, ~sample["valid"]] = ids_nodata(dtype)
         tile_confidence[:, ~sample["valid"]] = CONFIDENCE_NODATA
         rows, cols = tile.core_in_tile
-        results.append(TileResult(np.ascontiguousarray(tile_ids[:, rows, cols]), np.ascontiguousarray(tile_confidence[:, rows, cols])))
+        results.append(
+            TileResult(
+                np.ascontiguousarray(tile_ids[:, rows, cols]), np.ascontiguousarray(tile_confidence[:, rows, cols])
+            )
+        )
     return results

@@ -19,7 +19,9 @@ LEGEND_CLASSES = 8
 def _overview(path: Path, max_side: int, resampling: rasterio.enums.Resampling) -> np.ma.MaskedArray:
     with rasterio.open(path) as src:
         scale = max(1, -(-max(src.height, src.width) // max_side))
-        return src.read(1, out_shape=(max(1, src.height // scale), max(1, src.width // scale)), resampling=resampling, masked=True)
+        return src.read(
+            1, out_shape=(max(1, src.height // scale), max(1, src.width // scale)), resampling=resampling, masked=True
+        )
 
 
 def write_quicklook(
@@ -57,7 +59,10 @@ def write_quicklook(
         area = areas_ha.get(f"level{level}", {})
         total = sum(area.values()) or 1.0
         largest = sorted(area, key=area.get, reverse=True)[:LEGEND_CLASSES]
-        handles = [Patch(color=colours[names.index(name)], label=f"{name[:22]} {_percent(area[name] / total)}") for name in largest]
+        handles = [
+            Patch(color=colours[names.index(name)], label=f"{name[:22]} {_percent(area[name] / total)}")
+            for name in largest
+        ]
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=7, frameon=False, ncol=1)
     ax = axes[0][-1]
     finest = levels[-1]
@@ -65,7 +70,9 @@ def write_quicklook(
     shown = ax.imshow(np.ma.masked_equal(confidence, 0) / 255, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(f"level {finest} confidence")
     ax.set_axis_off()
-    fig.colorbar(shown, ax=ax, orientation="horizontal", fraction=0.05, pad=0.04, label="probability of the mapped class")
+    fig.colorbar(
+        shown, ax=ax, orientation="horizontal", fraction=0.05, pad=0.04, label="probability of the mapped class"
+    )
     fig.tight_layout()
     path = write_figure_atomic(folder / "quicklook.png", fig)
     plt.close(fig)

@@ -34,7 +34,9 @@ def read_manifest(region_dir: str | Path) -> dict:
     folder = Path(region_dir)
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
-        raise RegionError(f"{manifest_path}: missing; a region folder needs it (written last, so a region without it is incomplete)")
+        raise RegionError(
+            f"{manifest_path}: missing; a region folder needs it (written last, so a region without it is incomplete)"
+        )
     try:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as error:

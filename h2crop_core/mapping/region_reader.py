@@ -40,10 +40,14 @@ def read_window(handle: rasterio.io.DatasetReaderBase, window: Window, indexes: 
     out = np.ma.masked_all((len(indexes), window.height, window.width), dtype=handle.dtypes[indexes[0] - 1])
     if rows[1] > rows[0] and cols[1] > cols[0]:
         inside = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
-        with warnings.catch_warnings():  # a 4-band uint8 prior may look RGBA to GDAL: its nodata, not "alpha", is the mask
+        with (
+            warnings.catch_warnings()
+        ):  # a 4-band uint8 prior may look RGBA to GDAL: its nodata, not "alpha", is the mask
             warnings.simplefilter("ignore", NodataShadowWarning)
             part = handle.read(indexes=indexes, window=inside, masked=True)
-        out[:, rows[0] - window.row_off : rows[1] - window.row_off, cols[0] - window.col_off : cols[1] - window.col_off] = part
+        out[
+            :, rows[0] - window.row_off : rows[1] - window.row_off, cols[0] - window.col_off : cols[1] - window.col_off
+        ] = part
     return out
 
 
@@ -82,7 +86,11 @@ class GridSource:
         """Where the target grid's origin falls on the raster, in whole pixels, if the raster lies on the
         target grid (same CRS and pixel size, whole-pixel shift); else None."""
         own = self.source.transform
-        if self.source.crs != crs or not (math.isclose(own.a, transform.a) and math.isclose(own.e, transform.e) and own.b == own.d == transform.b == transform.d == 0):
+        if self.source.crs != crs or not (
+            math.isclose(own.a, transform.a)
+            and math.isclose(own.e, transform.e)
+            and own.b == own.d == transform.b == transform.d == 0
+        ):
             return None
         col, row = ~own @ (transform.c, transform.f)
         if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
@@ -100,7 +108,9 @@ class GridSource:
     def read(self, window: Window, indexes: list[int]) -> np.ma.MaskedArray:
         if not self.warped:
             col, row = self.offset
-            return read_window(self.source, Window(window.col_off + col, window.row_off + row, window.width, window.height), indexes)
+            return read_window(
+                self.source, Window(window.col_off + col, window.row_off + row, window.width, window.height), indexes
+            )
         return self._read_warped(window, indexes)
 
     def _read_warped(self, window: Window, indexes: list[int], pad: int = 3) -> np.ma.MaskedArray:
@@ -113,8 +123,15 @@ class GridSource:
         data = read_window(src, source_window, indexes)
         out = np.full((len(indexes), window.height, window.width), self.nodata, dtype=data.dtype)
         reproject(
-            np.ma.filled(data, self.nodata), out, src_transform=src.window_transform(source_window), src_crs=src.crs, src_nodata=self.nodata,
-            dst_transform=window_transform(window, self.transform), dst_crs=self.crs, dst_nodata=self.nodata, resampling=self.resampling,
+            np.ma.filled(data, self.nodata),
+            out,
+            src_transform=src.window_transform(source_window),
+            src_crs=src.crs,
+            src_nodata=self.nodata,
+            dst_transform=window_transform(window, self.transform),
+            dst_crs=self.crs,
+            dst_nodata=self.nodata,
+            resampling=self.resampling,
         )
         return np.ma.masked_invalid(out) if np.isnan(self.nodata) else np.ma.masked_equal(out, self.nodata)
 
@@ -165,7 +182,9 @@ class RegionReader:
             if "prior" in modalities:
                 self._open("prior", inputs.prior, first.transform, "nearest")
                 if self._sources["prior"].count != PRIOR_LEVELS:
-                    raise RegionError(f"{inputs.prior}: {self._sources['prior'].count} bands; a prior crop map has {PRIOR_LEVELS} (levels 1-4)")
+                    raise RegionError(
+                        f"{inputs.prior}: {self._sources['prior'].count} bands; a prior crop map has {PRIOR_LEVELS} (levels 1-4)"
+                    )
         except BaseException:
             self.close()  # refused inputs leave no raster open
             raise
@@ -178,9 +197,13 @@ class RegionReader:
         self._s2, self._months = [rasterio.open(path)], ()
         count = self._s2[0].count
         if count % self.s2_bands:
-            raise RegionError(f"{path}: {count} bands is not a whole number of months of {self.s2_bands} bands (month-major: band = month × {self.s2_bands} + band)")
+            raise RegionError(
+                f"{path}: {count} bands is not a whole number of months of {self.s2_bands} bands (month-major: band = month × {self.s2_bands} + band)"
+            )
         if count // self.s2_bands < self.months:
-            raise RegionError(f"{path}: {count} bands = {count // self.s2_bands} months; the model's window needs {self.months} (January first)")
+            raise RegionError(
+                f"{path}: {count} bands = {count // self.s2_bands} months; the model's window needs {self.months} (January first)"
+            )
 
     def _open_monthly(self) -> None:
         """Open (and check) the files of the window's months only."""
@@ -197,8 +220,12 @@ class RegionReader:
         for path, handle in zip(files, self._s2):
             if handle.count != self.s2_bands:
                 raise RegionError(f"{path}: {handle.count} bands; a monthly S2 file has {self.s2_bands}")
-            if (handle.crs, handle.shape) != (first.crs, first.shape) or not handle.transform.almost_equals(first.transform):
-                raise RegionError(f"{path}: not on the grid of {files[0]} ({handle.crs} {handle.shape} vs {first.crs} {first.shape}); monthly files must share one grid")
+            if (handle.crs, handle.shape) != (first.crs, first.shape) or not handle.transform.almost_equals(
+                first.transform
+            ):
+                raise RegionError(
+                    f"{path}: not on the grid of {files[0]} ({handle.crs} {handle.shape} vs {first.crs} {first.shape}); monthly files must share one grid"
+                )
 
     def _open(self, role: str, path: str | None, transform: Affine, resampling: str) -> None:
         if path is None:
@@ -217,10 +244,14 @@ class RegionReader:
         count, bands = self._sources["enmap"].count, self.inputs.enmap_bands
         if not bands:
             if count != wanted:
-                raise RegionError(f"{self.inputs.enmap}: {count} bands; the model reads {wanted}: pick them with --enmap-bands (1-based, e.g. 1-{wanted})")
+                raise RegionError(
+                    f"{self.inputs.enmap}: {count} bands; the model reads {wanted}: pick them with --enmap-bands (1-based, e.g. 1-{wanted})"
+                )
             return list(range(1, count + 1))
         if len(bands) != wanted or max(bands) > count:
-            raise RegionError(f"{self.inputs.enmap}: --enmap-bands picks {len(bands)} bands up to {max(bands)} of {count}; the model reads {wanted}")
+            raise RegionError(
+                f"{self.inputs.enmap}: --enmap-bands picks {len(bands)} bands up to {max(bands)} of {count}; the model reads {wanted}"
+            )
         return list(bands)
 
     @property
@@ -252,12 +283,16 @@ class RegionReader:
         valid = ~nodata.all(axis=(0, 1))
         if "enmap" in self.modalities:
             side = tile.size // self.factor
-            enmap = self._sources["enmap"].read(Window(tile.col // self.factor, tile.row // self.factor, side, side), self.enmap_indexes)
+            enmap = self._sources["enmap"].read(
+                Window(tile.col // self.factor, tile.row // self.factor, side, side), self.enmap_indexes
+            )
             enmap_nodata = np.ma.getmaskarray(enmap)
             sample["enmap"] = np.ma.filled(enmap, 0)
             valid &= np.repeat(np.repeat(~enmap_nodata.all(axis=0), self.factor, 0), self.factor, 1)
         if "prior" in self.modalities:
-            sample["prior"] = np.ma.filled(self._sources["prior"].read(window, list(range(1, PRIOR_LEVELS + 1))), UNLABELLED).astype(np.uint8)
+            sample["prior"] = np.ma.filled(
+                self._sources["prior"].read(window, list(range(1, PRIOR_LEVELS + 1))), UNLABELLED
+            ).astype(np.uint8)
         sample = self.stats.normalise(sample)
         sample["s2"][nodata] = 0.0  # z-score 0 = the band mean: missing data pulls the model nowhere
         if "enmap" in self.modalities:

@@ -49,8 +49,12 @@ def month_in_name(path: Path) -> int:
         if len(found) == 1:
             return found.pop()
         if len(found) > 1:
-            raise RegionError(f"{path}: the name holds more than one month ({sorted(found)}); name monthly files by one month, e.g. S2_2023-03.tif")
-    raise RegionError(f"{path}: no month in the name; name monthly files by their month, e.g. S2_2023-03.tif or s2_mar.tif")
+            raise RegionError(
+                f"{path}: the name holds more than one month ({sorted(found)}); name monthly files by one month, e.g. S2_2023-03.tif"
+            )
+    raise RegionError(
+        f"{path}: no month in the name; name monthly files by their month, e.g. S2_2023-03.tif or s2_mar.tif"
+    )
 
 
 def monthly_files(folder: Path) -> tuple[tuple[Path, ...], tuple[int, ...]]:
@@ -78,7 +82,9 @@ def parse_band_list(text: str) -> tuple[int, ...]:
     for part in (p.strip() for p in text.split(",")):
         match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
         if not match or int(match.group(1)) < 1 or (match.group(2) and int(match.group(2)) < int(match.group(1))):
-            raise SettingError(f"enmap_bands: {part!r} in {text!r} is not a band (1-based) or an increasing range such as 1-126")
+            raise SettingError(
+                f"enmap_bands: {part!r} in {text!r} is not a band (1-based) or an increasing range such as 1-126"
+            )
         first, last = int(match.group(1)), int(match.group(2) or match.group(1))
         bands.extend(range(first, last + 1))
     repeated = sorted({b for b in bands if bands.count(b) > 1})
@@ -112,7 +118,9 @@ class MapInputs:
     enmap_bands: tuple[int, ...] = field(default=())
 
     @classmethod
-    def from_paths(cls, s2: str | Path, enmap: str | Path | None = None, prior: str | Path | None = None, enmap_bands: str = "") -> MapInputs:
+    def from_paths(
+        cls, s2: str | Path, enmap: str | Path | None = None, prior: str | Path | None = None, enmap_bands: str = ""
+    ) -> MapInputs:
         """Resolve the user's ``--s2``/``--enmap``/``--prior`` (missing files are refused here)."""
         s2_path = _existing(s2, "--s2")
         files, months = monthly_files(s2_path) if s2_path.is_dir() else ((s2_path,), ())
@@ -125,11 +133,19 @@ class MapInputs:
         )
 
     def to_dict(self) -> dict:
-        return {"s2": list(self.s2), "s2_months": list(self.s2_months), "enmap": self.enmap, "prior": self.prior, "enmap_bands": list(self.enmap_bands)}
+        return {
+            "s2": list(self.s2),
+            "s2_months": list(self.s2_months),
+            "enmap": self.enmap,
+            "prior": self.prior,
+            "enmap_bands": list(self.enmap_bands),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> MapInputs:
-        return cls(tuple(data["s2"]), tuple(data["s2_months"]), data["enmap"], data["prior"], tuple(data["enmap_bands"]))
+        return cls(
+            tuple(data["s2"]), tuple(data["s2_months"]), data["enmap"], data["prior"], tuple(data["enmap_bands"])
+        )
 
     def files(self, modalities: tuple[str, ...], months: int = 12) -> dict[str, list[str]]:
         """The files a model with ``modalities`` and a window of ``months`` reads, by role."""
@@ -142,10 +158,17 @@ class MapInputs:
         time (not its folder: moved inputs still resume; not a digest: hashing gigabytes on every start
         would cost more than the check is worth), the months read and the EnMAP bands."""
         rasters = {
-            role: [{"name": Path(p).name, "bytes": Path(p).stat().st_size, "mtime_ns": Path(p).stat().st_mtime_ns} for p in paths]
+            role: [
+                {"name": Path(p).name, "bytes": Path(p).stat().st_size, "mtime_ns": Path(p).stat().st_mtime_ns}
+                for p in paths
+            ]
             for role, paths in self.files(modalities, months).items()
         }
-        return {"rasters": rasters, "s2_months": [m for m in self.s2_months if m <= months], "enmap_bands": list(self.enmap_bands)}
+        return {
+            "rasters": rasters,
+            "s2_months": [m for m in self.s2_months if m <= months],
+            "enmap_bands": list(self.enmap_bands),
+        }
 
 
 def inputs_from_region(folder: str | Path) -> MapInputs:

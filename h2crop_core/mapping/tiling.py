@@ -58,7 +58,9 @@ def axis_starts(length: int, tile: int, stride: int, factor: int = 1) -> list[in
 def axis_cores(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
     """Owned interval of each tile along one axis: overlaps are split at their middle; none runs past
     ``length``."""
-    bounds = [0] + [min(length, (previous + tile + start) // 2) for previous, start in zip(starts, starts[1:])] + [length]
+    bounds = (
+        [0] + [min(length, (previous + tile + start) // 2) for previous, start in zip(starts, starts[1:])] + [length]
+    )
     return list(zip(bounds, bounds[1:]))
 
 
@@ -83,11 +85,15 @@ class TileGrid:
     def __post_init__(self) -> None:
         multiple = S2_TILE_MULTIPLE * self.factor // gcd(S2_TILE_MULTIPLE, self.factor)
         if self.tile <= 0 or self.tile % multiple:
-            raise SettingError(f"tile side must be a positive multiple of {multiple} (32 for the S2 stream, {self.factor} for EnMAP), got {self.tile}")
+            raise SettingError(
+                f"tile side must be a positive multiple of {multiple} (32 for the S2 stream, {self.factor} for EnMAP), got {self.tile}"
+            )
         if self.height < 1 or self.width < 1:
             raise SettingError(f"region {self.height}×{self.width} has no pixels")
         if not 0 <= 2 * self.margin < self.tile - self.factor:
-            raise SettingError(f"an overlap of {2 * self.margin} px (margin {self.margin} a side) leaves no core in a {self.tile}-pixel tile")
+            raise SettingError(
+                f"an overlap of {2 * self.margin} px (margin {self.margin} a side) leaves no core in a {self.tile}-pixel tile"
+            )
 
     @property
     def stride(self) -> int:
@@ -106,4 +112,10 @@ class TileGrid:
         return tiles
 
     def to_dict(self) -> dict[str, int]:
-        return {"height": self.height, "width": self.width, "tile": self.tile, "margin": self.margin, "factor": self.factor}
+        return {
+            "height": self.height,
+            "width": self.width,
+            "tile": self.tile,
+            "margin": self.margin,
+            "factor": self.factor,
+        }

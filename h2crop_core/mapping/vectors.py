@@ -40,12 +40,18 @@ def _geoparquet_batches(path: Path, id_column: str | None, batch_size: int) -> I
     file = pq.ParquetFile(path)
     meta = json.loads((file.schema_arrow.metadata or {}).get(b"geo", b"{}") or b"{}")
     if not meta:
-        raise VectorError(f"{path}: a Parquet file without GeoParquet ('geo') metadata; write it with geopandas' to_parquet")
+        raise VectorError(
+            f"{path}: a Parquet file without GeoParquet ('geo') metadata; write it with geopandas' to_parquet"
+        )
     geometry = meta["primary_column"]
     column = meta["columns"][geometry]
     if column.get("encoding", "WKB").upper() != "WKB":
-        raise VectorError(f"{path}: geometry encoded as {column['encoding']!r}; h2crop reads WKB GeoParquet (geopandas' default)")
-    crs = CRS.from_user_input(column["crs"]) if column.get("crs") else CRS.from_epsg(4326)  # the spec's default: OGC:CRS84
+        raise VectorError(
+            f"{path}: geometry encoded as {column['encoding']!r}; h2crop reads WKB GeoParquet (geopandas' default)"
+        )
+    crs = (
+        CRS.from_user_input(column["crs"]) if column.get("crs") else CRS.from_epsg(4326)
+    )  # the spec's default: OGC:CRS84
     _check_id(path, id_column, file.schema_arrow.names)
     first = 0
     for batch in file.iter_batches(batch_size=batch_size, columns=[c for c in (id_column, geometry) if c]):
@@ -65,7 +71,9 @@ def _gdal_batches(path: Path, id_column: str | None, batch_size: int) -> Iterato
         raise VectorError(f"{path}: the parcels have no CRS; they must be georeferenced to be placed on the map")
     _check_id(path, id_column, list(info["fields"]))
     columns = [id_column] if id_column else []
-    with pyogrio.open_arrow(path, columns=columns, return_fids=not id_column, batch_size=batch_size, use_pyarrow=True) as (meta, reader):
+    with pyogrio.open_arrow(
+        path, columns=columns, return_fids=not id_column, batch_size=batch_size, use_pyarrow=True
+    ) as (meta, reader):
         crs = CRS.from_user_input(meta["crs"])
         geometry = meta["geometry_name"] or "wkb_geometry"
         for batch in reader:

@@ -26,8 +26,8 @@ from rasterio.windows import Window
 from h2crop_core.errors import H2CropError
 from h2crop_core.files import PARTIAL, write_atomic, write_text_atomic
 from h2crop_core.mapping.area import row_areas_m2
-from h2crop_core.mapping.results import CONFIDENCE_NODATA, TileResult, ids_dtype, ids_nodata
 from h2crop_core.mapping.quicklook import write_quicklook
+from h2crop_core.mapping.results import CONFIDENCE_NODATA, TileResult, ids_dtype, ids_nodata
 from h2crop_core.mapping.tiling import Tile
 from h2crop_core.storage import Remote
 from h2crop_core.taxonomy import Taxonomy
@@ -99,7 +99,9 @@ class TileStore:
         row0, row1, col0, col1 = tile.core
         for name, array in result._asdict().items():
             if array.shape[1:] != (row1 - row0, col1 - col0):
-                raise ValueError(f"tile {tile.index}: core {name} is {array.shape[1:]}, expected {(row1 - row0, col1 - col0)}")
+                raise ValueError(
+                    f"tile {tile.index}: core {name} is {array.shape[1:]}, expected {(row1 - row0, col1 - col0)}"
+                )
         path = self.path(tile.index)
         write_atomic(path, lambda file: np.savez(file, ids=result.ids, confidence=result.confidence))
         if self.remote is not None:
@@ -134,8 +136,17 @@ def _staging_profiles(grid: dict, levels: Sequence[int], taxonomy: Taxonomy) -> 
     """GeoTIFF profile of each output raster, by file stem: ``level<k>`` class ids (uint8, or uint16 for a
     level of more than 255 classes) and ``confidence_level<k>`` (uint8, 0 = nodata)."""
     common = {
-        "driver": "GTiff", "height": grid["height"], "width": grid["width"], "count": 1, "crs": grid["crs"],
-        "transform": grid["transform"], "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate", "bigtiff": "IF_SAFER",
+        "driver": "GTiff",
+        "height": grid["height"],
+        "width": grid["width"],
+        "count": 1,
+        "crs": grid["crs"],
+        "transform": grid["transform"],
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "bigtiff": "IF_SAFER",
     }
     profiles = {}
     for level in levels:
@@ -148,7 +159,9 @@ def _staging_profiles(grid: dict, levels: Sequence[int], taxonomy: Taxonomy) -> 
 def _describe(dst: rasterio.io.DatasetWriter, stem: str, level: int, taxonomy: Taxonomy) -> None:
     if stem.startswith("confidence"):
         dst.set_band_description(1, stem)
-        dst.update_tags(level=level, meaning="probability of the mapped class x 255 (1-255); 0 = no data", scale=1 / 255)
+        dst.update_tags(
+            level=level, meaning="probability of the mapped class x 255 (1-255); 0 = no data", scale=1 / 255
+        )
         return
     dst.write_colormap(1, {i: (*map(int, rgb), 255) for i, rgb in enumerate(taxonomy.colours(level))})
     dst.set_band_description(1, stem)
@@ -156,12 +169,23 @@ def _describe(dst: rasterio.io.DatasetWriter, stem: str, level: int, taxonomy: T
     dst.update_tags(level=level, nodata_meaning="no S2 data (or no EnMAP data, for a model that reads EnMAP)")
 
 
-def _mosaic(store: TileStore, tiles: Sequence[Tile], levels: Sequence[int], grid: dict, taxonomy: Taxonomy, profiles: dict[str, dict], staging: dict[str, Path]) -> np.ndarray:
+def _mosaic(
+    store: TileStore,
+    tiles: Sequence[Tile],
+    levels: Sequence[int],
+    grid: dict,
+    taxonomy: Taxonomy,
+    profiles: dict[str, dict],
+    staging: dict[str, Path],
+) -> np.ndarray:
     """Write every tile's core into the staging GeoTIFFs; return the mapped area (m²) per level and class id."""
     row_area = row_areas_m2(grid["crs"], grid["transform"], grid["height"])
     area = np.zeros((len(levels), max(taxonomy.num_classes[level - 1] for level in levels) + 1))
     with contextlib.ExitStack() as stack:
-        datasets = {stem: stack.enter_context(rasterio.open(staging[stem], "w", **profile)) for stem, profile in profiles.items()}
+        datasets = {
+            stem: stack.enter_context(rasterio.open(staging[stem], "w", **profile))
+            for stem, profile in profiles.items()
+        }
         for stem, dst in datasets.items():
             _describe(dst, stem, int(stem.rsplit("level", 1)[1]), taxonomy)
         for tile in tiles:  # each tile file is read once, for all levels
@@ -222,13 +246,28 @@ def write_level_cogs(
         for stem in stems:
             partial = folder / f".{stem}.tif{PARTIAL}"
             overviews = "average" if stem.startswith("confidence") else "mode"
-            rasterio.shutil.copy(staging[stem], partial, driver="COG", compress="deflate", overview_resampling=overviews, blocksize=256, bigtiff="IF_SAFER")
+            rasterio.shutil.copy(
+                staging[stem],
+                partial,
+                driver="COG",
+                compress="deflate",
+                overview_resampling=overviews,
+                blocksize=256,
+                bigtiff="IF_SAFER",
+            )
             os.replace(partial, folder / f"{stem}.tif")
             files[stem] = f"{stem}.tif"
     finally:
         for path in staging.values():
             path.unlink(missing_ok=True)
-    stats = map_summary(area_m2, levels, taxonomy, grid, len(tiles), {**(summary or {}), "write_s": round(time.perf_counter() - started, 2)})
+    stats = map_summary(
+        area_m2,
+        levels,
+        taxonomy,
+        grid,
+        len(tiles),
+        {**(summary or {}), "write_s": round(time.perf_counter() - started, 2)},
+    )
     write_text_atomic(folder / SUMMARY, json.dumps(stats, indent=1))
     files["summary"] = SUMMARY
     files["quicklook"] = write_quicklook(folder, files, levels, taxonomy, stats["class_area_ha"]).name
@@ -249,7 +288,9 @@ def write_level_cogs(
     return manifest
 
 
-def map_summary(area_m2: np.ndarray, levels: Sequence[int], taxonomy: Taxonomy, grid: dict, tiles: int, timings: dict) -> dict:
+def map_summary(
+    area_m2: np.ndarray, levels: Sequence[int], taxonomy: Taxonomy, grid: dict, tiles: int, timings: dict
+) -> dict:
     """``summary.json``: the grid's and the mapped area (km²), tiles, this run's seconds (``seconds``
     predicting, ``write_s`` writing) and km²/s over both, and per level each mapped class's area in hectares
     (largest first; classes absent from the map left out)."""
@@ -260,7 +301,9 @@ def map_summary(area_m2: np.ndarray, levels: Sequence[int], taxonomy: Taxonomy, 
     for band, level in enumerate(levels):
         names = taxonomy.class_names(level)
         order = np.argsort(-area_m2[band][: len(names)], kind="stable")
-        classes[f"level{level}"] = {names[i]: round(float(area_m2[band][i]) / 1e4, 4) for i in order if area_m2[band][i] > 0}
+        classes[f"level{level}"] = {
+            names[i]: round(float(area_m2[band][i]) / 1e4, 4) for i in order if area_m2[band][i] > 0
+        }
     return {
         "grid_km2": round(grid_km2, 6),
         "mapped_km2": round(mapped_km2, 6),

@@ -94,7 +94,9 @@ class SpatialBranch(_TokenTransformer):
     def forward(self, enmap: Tensor) -> Tensor:
         """(B, bands, h, w) -> (B, out_channels, upscale·h, upscale·w)."""
         if enmap.shape[-2] % self.patch or enmap.shape[-1] % self.patch:
-            raise SettingError(f"EnMAP tile {tuple(enmap.shape[-2:])} is not divisible by the {self.patch}-pixel patches")
+            raise SettingError(
+                f"EnMAP tile {tuple(enmap.shape[-2:])} is not divisible by the {self.patch}-pixel patches"
+            )
         grid = self.patch_embed(enmap)
         tokens = self.run_blocks(rearrange(grid, "b c h w -> b (h w) c"))
         grid = rearrange(tokens, "b (h w) c -> b c h w", h=grid.shape[-2])
@@ -193,7 +195,9 @@ class EnMAPStream(nn.Module):
         )
         num_branches = 2 if branches == "both" else 1
         self.merge = nn.Sequential(
-            conv3x3(num_branches * out_channels, out_channels), nn.ReLU(inplace=True), conv3x3(out_channels, out_channels)
+            conv3x3(num_branches * out_channels, out_channels),
+            nn.ReLU(inplace=True),
+            conv3x3(out_channels, out_channels),
         )
         self.refine = ConvBNReLUConv(out_channels, out_channels, out_channels)
         self.out_channels = out_channels

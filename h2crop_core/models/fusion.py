@@ -95,7 +95,12 @@ class CrossAttentionFusion(nn.Module):
 
 
 def build_fusion(
-    kind: FusionKind, s2_channels: int, enmap_channels: int, num_heads: int = 4, upscale: int = 3, impl: AttentionImpl = "sdpa"
+    kind: FusionKind,
+    s2_channels: int,
+    enmap_channels: int,
+    num_heads: int = 4,
+    upscale: int = 3,
+    impl: AttentionImpl = "sdpa",
 ) -> nn.Module:
     """The fusion module named ``kind``; its ``out_channels`` attribute gives the fused width."""
     if kind == "concat":

@@ -24,7 +24,9 @@ class LevelHead(nn.Sequential):
 
     def __init__(self, in_channels: int, num_classes: int) -> None:
         hidden = in_channels // 2
-        super().__init__(conv3x3(in_channels, hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, num_classes, kernel_size=1))
+        super().__init__(
+            conv3x3(in_channels, hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, num_classes, kernel_size=1)
+        )
 
 
 def prior_one_hot(prior: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
@@ -45,10 +47,18 @@ class HierarchicalHeads(nn.Module):
         use_prior: feed last year's crop (one-hot) to every level.
     """
 
-    def __init__(self, in_channels: int, num_classes: Sequence[int], levels: Sequence[int] = (1, 2, 3, 4), use_prior: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: Sequence[int],
+        levels: Sequence[int] = (1, 2, 3, 4),
+        use_prior: bool = False,
+    ) -> None:
         super().__init__()
         if not levels or list(levels) != sorted(set(levels)) or not set(levels) <= set(range(1, len(num_classes) + 1)):
-            raise SettingError(f"levels must be increasing, unique and within 1..{len(num_classes)}, got {tuple(levels)}")
+            raise SettingError(
+                f"levels must be increasing, unique and within 1..{len(num_classes)}, got {tuple(levels)}"
+            )
         self.levels = tuple(levels)
         self.num_classes = tuple(num_classes)
         self.use_prior = use_prior
@@ -95,7 +105,9 @@ def resolve_decode(decode: str, levels: Sequence[int]) -> str:
     if decode == "auto":
         return "consistent" if four_levels else "argmax"
     if decode == "consistent" and not four_levels:
-        raise SettingError(f"consistent decoding needs a four-level model; this one predicts levels {tuple(levels)}: use --decode argmax")
+        raise SettingError(
+            f"consistent decoding needs a four-level model; this one predicts levels {tuple(levels)}: use --decode argmax"
+        )
     return decode
 
 
@@ -127,11 +139,17 @@ def _path_scores(logits: Sequence[Tensor], paths: np.ndarray | Tensor) -> tuple[
     paths = torch.as_tensor(np.asarray(paths), device=logits[0].device, dtype=torch.long)
     for k, level in enumerate(logits):
         if int(paths[:, k].max()) >= level.shape[1]:
-            raise ValueError(f"the taxonomy has level-{k + 1} id {int(paths[:, k].max())} but the model predicts {level.shape[1]} classes")
-    return paths, sum(torch.log_softmax(level.float(), dim=1).index_select(1, paths[:, k]) for k, level in enumerate(logits))
+            raise ValueError(
+                f"the taxonomy has level-{k + 1} id {int(paths[:, k].max())} but the model predicts {level.shape[1]} classes"
+            )
+    return paths, sum(
+        torch.log_softmax(level.float(), dim=1).index_select(1, paths[:, k]) for k, level in enumerate(logits)
+    )
 
 
-def decode_with_confidence(logits: Sequence[Tensor], decode: str, paths: np.ndarray | Tensor | None = None) -> tuple[Tensor, Tensor]:
+def decode_with_confidence(
+    logits: Sequence[Tensor], decode: str, paths: np.ndarray | Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Class ids and how probable each is: two (B, levels, H, W) tensors, long ids and float32 in [0, 1].
 
     ``argmax``: each level's softmax probability of its chosen class. ``consistent``: the chosen path's
@@ -149,7 +167,9 @@ def decode_with_confidence(logits: Sequence[Tensor], decode: str, paths: np.ndar
     ids = rearrange(paths[posterior.argmax(dim=1)], "b h w k -> b k h w")
     confidence = []
     for k, level in enumerate(logits):
-        through = posterior.new_zeros((posterior.shape[0], level.shape[1], *posterior.shape[2:])).index_add_(1, paths[:, k], posterior)
+        through = posterior.new_zeros((posterior.shape[0], level.shape[1], *posterior.shape[2:])).index_add_(
+            1, paths[:, k], posterior
+        )
         confidence.append(through.gather(1, ids[:, k : k + 1]).squeeze(1))
     return ids, torch.stack(confidence, 1)
 

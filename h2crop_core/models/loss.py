@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from h2crop_core.taxonomy import UNLABELLED
 
 
-def hierarchical_loss(logits: list[torch.Tensor], label: torch.Tensor, levels: tuple[int, ...], weight: torch.Tensor | None = None) -> torch.Tensor:
+def hierarchical_loss(
+    logits: list[torch.Tensor], label: torch.Tensor, levels: tuple[int, ...], weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Sum over levels of the pixel cross-entropy (label 255 ignored; a level with no labelled pixel adds 0).
 
     Args:
@@ -29,12 +31,19 @@ def hierarchical_loss(logits: list[torch.Tensor], label: torch.Tensor, levels: t
     return total
 
 
-def model_loss(outputs: list[torch.Tensor] | tuple[list[torch.Tensor], list[torch.Tensor]], label: torch.Tensor,
-               levels: tuple[int, ...], pixel_weight: float = 0.0, weight: torch.Tensor | None = None) -> torch.Tensor:
+def model_loss(
+    outputs: list[torch.Tensor] | tuple[list[torch.Tensor], list[torch.Tensor]],
+    label: torch.Tensor,
+    levels: tuple[int, ...],
+    pixel_weight: float = 0.0,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The loss of a model's training outputs: :func:`hierarchical_loss` of its logits, plus
     ``pixel_weight`` × that of the pixel branch's own logits when the model returns them too
     (``ModelConfig.pixel_loss``); ``weight``: per-sample weights, as there."""
     if isinstance(outputs, tuple):
         logits, pixel = outputs
-        return hierarchical_loss(logits, label, levels, weight) + pixel_weight * hierarchical_loss(pixel, label, levels, weight)
+        return hierarchical_loss(logits, label, levels, weight) + pixel_weight * hierarchical_loss(
+            pixel, label, levels, weight
+        )
     return hierarchical_loss(outputs, label, levels, weight)

@@ -63,22 +63,47 @@ class DualStreamModel(nn.Module):
                 branches=config.enmap_branches,  # type: ignore[arg-type]
                 out_channels=config.enmap_channels,
                 upscale=config.enmap_upscale,
-                spatial=dict(dim=config.spatial_dim, depth=config.spatial_depth, num_heads=config.spatial_heads,
-                             patch=config.spatial_patch, mlp_ratio=config.enmap_mlp_ratio),
-                spectral=dict(grid=config.spectral_grid, depth=config.spectral_depth, num_heads=config.spectral_heads,
-                              map_size=config.spectral_map_size, mlp_ratio=config.enmap_mlp_ratio),
+                spatial=dict(
+                    dim=config.spatial_dim,
+                    depth=config.spatial_depth,
+                    num_heads=config.spatial_heads,
+                    patch=config.spatial_patch,
+                    mlp_ratio=config.enmap_mlp_ratio,
+                ),
+                spectral=dict(
+                    grid=config.spectral_grid,
+                    depth=config.spectral_depth,
+                    num_heads=config.spectral_heads,
+                    map_size=config.spectral_map_size,
+                    mlp_ratio=config.enmap_mlp_ratio,
+                ),
                 impl=impl,
             )
             self.fusion = build_fusion(
-                config.fusion, width, self.enmap.out_channels, config.fusion_heads, config.enmap_upscale, impl  # type: ignore[arg-type]
+                config.fusion,
+                width,
+                self.enmap.out_channels,
+                config.fusion_heads,
+                config.enmap_upscale,
+                impl,  # type: ignore[arg-type]
             )
             width = self.fusion.out_channels
         self.pixel: PixelBranch | None = None
         if config.pixel_branch:
             enmap_bands = config.enmap_bands if config.use_enmap else 0
-            classes = [config.num_classes[level - 1] for level in config.levels] if config.pixel_join == "logits" else []
-            self.pixel = PixelBranch(config.months, config.s2_bands, enmap_bands, config.pixel_branch, config.enmap_upscale, classes,
-                                     inputs=config.pixel_inputs, noise=config.pixel_noise)
+            classes = (
+                [config.num_classes[level - 1] for level in config.levels] if config.pixel_join == "logits" else []
+            )
+            self.pixel = PixelBranch(
+                config.months,
+                config.s2_bands,
+                enmap_bands,
+                config.pixel_branch,
+                config.enmap_upscale,
+                classes,
+                inputs=config.pixel_inputs,
+                noise=config.pixel_noise,
+            )
             width += self.pixel.out_channels if config.pixel_join == "concat" else 0
         self.heads = HierarchicalHeads(width, config.num_classes, config.levels, config.use_prior)
         self.set_checkpointing(config.checkpointing)
@@ -88,7 +113,9 @@ class DualStreamModel(nn.Module):
             self.compile_blocks()
 
     # ---------------------------------------------------------------------------------------- forward
-    def forward(self, s2: Tensor, enmap: Tensor | None = None, prior: Tensor | None = None) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
+    def forward(
+        self, s2: Tensor, enmap: Tensor | None = None, prior: Tensor | None = None
+    ) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
         """Per-level logits (in training mode with ``pixel_loss``: and the pixel branch's own, a pair for
         :func:`~h2crop_core.models.loss.model_loss`).
 
@@ -105,7 +132,9 @@ class DualStreamModel(nn.Module):
             if enmap is None:
                 raise ValueError(f"{self.config.name} uses EnMAP: pass enmap=(B, bands, H/3, W/3)")
             factor = self.config.enmap_upscale
-            if any(side % factor for side in s2.shape[-2:]) or tuple(enmap.shape[-2:]) != tuple(side // factor for side in s2.shape[-2:]):
+            if any(side % factor for side in s2.shape[-2:]) or tuple(enmap.shape[-2:]) != tuple(
+                side // factor for side in s2.shape[-2:]
+            ):
                 raise ValueError(
                     f"EnMAP tile {tuple(enmap.shape[-2:])} must be the S2 tile {tuple(s2.shape[-2:])} / {factor} "
                     f"(with EnMAP, S2 tile sides are multiples of {factor} and of 32)"

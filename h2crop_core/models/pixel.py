@@ -54,11 +54,23 @@ class PixelBranch(nn.Module):
         noise: std of the Gaussian noise added to the inputs in training mode.
     """
 
-    def __init__(self, months: int, s2_bands: int, enmap_bands: int, dim: int, upscale: int, classes: Sequence[int] = (),
-                 *, inputs: str = "all", noise: float = 0.0) -> None:
+    def __init__(
+        self,
+        months: int,
+        s2_bands: int,
+        enmap_bands: int,
+        dim: int,
+        upscale: int,
+        classes: Sequence[int] = (),
+        *,
+        inputs: str = "all",
+        noise: float = 0.0,
+    ) -> None:
         super().__init__()
         if inputs not in PIXEL_INPUTS or (inputs == "enmap" and not enmap_bands):
-            raise ValueError(f"inputs must be one of {PIXEL_INPUTS} (enmap needs enmap_bands); got {inputs!r} with {enmap_bands} bands")
+            raise ValueError(
+                f"inputs must be one of {PIXEL_INPUTS} (enmap needs enmap_bands); got {inputs!r} with {enmap_bands} bands"
+            )
         self.s2 = pixel_mlp(months * s2_bands, dim) if inputs == "all" else None
         self.enmap = pixel_mlp(enmap_bands, dim) if enmap_bands else None
         self.upscale, self.noise = upscale, noise

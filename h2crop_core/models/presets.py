@@ -112,12 +112,18 @@ class ModelConfig:
         self._check_pixel_branch()
 
     def _check_pixel_branch(self) -> None:
-        if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in (self.pixel_noise, self.pixel_loss)):
-            raise SettingError(f"ModelConfig.pixel_noise and pixel_loss are >= 0, got {self.pixel_noise!r} and {self.pixel_loss!r}")
+        if any(
+            not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in (self.pixel_noise, self.pixel_loss)
+        ):
+            raise SettingError(
+                f"ModelConfig.pixel_noise and pixel_loss are >= 0, got {self.pixel_noise!r} and {self.pixel_loss!r}"
+            )
         if self.pixel_inputs == "enmap" and not self.use_enmap:
             raise SettingError(f"ModelConfig.pixel_inputs=enmap needs EnMAP; {self.name} uses S2 alone")
         if self.pixel_loss and self.pixel_join != "logits":
-            raise SettingError(f"ModelConfig.pixel_loss trains the pixel branch's own classifier: it needs pixel_join=logits, got {self.pixel_join!r}")
+            raise SettingError(
+                f"ModelConfig.pixel_loss trains the pixel branch's own classifier: it needs pixel_join=logits, got {self.pixel_join!r}"
+            )
 
     @property
     def months(self) -> int:
@@ -211,7 +217,9 @@ def get_preset(name: str, **overrides: Any) -> ModelConfig:
     """The preset ``name`` (``tiny_`` prefix allowed) with ``overrides`` applied."""
     base = name.removeprefix(TINY_PREFIX)
     if base not in PRESETS:
-        raise SettingError(f"unknown preset {name!r}; known: {', '.join(PRESETS)} (each also with a {TINY_PREFIX!r} prefix)")
+        raise SettingError(
+            f"unknown preset {name!r}; known: {', '.join(PRESETS)} (each also with a {TINY_PREFIX!r} prefix)"
+        )
     config = PRESETS[base]()
     if name.startswith(TINY_PREFIX):
         config = tiny(config)

@@ -24,7 +24,11 @@ from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.s2_swin import SwinEncoder3D
 
 #: (AgriFM prefix, ours) applied in order, after stripping ``module.``/``encoder.``.
-AGRIFM_RENAMES: tuple[tuple[str, str], ...] = (("S2_patch_emd.", "patch_embed."), ("patch_emd.", "patch_embed."), ("backbone.", ""))
+AGRIFM_RENAMES: tuple[tuple[str, str], ...] = (
+    ("S2_patch_emd.", "patch_embed."),
+    ("patch_emd.", "patch_embed."),
+    ("backbone.", ""),
+)
 #: buffers AgriFM saves that we recompute from the window size.
 DERIVED_SUFFIXES: tuple[str, ...] = ("relative_position_index", "attn_mask")
 
@@ -54,7 +58,9 @@ class LoadReport:
         if self.missing:
             lines.append("  missing: " + ", ".join(self.missing[:8]) + (" ..." if len(self.missing) > 8 else ""))
         if self.unexpected:
-            lines.append("  unexpected: " + ", ".join(self.unexpected[:8]) + (" ..." if len(self.unexpected) > 8 else ""))
+            lines.append(
+                "  unexpected: " + ", ".join(self.unexpected[:8]) + (" ..." if len(self.unexpected) > 8 else "")
+            )
         return "\n".join(lines)
 
 
@@ -134,4 +140,3 @@ def load_agrifm(target: DualStreamModel | SwinEncoder3D, source: str | Path | Ma
     report.loaded = sorted(accepted)
     report.missing = sorted(set(own) - set(accepted))
     return report
-

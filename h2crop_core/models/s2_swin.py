@@ -34,7 +34,6 @@ from h2crop_core.models.layers import (
     init_transformer_weights,
 )
 
-
 #: S2 tiles must be divisible by this: a 4-pixel patch embedding then three 2× merges.
 S2_TILE_MULTIPLE = 32
 
@@ -89,7 +88,9 @@ class SwinStage(nn.Module):
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            SwinBlock3D(dim, num_heads, window_size, shifted=i % 2 == 1, mlp_ratio=mlp_ratio, drop_path=drop_path[i], impl=impl)
+            SwinBlock3D(
+                dim, num_heads, window_size, shifted=i % 2 == 1, mlp_ratio=mlp_ratio, drop_path=drop_path[i], impl=impl
+            )
             for i in range(depth)
         )
         self.downsample = PatchMerging3D(dim, time_step) if time_step is not None else None

@@ -21,7 +21,16 @@ from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import ModelConfig
 
 #: components reported separately, by module path inside DualStreamModel.
-COMPONENTS: tuple[str, ...] = ("s2.encoder", "s2.decoder", "enmap.spatial", "enmap.spectral", "enmap.merge", "enmap.refine", "fusion", "heads")
+COMPONENTS: tuple[str, ...] = (
+    "s2.encoder",
+    "s2.decoder",
+    "enmap.spatial",
+    "enmap.spectral",
+    "enmap.merge",
+    "enmap.refine",
+    "fusion",
+    "heads",
+)
 
 
 def build_meta(config: ModelConfig) -> DualStreamModel:
@@ -31,7 +40,11 @@ def build_meta(config: ModelConfig) -> DualStreamModel:
 
 
 def example_inputs(
-    config: ModelConfig, batch: int = 1, tile: int = 192, device: torch.device | str = "meta", generator: torch.Generator | None = None
+    config: ModelConfig,
+    batch: int = 1,
+    tile: int = 192,
+    device: torch.device | str = "meta",
+    generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """Inputs of the shapes ``config`` takes for ``tile``×``tile`` S2 pixels: random normal s2/enmap, random
     prior ids (some 255) — or empty tensors on the meta device."""
@@ -45,13 +58,19 @@ def example_inputs(
     for key in config.input_keys:
         if key == "prior":
             high = min(config.num_classes)
-            ids = torch.randint(0, high, shapes[key], generator=generator) if str(device) != "meta" else torch.empty(shapes[key])
+            ids = (
+                torch.randint(0, high, shapes[key], generator=generator)
+                if str(device) != "meta"
+                else torch.empty(shapes[key])
+            )
             if str(device) != "meta":
                 ids[..., :2, :2] = 255  # a few unlabelled pixels
             inputs[key] = ids.to(device=device, dtype=torch.uint8)
         else:
             inputs[key] = (
-                torch.randn(shapes[key], generator=generator).to(device) if str(device) != "meta" else torch.empty(shapes[key], device="meta")
+                torch.randn(shapes[key], generator=generator).to(device)
+                if str(device) != "meta"
+                else torch.empty(shapes[key], device="meta")
             )
     return inputs
 
@@ -78,7 +97,9 @@ def _counted_forward(model: DualStreamModel, inputs: Mapping[str, Tensor]) -> tu
         outputs = model(**inputs)
     by_module = counter.get_flop_counts()
     root = type(model).__name__
-    flops = {path: sum(by_module.get(f"{root}.{path}", {}).values()) for path in COMPONENTS if _find(model, path) is not None}
+    flops = {
+        path: sum(by_module.get(f"{root}.{path}", {}).values()) for path in COMPONENTS if _find(model, path) is not None
+    }
     flops["total"] = counter.get_total_flops()
     return outputs, flops
 

@@ -20,20 +20,21 @@ from h2crop_core.errors import find_user_error
 from h2crop_core.taxonomy import load_taxonomy
 from pipelines.cli.model_info import add_model_info_parser
 from pipelines.cli.options import add_settings_options, settings_from_args
-from pipelines.settings import BaselineSettings, EvaluateSettings, MapSettings, TrainSettings
 from pipelines.cli.sweeps import add_sweep_parsers
+from pipelines.settings import BaselineSettings, EvaluateSettings, MapSettings, TrainSettings
 
 
 # ------------------------------------------------------------------------------------------ commands
 def cmd_synth(args: argparse.Namespace) -> int:
+    from h2crop_core.data.schema import SampleSpec
     from h2crop_core.data.synth import synthesize_dataset
+    from h2crop_core.errors import SettingError
     from h2crop_core.taxonomy import Taxonomy
 
-    from h2crop_core.data.schema import SampleSpec
-    from h2crop_core.errors import SettingError
-
     if args.size < 96 or args.size % 96:
-        raise SettingError(f"--size {args.size}: the sample side must be a multiple of 96 (the model's tiles; the benchmark's are 192)")
+        raise SettingError(
+            f"--size {args.size}: the sample side must be a multiple of 96 (the model's tiles; the benchmark's are 192)"
+        )
     taxonomy = Taxonomy.from_csv(args.taxonomy) if args.taxonomy else None
     result = synthesize_dataset(
         args.out,
@@ -49,13 +50,19 @@ def cmd_synth(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{split} {len(names)}" for split, names in result.splits.items())
     print(f"wrote {args.samples} samples to {result.root / 'h5_data'} ({counts}); taxonomy {result.taxonomy.summary()}")
     if result.region:
-        print(f"wrote a {result.region['size']}x{result.region['size']} px region ({result.region['crs']}) to {result.region['dir']}")
+        print(
+            f"wrote a {result.region['size']}x{result.region['size']} px region ({result.region['crs']}) to {result.region['dir']}"
+        )
         if args.user_files:
             from h2crop_core.data.synth.user_files import USER_ENMAP_CRS, write_user_files
 
             files = write_user_files(Path(result.region["dir"]), Path(args.out) / "user_files")
-            print(f"wrote the region as a user has it to {Path(args.out) / 'user_files'}: monthly S2 files, EnMAP in {USER_ENMAP_CRS}, parcels in Lambert-93")
-            print(f"  map it: h2crop map --checkpoint CKPT --s2 {files['s2']} --enmap {files['enmap']} --prior {files['prior']} --output OUT")
+            print(
+                f"wrote the region as a user has it to {Path(args.out) / 'user_files'}: monthly S2 files, EnMAP in {USER_ENMAP_CRS}, parcels in Lambert-93"
+            )
+            print(
+                f"  map it: h2crop map --checkpoint CKPT --s2 {files['s2']} --enmap {files['enmap']} --prior {files['prior']} --output OUT"
+            )
     return 0
 
 
@@ -78,15 +85,25 @@ def cmd_stats(args: argparse.Namespace) -> int:
     index = DatasetIndex(args.data)
     paths = index.split_paths(args.split)
     stats = compute_norm_stats(
-        paths, workers=args.workers, progress=not args.quiet, meta={"split": args.split, "dataset_fingerprint": index.fingerprint()}
+        paths,
+        workers=args.workers,
+        progress=not args.quiet,
+        meta={"split": args.split, "dataset_fingerprint": index.fingerprint()},
     )
     output = Path(args.output) if args.output else index.norm_stats_path
     stats.to_json(output)
     reference = NormStats.from_json(args.compare) if args.compare else None
     plot = plot_norm_stats(stats, output.with_suffix(".png"), reference)
     print(f"per-band statistics of {len(paths)} {args.split} samples written to {output}; plot {plot}")
-    print("  S2 mean " + " ".join(f"{v:.0f}" for v in stats.s2_mean) + " | std " + " ".join(f"{v:.0f}" for v in stats.s2_std))
-    print(f"  EnMAP mean {stats.enmap_mean.min():.0f}..{stats.enmap_mean.max():.0f}, std {stats.enmap_std.min():.0f}..{stats.enmap_std.max():.0f} over {len(stats.enmap_mean)} bands")
+    print(
+        "  S2 mean "
+        + " ".join(f"{v:.0f}" for v in stats.s2_mean)
+        + " | std "
+        + " ".join(f"{v:.0f}" for v in stats.s2_std)
+    )
+    print(
+        f"  EnMAP mean {stats.enmap_mean.min():.0f}..{stats.enmap_mean.max():.0f}, std {stats.enmap_std.min():.0f}..{stats.enmap_std.max():.0f} over {len(stats.enmap_mean)} bands"
+    )
     return 0
 
 
@@ -97,7 +114,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     taxonomy = load_taxonomy(args.data, args.taxonomy)
     confusion = score_predictions(args.data, args.split, args.predictions, taxonomy, progress=not args.quiet)
     metrics = build_metrics(
-        confusion, args.split, ignore_background=args.ignore_background, mmseg_f1=args.mmseg_f1, extra={"predictions": str(args.predictions)}
+        confusion,
+        args.split,
+        ignore_background=args.ignore_background,
+        mmseg_f1=args.mmseg_f1,
+        extra={"predictions": str(args.predictions)},
     )
     written = write_report(metrics, confusion, args.output, taxonomy)
     print(format_summary(metrics))
@@ -112,10 +133,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = settings_from_args(TrainSettings, args, overrides=parse_overrides(args.set or []))
     outcome = run_training(settings, progress=not args.quiet)
     best = outcome.best_metrics
-    print(f"run {outcome.run_name}: {outcome.epochs_done} epoch(s); best val mF1 {best.get('val_mf1', float('nan')):.4f} at epoch {best.get('epoch')}")
+    print(
+        f"run {outcome.run_name}: {outcome.epochs_done} epoch(s); best val mF1 {best.get('val_mf1', float('nan')):.4f} at epoch {best.get('epoch')}"
+    )
     print(f"  best checkpoint  {outcome.best_checkpoint}")
     print(f"  best report      {outcome.output / 'metrics.json'} (+ per-class CSVs and plots)")
-    print(f"  MLflow           {outcome.tracking_uri}  run {outcome.mlflow_run_id}  (mlflow ui --backend-store-uri {outcome.tracking_uri})")
+    print(
+        f"  MLflow           {outcome.tracking_uri}  run {outcome.mlflow_run_id}  (mlflow ui --backend-store-uri {outcome.tracking_uri})"
+    )
     return 0
 
 
@@ -136,11 +161,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     extra = evaluation.extra
-    metrics = build_metrics(evaluation.confusion, settings.split, ignore_background=settings.ignore_background, mmseg_f1=settings.mmseg_f1, extra=extra)
+    metrics = build_metrics(
+        evaluation.confusion,
+        settings.split,
+        ignore_background=settings.ignore_background,
+        mmseg_f1=settings.mmseg_f1,
+        extra=extra,
+    )
     written = write_report(metrics, evaluation.confusion, args.output, evaluation.taxonomy)
     print(format_summary(metrics))
     if "argmax_invalid_path_fraction" in extra:
-        print(f"plain argmax breaks the hierarchy on {100 * extra['argmax_invalid_path_fraction']:.2f}% of pixels (decode: {extra['decode']})")
+        print(
+            f"plain argmax breaks the hierarchy on {100 * extra['argmax_invalid_path_fraction']:.2f}% of pixels (decode: {extra['decode']})"
+        )
     print(f"wrote {written['metrics']} and {len(written) - 1} more files (CSVs, confusion.npz, plots) to {args.output}")
     return 0
 
@@ -153,11 +186,17 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     outcome = run_baseline(settings, args.data, args.output, progress=not args.quiet)
     summary = outcome.summary
-    print(f"{settings.model} ({settings.target}) on {summary['train_pixels']:,} of {summary['train_labelled_pixels']:,} labelled training pixels "
-          f"({summary['features']} features); fit {summary['fit_seconds']:.1f} s, {summary['total_seconds']:.1f} s in all")
+    print(
+        f"{settings.model} ({settings.target}) on {summary['train_pixels']:,} of {summary['train_labelled_pixels']:,} labelled training pixels "
+        f"({summary['features']} features); fit {summary['fit_seconds']:.1f} s, {summary['total_seconds']:.1f} s in all"
+    )
     print(format_summary(outcome.metrics))
-    print(f"wrote {outcome.output / 'metrics.json'} (test; val/ for the validation split), predictions/ and baseline.json")
-    print(f"  MLflow  {outcome.tracking_uri}  run {outcome.mlflow_run_id} ({outcome.run_name}, h2crop.kind=baseline: `h2crop runs compare` lists it)")
+    print(
+        f"wrote {outcome.output / 'metrics.json'} (test; val/ for the validation split), predictions/ and baseline.json"
+    )
+    print(
+        f"  MLflow  {outcome.tracking_uri}  run {outcome.mlflow_run_id} ({outcome.run_name}, h2crop.kind=baseline: `h2crop runs compare` lists it)"
+    )
     return 0
 
 
@@ -167,10 +206,14 @@ def map_inputs(args: argparse.Namespace):
     from h2crop_core.mapping import MapInputs, inputs_from_region
 
     if bool(args.region) == bool(args.s2):
-        raise SettingError("give the rasters with --s2 (and --enmap, --prior) or a region folder with --region, not both or neither")
+        raise SettingError(
+            "give the rasters with --s2 (and --enmap, --prior) or a region folder with --region, not both or neither"
+        )
     if args.region:
         if args.enmap or args.prior or args.enmap_bands:
-            raise SettingError("--enmap, --prior and --enmap-bands go with --s2; a --region folder names its own rasters")
+            raise SettingError(
+                "--enmap, --prior and --enmap-bands go with --s2; a --region folder names its own rasters"
+            )
         return inputs_from_region(args.region)
     return MapInputs.from_paths(args.s2, args.enmap, args.prior, args.enmap_bands or "")
 
@@ -186,7 +229,9 @@ def cmd_map(args: argparse.Namespace) -> int:
         f"mapped {manifest['height']}×{manifest['width']} pixels ({summary['mapped_km2']:.2f} of {summary['grid_km2']:.2f} km² with data) in "
         f"{manifest['tiles']} tiles ({manifest.get('tiles_predicted', 0)} predicted now, {manifest.get('tiles_resumed', 0)} resumed) to {args.output}:"
     )
-    print(f"  {', '.join(name for key, name in manifest['files'].items() if key.startswith('level'))} (classes), confidence_level*.tif, summary.json, quicklook.png, map.json")
+    print(
+        f"  {', '.join(name for key, name in manifest['files'].items() if key.startswith('level'))} (classes), confidence_level*.tif, summary.json, quicklook.png, map.json"
+    )
     return 0
 
 
@@ -210,20 +255,55 @@ def add_mapping_parsers(add) -> None:
     """``map`` (rasters or a region folder -> class and confidence COGs) and ``parcels`` (map -> GeoParquet)."""
     p = add("map", "map your rasters with a checkpoint: COGs of each level's classes and confidence; resumes by tile")
     p.add_argument("--checkpoint", required=True, type=Path, help="an h2crop checkpoint (e.g. runs/<run>/best.ckpt)")
-    p.add_argument("--s2", type=Path, metavar="FILE_OR_DIR", help="Sentinel-2 monthly composites: one GeoTIFF of months x 10 bands (month-major, January first) or a folder of monthly 10-band GeoTIFFs named by month; its grid is the map's")
-    p.add_argument("--enmap", type=Path, metavar="FILE", help="EnMAP scene, any CRS and grid (warped on the fly onto the S2 grid coarsened by 3)")
-    p.add_argument("--prior", type=Path, metavar="FILE", help="last year's 4-band crop map, any CRS and grid (nearest neighbour)")
-    p.add_argument("--enmap-bands", metavar="LIST", help="the EnMAP bands the model reads, 1-based, e.g. 1-126,131-222 (default: all; needed when the scene has more)")
-    p.add_argument("--region", type=Path, metavar="DIR", help="instead of --s2/--enmap/--prior: a region folder with region.json (h2crop synth writes one)")
-    p.add_argument("--output", required=True, help="output folder or object-store prefix (s3://bucket/maps/x): level<k>.tif, confidence_level<k>.tif, summary.json, quicklook.png, map.json, tiles/ (rerun to resume)")
+    p.add_argument(
+        "--s2",
+        type=Path,
+        metavar="FILE_OR_DIR",
+        help="Sentinel-2 monthly composites: one GeoTIFF of months x 10 bands (month-major, January first) or a folder of monthly 10-band GeoTIFFs named by month; its grid is the map's",
+    )
+    p.add_argument(
+        "--enmap",
+        type=Path,
+        metavar="FILE",
+        help="EnMAP scene, any CRS and grid (warped on the fly onto the S2 grid coarsened by 3)",
+    )
+    p.add_argument(
+        "--prior", type=Path, metavar="FILE", help="last year's 4-band crop map, any CRS and grid (nearest neighbour)"
+    )
+    p.add_argument(
+        "--enmap-bands",
+        metavar="LIST",
+        help="the EnMAP bands the model reads, 1-based, e.g. 1-126,131-222 (default: all; needed when the scene has more)",
+    )
+    p.add_argument(
+        "--region",
+        type=Path,
+        metavar="DIR",
+        help="instead of --s2/--enmap/--prior: a region folder with region.json (h2crop synth writes one)",
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        help="output folder or object-store prefix (s3://bucket/maps/x): level<k>.tif, confidence_level<k>.tif, summary.json, quicklook.png, map.json, tiles/ (rerun to resume)",
+    )
     add_settings_options(p, MapSettings)
     p.set_defaults(func=cmd_map)
 
-    p = add("parcels", "per parcel of a vector file: the majority class of a finished map, its share and confidence, to GeoParquet")
+    p = add(
+        "parcels",
+        "per parcel of a vector file: the majority class of a finished map, its share and confidence, to GeoParquet",
+    )
     p.add_argument("--map", required=True, type=Path, help="a finished h2crop map folder (with map.json)")
-    p.add_argument("--parcels", required=True, type=Path, help="parcels: .gpkg, .parquet (GeoParquet), .shp, .geojson or .fgb; any CRS")
+    p.add_argument(
+        "--parcels",
+        required=True,
+        type=Path,
+        help="parcels: .gpkg, .parquet (GeoParquet), .shp, .geojson or .fgb; any CRS",
+    )
     p.add_argument("--output", required=True, type=Path, help="GeoParquet file to write, e.g. parcels_crops.parquet")
-    p.add_argument("--id-column", help="the parcels' id column to carry over (default: fid, the feature's id or row number)")
+    p.add_argument(
+        "--id-column", help="the parcels' id column to carry over (default: fid, the feature's id or row number)"
+    )
     p.set_defaults(func=cmd_parcels)
 
 
@@ -234,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars")
-    common.add_argument("--verbose", action="store_true", help="show Ray's and the libraries' own log lines and warnings")
+    common.add_argument(
+        "--verbose", action="store_true", help="show Ray's and the libraries' own log lines and warnings"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add = lambda name, help: sub.add_parser(name, help=help, parents=[common])  # noqa: E731
 
@@ -242,12 +324,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="dataset root to create")
     p.add_argument("--samples", type=int, default=32, help="number of samples (default 32)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--taxonomy", type=Path, help="taxonomy CSV to generate classes from (default: a generated 6/36/82/101 tree)")
-    p.add_argument("--key-style", choices=("files", "readme"), default="files", help="HDF5 key spelling: as the files ship (S2_data, ...) or as the README documents (S2, ...)")
-    p.add_argument("--size", type=int, default=192, help="sample side in S2 pixels, a multiple of 96 (default 192, the benchmark's; 96 for quick sweeps)")
-    p.add_argument("--region-size", type=int, default=1008, help="side of the synthetic mapping region in S2 pixels, a multiple of 3; 0 for none (default 1008)")
-    p.add_argument("--label-fraction", type=float, default=1.0, help="below 1: sparse labels, as from a field survey (about this fraction of parcels labelled, unevenly over the tiles; default 1: every parcel)")
-    p.add_argument("--user-files", action="store_true", help="also write the region as a user has it: monthly S2 files, EnMAP in another UTM zone, parcels in Lambert-93 (<out>/user_files)")
+    p.add_argument(
+        "--taxonomy", type=Path, help="taxonomy CSV to generate classes from (default: a generated 6/36/82/101 tree)"
+    )
+    p.add_argument(
+        "--key-style",
+        choices=("files", "readme"),
+        default="files",
+        help="HDF5 key spelling: as the files ship (S2_data, ...) or as the README documents (S2, ...)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=192,
+        help="sample side in S2 pixels, a multiple of 96 (default 192, the benchmark's; 96 for quick sweeps)",
+    )
+    p.add_argument(
+        "--region-size",
+        type=int,
+        default=1008,
+        help="side of the synthetic mapping region in S2 pixels, a multiple of 3; 0 for none (default 1008)",
+    )
+    p.add_argument(
+        "--label-fraction",
+        type=float,
+        default=1.0,
+        help="below 1: sparse labels, as from a field survey (about this fraction of parcels labelled, unevenly over the tiles; default 1: every parcel)",
+    )
+    p.add_argument(
+        "--user-files",
+        action="store_true",
+        help="also write the region as a user has it: monthly S2 files, EnMAP in another UTM zone, parcels in Lambert-93 (<out>/user_files)",
+    )
     p.set_defaults(func=cmd_synth)
 
     for name, help_text, func in (
@@ -256,15 +364,21 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = add(name, help_text)
         p.add_argument("--data", required=True, type=Path, help="dataset root")
-        p.add_argument("--workers", type=int, default=_default_workers(), help="reader processes (default: CPU count, at most 8)")
+        p.add_argument(
+            "--workers", type=int, default=_default_workers(), help="reader processes (default: CPU count, at most 8)"
+        )
         p.set_defaults(func=func)
         if name == "validate":
             p.add_argument("--split", choices=("train", "val", "test"), help="only this split (default: every file)")
             p.add_argument("--taxonomy", type=Path, help="taxonomy CSV (default: <data>/cascade_labels.csv)")
-            p.add_argument("--report", type=Path, help="where to write the JSON report (default: <data>/validation.json)")
+            p.add_argument(
+                "--report", type=Path, help="where to write the JSON report (default: <data>/validation.json)"
+            )
         else:
             p.add_argument("--split", choices=("train", "val", "test"), default="train")
-            p.add_argument("--output", type=Path, help="where to write (default: <data>/norm_stats.json; a .png plot beside it)")
+            p.add_argument(
+                "--output", type=Path, help="where to write (default: <data>/norm_stats.json; a .png plot beside it)"
+            )
             p.add_argument("--compare", type=Path, help="statistics JSON to plot beside ours (e.g. the published ones)")
 
     p = add("score", "score external predictions (<sample>.npy (4,H,W) uint8 or <sample>.h5 'pred') against a split")
@@ -275,9 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_options(p, EvaluateSettings, only=("split", "ignore_background", "mmseg_f1"))
     p.set_defaults(func=cmd_score)
 
-    p = add("baseline", "fit a per-pixel classical model (Random Forest, gradient boosting, SVM) on the train split; score val and test like evaluate")
+    p = add(
+        "baseline",
+        "fit a per-pixel classical model (Random Forest, gradient boosting, SVM) on the train split; score val and test like evaluate",
+    )
     p.add_argument("--data", required=True, type=Path, help="dataset root")
-    p.add_argument("--output", required=True, type=Path, help="folder for metrics.json (test), predictions/, val/ and baseline.json")
+    p.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        help="folder for metrics.json (test), predictions/, val/ and baseline.json",
+    )
     add_settings_options(p, BaselineSettings)
     p.set_defaults(func=cmd_baseline)
 
@@ -297,7 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train", "train a preset on Ray (joins RAY_ADDRESS if set, else a local Ray); resumes by --run-name")
     add_settings_options(p, TrainSettings)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model setting override, e.g. --set precision=bf16 --set fusion=gated (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="model setting override, e.g. --set precision=bf16 --set fusion=gated (repeatable)",
+    )
     p.set_defaults(func=cmd_train)
     add_sweep_parsers(sub, common)
     return parser
@@ -320,7 +447,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         traceback.print_exc()
         hint = f"; Ray's logs: {ray_log_dir()}" if "ray" in sys.modules and sys.modules["ray"].is_initialized() else ""
-        print(f"h2crop {args.command}: internal error (a bug in h2crop: please report it with the traceback above{hint})", file=sys.stderr)
+        print(
+            f"h2crop {args.command}: internal error (a bug in h2crop: please report it with the traceback above{hint})",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -15,10 +15,14 @@ def _table(summaries: list[ModelSummary]) -> str:
     lines = [f"{'preset':32s} {'params (M)':>10s} {'GFLOPs':>8s}  per component (M params / GFLOPs)   outputs"]
     for s in summaries:
         parts = ", ".join(
-            f"{name} {s.parameters[name] / 1e6:.1f}/{s.flops.get(name, 0) / 1e9:.1f}" for name in s.parameters if name != "total"
+            f"{name} {s.parameters[name] / 1e6:.1f}/{s.flops.get(name, 0) / 1e9:.1f}"
+            for name in s.parameters
+            if name != "total"
         )
         outputs = " ".join("x".join(map(str, shape[1:2])) for shape in s.output_shapes)
-        lines.append(f"{s.name:32s} {s.parameters['total'] / 1e6:10.2f} {s.flops['total'] / 1e9:8.1f}  {parts}   classes {outputs} @ {s.tile}²")
+        lines.append(
+            f"{s.name:32s} {s.parameters['total'] / 1e6:10.2f} {s.flops['total'] / 1e9:8.1f}  {parts}   classes {outputs} @ {s.tile}²"
+        )
     return "\n".join(lines)
 
 
@@ -39,7 +43,11 @@ def run_model_info(preset: str | None, all_presets: bool, as_json: bool, tile: i
 def add_model_info_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``model-info`` on an argparse sub-parser set; the handler is ``args.func(args)``."""
     parser = subparsers.add_parser("model-info", help="parameters, forward GFLOPs and output shapes of model presets")
-    parser.add_argument("preset", nargs="?", help=f"preset name, e.g. crops_S2_H_P_jun (tiny_ prefix allowed); one of: {', '.join(preset_names())}")
+    parser.add_argument(
+        "preset",
+        nargs="?",
+        help=f"preset name, e.g. crops_S2_H_P_jun (tiny_ prefix allowed); one of: {', '.join(preset_names())}",
+    )
     parser.add_argument("--all", action="store_true", dest="all_presets", help="every full-size preset (20)")
     parser.add_argument("--json", action="store_true", dest="as_json", help="machine-readable output")
     parser.add_argument("--tile", type=int, default=192, help="S2 tile side in pixels (default 192)")

@@ -52,7 +52,9 @@ def add_settings_options(parser: argparse.ArgumentParser, cls: type, *, only: tu
             kwargs["action"] = argparse.BooleanOptionalAction if item.default else "store_true"
         else:
             kwargs["type"] = kind
-            kwargs["metavar"] = item.name.split("_")[-1].upper() if kind is str and not item.metadata.get("choices") else None
+            kwargs["metavar"] = (
+                item.name.split("_")[-1].upper() if kind is str and not item.metadata.get("choices") else None
+            )
             if item.metadata.get("choices"):
                 kwargs["choices"] = item.metadata["choices"]
             if "default" in kwargs and kwargs["default"] not in (None, "") and "(default" not in help_text:

@@ -25,12 +25,12 @@ import torch
 
 from h2crop_core.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from h2crop_core.files import file_digest, write_text_atomic
-from h2crop_core.memory import peak_rss_mb
 from h2crop_core.mapping import MapInputs, RegionReader, TileGrid, TileStore, predict_tiles, write_level_cogs
 from h2crop_core.mapping.writer import MAP_MANIFEST, OUTPUT_PATTERNS, RECORD, MappingRecordError, clear_outputs
+from h2crop_core.memory import peak_rss_mb
+from h2crop_core.models.heads import resolve_decode
 from h2crop_core.runlock import RunLock
 from h2crop_core.storage import Remote, is_uri
-from h2crop_core.models.heads import resolve_decode
 from pipelines.settings import MapSettings
 
 #: GDAL's block cache (MB) in the driver and each actor: its default, 5% of RAM, lets memory grow with the
@@ -42,8 +42,13 @@ def region_reader_for(loaded: LoadedCheckpoint, inputs: MapInputs, settings: Map
     """A reader of ``inputs`` that produces exactly the inputs the checkpoint's model takes."""
     config = loaded.config
     return RegionReader(
-        inputs, config.window, config.input_keys, loaded.stats,
-        s2_bands=config.s2_bands, enmap_bands=config.enmap_bands, factor=config.enmap_upscale,
+        inputs,
+        config.window,
+        config.input_keys,
+        loaded.stats,
+        s2_bands=config.s2_bands,
+        enmap_bands=config.enmap_bands,
+        factor=config.enmap_upscale,
         resampling=(settings or MapSettings()).enmap_resampling,
     )
 
@@ -55,14 +60,18 @@ def tile_grid(loaded: LoadedCheckpoint, reader: RegionReader, settings: MapSetti
 class TilePredictor:
     """A Ray Data actor: loads the checkpoint once, then reads, predicts and stores batches of tiles."""
 
-    def __init__(self, checkpoint: str, inputs: dict, output: str, record: dict, settings: dict, mirror: str | None = None) -> None:
+    def __init__(
+        self, checkpoint: str, inputs: dict, output: str, record: dict, settings: dict, mirror: str | None = None
+    ) -> None:
         os.environ["GDAL_CACHEMAX"] = GDAL_CACHE_MB
         self.settings = MapSettings(**settings)
         torch.set_num_threads(max(1, int(self.settings.cpus_per_actor)))
         self.device = "cuda" if self.settings.use_gpu else "cpu"
         overrides = {"precision": self.settings.precision} if self.settings.precision else {}
         if file_digest(Path(checkpoint)) != record["checkpoint_sha256"]:  # e.g. a training run replaced best.ckpt
-            raise CheckpointError(f"{checkpoint} changed since this mapping run started; rerun h2crop map (into a new folder for the new model)")
+            raise CheckpointError(
+                f"{checkpoint} changed since this mapping run started; rerun h2crop map (into a new folder for the new model)"
+            )
         self.loaded = load_checkpoint(checkpoint, device=self.device, **overrides)
         self.reader = region_reader_for(self.loaded, MapInputs.from_dict(inputs), self.settings)
         self.tiles = {tile.index: tile for tile in tile_grid(self.loaded, self.reader, self.settings).tiles()}
@@ -72,12 +81,21 @@ class TilePredictor:
         tiles = [self.tiles[int(index)] for index in batch["index"]]
         samples = [self.reader.read(tile) for tile in tiles]
         results = predict_tiles(
-            self.loaded.model, samples, tiles, decode=self.settings.decode, paths=self.loaded.taxonomy.paths, device=self.device
+            self.loaded.model,
+            samples,
+            tiles,
+            decode=self.settings.decode,
+            paths=self.loaded.taxonomy.paths,
+            device=self.device,
         )
         for tile, result in zip(tiles, results):
             self.store.write(tile, result)
         count = len(tiles)
-        return {"index": np.asarray(batch["index"], dtype=np.int64), "pid": np.full(count, os.getpid()), "peak_rss_mb": np.full(count, peak_rss_mb())}
+        return {
+            "index": np.asarray(batch["index"], dtype=np.int64),
+            "pid": np.full(count, os.getpid()),
+            "peak_rss_mb": np.full(count, peak_rss_mb()),
+        }
 
 
 @contextlib.contextmanager
@@ -88,11 +106,20 @@ def exclusive(output: Path):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise MappingRecordError(f"{output}: another h2crop map is writing here (it holds {output / '.lock'})") from None
+            raise MappingRecordError(
+                f"{output}: another h2crop map is writing here (it holds {output / '.lock'})"
+            ) from None
         yield
 
 
-def map_region(checkpoint: str | Path, inputs: MapInputs, output: str | Path, settings: MapSettings | None = None, *, progress: bool = True) -> dict:
+def map_region(
+    checkpoint: str | Path,
+    inputs: MapInputs,
+    output: str | Path,
+    settings: MapSettings | None = None,
+    *,
+    progress: bool = True,
+) -> dict:
     """Map ``inputs`` with ``checkpoint`` into ``output``; resume if ``output`` holds this run's tiles.
 
     Every check (checkpoint, rasters, grid, resources) runs before any tile. On a multi-node cluster the
@@ -119,7 +146,16 @@ def map_region(checkpoint: str | Path, inputs: MapInputs, output: str | Path, se
         remote, staging = Remote(str(output)), staging_folder(str(output), settings)
         with RunLock(str(output), "map", "mapping"), exclusive(staging):
             sync_staging(remote, staging, overwrite=settings.overwrite)
-            manifest = _map_locked(loaded, checkpoint, inputs, reader, staging, replace(settings, overwrite=False), progress, mirror=str(output))
+            manifest = _map_locked(
+                loaded,
+                checkpoint,
+                inputs,
+                reader,
+                staging,
+                replace(settings, overwrite=False),
+                progress,
+                mirror=str(output),
+            )
             publish(staging, remote, manifest)
             return {**manifest, "staging": str(staging)}
     finally:
@@ -139,7 +175,9 @@ def sync_staging(remote: Remote, staging: Path, *, overwrite: bool) -> None:
     """Make the staging folder the bucket's state (the bucket is the truth): the record, the finished tiles,
     and a finished map's files; ``overwrite`` first deletes the bucket's earlier outputs."""
     if overwrite:
-        doomed = [n for n in remote.names() if any(fnmatch.fnmatch(n, p) for p in OUTPUT_PATTERNS)] + [f"tiles/{n}" for n in remote.names("tiles")]
+        doomed = [n for n in remote.names() if any(fnmatch.fnmatch(n, p) for p in OUTPUT_PATTERNS)] + [
+            f"tiles/{n}" for n in remote.names("tiles")
+        ]
         for name in doomed:
             remote.delete(name)
         if doomed:
@@ -155,7 +193,9 @@ def sync_staging(remote: Remote, staging: Path, *, overwrite: bool) -> None:
     elif MAP_MANIFEST not in names:  # the bucket's map was deleted (to rebuild it): so is the staged one
         (staging / MAP_MANIFEST).unlink(missing_ok=True)
     if MAP_MANIFEST in names:  # finished: its files, map.json last
-        for name in sorted(n for n in names if any(fnmatch.fnmatch(n, p) for p in OUTPUT_PATTERNS) and n != MAP_MANIFEST) + [MAP_MANIFEST]:
+        for name in sorted(
+            n for n in names if any(fnmatch.fnmatch(n, p) for p in OUTPUT_PATTERNS) and n != MAP_MANIFEST
+        ) + [MAP_MANIFEST]:
             remote.download(name, staging / name)
     else:
         fetch_tiles(remote, staging)
@@ -177,8 +217,18 @@ def publish(staging: Path, remote: Remote, manifest: dict) -> None:
     remote.upload(staging / MAP_MANIFEST, MAP_MANIFEST)
 
 
-def _predict_remaining(checkpoint: Path, inputs: MapInputs, output: Path, record: dict, todo: list[int], done: int, total: int, settings: MapSettings,
-                       progress: bool, mirror: str | None = None) -> dict[int, float]:
+def _predict_remaining(
+    checkpoint: Path,
+    inputs: MapInputs,
+    output: Path,
+    record: dict,
+    todo: list[int],
+    done: int,
+    total: int,
+    settings: MapSettings,
+    progress: bool,
+    mirror: str | None = None,
+) -> dict[int, float]:
     """Run the tiles ``todo`` through the actor pool; return each actor's peak resident memory (MB) by pid."""
     import ray
     from tqdm.auto import tqdm
@@ -188,12 +238,22 @@ def _predict_remaining(checkpoint: Path, inputs: MapInputs, output: Path, record
     connect_ray()
     quiet_data_context()
     per_actor = {"CPU": settings.cpus_per_actor, "GPU": 1 if settings.use_gpu else 0}
-    check_resources(per_actor, settings.actors, "actor", "actor pool", "lower --actors or --cpus-per-actor, or drop --use-gpu")
-    items = ray.data.from_items([{"index": index} for index in todo], override_num_blocks=max(1, len(todo) // settings.batch_size))
+    check_resources(
+        per_actor, settings.actors, "actor", "actor pool", "lower --actors or --cpus-per-actor, or drop --use-gpu"
+    )
+    items = ray.data.from_items(
+        [{"index": index} for index in todo], override_num_blocks=max(1, len(todo) // settings.batch_size)
+    )
     predicted = items.map_batches(
         TilePredictor,
-        fn_constructor_kwargs=dict(checkpoint=str(checkpoint), inputs=inputs.to_dict(), output=str(output), record=record, settings=asdict(settings),
-                                   mirror=mirror),
+        fn_constructor_kwargs=dict(
+            checkpoint=str(checkpoint),
+            inputs=inputs.to_dict(),
+            output=str(output),
+            record=record,
+            settings=asdict(settings),
+            mirror=mirror,
+        ),
         batch_size=settings.batch_size,
         compute=ray.data.ActorPoolStrategy(size=settings.actors),
         num_cpus=settings.cpus_per_actor,
@@ -208,8 +268,16 @@ def _predict_remaining(checkpoint: Path, inputs: MapInputs, output: Path, record
     return actors
 
 
-def _map_locked(loaded: LoadedCheckpoint, checkpoint: Path, inputs: MapInputs, reader: RegionReader, output: Path, settings: MapSettings, progress: bool,
-                mirror: str | None = None) -> dict:
+def _map_locked(
+    loaded: LoadedCheckpoint,
+    checkpoint: Path,
+    inputs: MapInputs,
+    reader: RegionReader,
+    output: Path,
+    settings: MapSettings,
+    progress: bool,
+    mirror: str | None = None,
+) -> dict:
     started = time.perf_counter()
     grid = tile_grid(loaded, reader, settings)
     tiles = grid.tiles()
@@ -225,21 +293,38 @@ def _map_locked(loaded: LoadedCheckpoint, checkpoint: Path, inputs: MapInputs, r
         print(f"[h2crop] --overwrite: deleted the earlier mapping run's tiles and maps in {output}")
     store = TileStore(output, record, mirror)
     if store.complete:
-        print(f"[h2crop] {output / MAP_MANIFEST} exists: this map is complete (delete it to rebuild the COGs from the tiles)")
+        print(
+            f"[h2crop] {output / MAP_MANIFEST} exists: this map is complete (delete it to rebuild the COGs from the tiles)"
+        )
         return {**json.loads((output / MAP_MANIFEST).read_text()), "tiles_predicted": 0, "tiles_resumed": len(tiles)}
     finished = store.finished() & {tile.index for tile in tiles}
     todo = [tile.index for tile in tiles if tile.index not in finished]
     if finished:
         print(f"[h2crop] resuming: {len(finished)} of {len(tiles)} tiles already done in {store.tiles_dir}")
-    actors = _predict_remaining(checkpoint, inputs, output, record, todo, len(finished), len(tiles), settings, progress, mirror) if todo else {}
+    actors = (
+        _predict_remaining(
+            checkpoint, inputs, output, record, todo, len(finished), len(tiles), settings, progress, mirror
+        )
+        if todo
+        else {}
+    )
     if mirror:
         fetch_tiles(store.remote, output)
     predict_s = time.perf_counter() - started
     timings = {"seconds": round(predict_s, 2), "tiles_predicted": len(todo), "tiles_resumed": len(finished)}
     manifest = write_level_cogs(
-        store, tiles, loaded.config.levels, reader.profile(), loaded.taxonomy, summary=timings,
-        extra={**timings, "predict_s": round(predict_s, 2), "settings": asdict(settings),
-               "actors_peak_rss_mb": {str(pid): round(rss, 1) for pid, rss in sorted(actors.items())}},
+        store,
+        tiles,
+        loaded.config.levels,
+        reader.profile(),
+        loaded.taxonomy,
+        summary=timings,
+        extra={
+            **timings,
+            "predict_s": round(predict_s, 2),
+            "settings": asdict(settings),
+            "actors_peak_rss_mb": {str(pid): round(rss, 1) for pid, rss in sorted(actors.items())},
+        },
     )
     manifest["total_s"] = round(time.perf_counter() - started, 2)
     return manifest

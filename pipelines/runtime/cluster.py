@@ -67,7 +67,13 @@ def connect_ray(num_cpus: int | None = None) -> None:
         # Sweeps run several trials' actors, Train workers and Ray Data tasks at once: more Python workers
         # than a 2-core machine's startup concurrency (2), for which the raylet prints a warning per 2 more.
         os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(max(8, os.cpu_count() or 1)))
-        ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True, dashboard_host="127.0.0.1", **common)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            **common,
+        )
     silence_loggers()  # ray.init re-levels its loggers
 
 
@@ -122,8 +128,11 @@ def check_placement(per_unit: dict[str, float], count: int, unit: str, group: st
         if not cluster_autoscales():
             raise
         wanted = ", ".join(f"{v:g} {k}" for k, v in per_unit.items() if v)
-        print(f"waiting for the autoscaler: {count} x {unit} ({wanted}) do not fit the nodes up now; it will add nodes if "
-              f"its node types allow (Ctrl-C, or `ray job stop`, to give up)", flush=True)
+        print(
+            f"waiting for the autoscaler: {count} x {unit} ({wanted}) do not fit the nodes up now; it will add nodes if "
+            f"its node types allow (Ctrl-C, or `ray job stop`, to give up)",
+            flush=True,
+        )
 
 
 def quiet_data_context() -> None:

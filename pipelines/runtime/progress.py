@@ -134,7 +134,15 @@ class ProgressBoard:
         kind = event["kind"]
         if kind == "epoch_start":
             self._close_bar()
-            self._bar = tqdm(total=event["steps"], desc=f"epoch {event['epoch']}/{event['epochs']}", unit="step", disable=not self.bars, dynamic_ncols=True, leave=False, file=sys.stderr)
+            self._bar = tqdm(
+                total=event["steps"],
+                desc=f"epoch {event['epoch']}/{event['epochs']}",
+                unit="step",
+                disable=not self.bars,
+                dynamic_ncols=True,
+                leave=False,
+                file=sys.stderr,
+            )
         elif kind == "steps" and self._bar is not None:
             self._bar.set_postfix(loss=f"{event['loss']:.3f}", samples_s=f"{event['samples_per_s']:.1f}", refresh=False)
             self._bar.update(event["steps"])  # draws the postfix just set

@@ -46,7 +46,9 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
-def open_run(tracking_uri: str, experiment: str, run_name: str, params: dict, tags: dict, run_id: str | None = None) -> str:
+def open_run(
+    tracking_uri: str, experiment: str, run_name: str, params: dict, tags: dict, run_id: str | None = None
+) -> str:
     """Start the MLflow run in this process, or continue ``run_id`` (a resumed training); returns its id.
 
     Params are logged only when the run is new (MLflow refuses to change a logged param).
@@ -74,7 +76,11 @@ def ensure_experiment(tracking_uri: str, experiment: str) -> str:
 
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    return found.experiment_id if found else client.create_experiment(experiment, artifact_location=default_artifact_location(tracking_uri))
+    return (
+        found.experiment_id
+        if found
+        else client.create_experiment(experiment, artifact_location=default_artifact_location(tracking_uri))
+    )
 
 
 def _unfinished_run(client, experiment_id: str, run_name: str, params: dict[str, str]) -> str | None:

@@ -17,7 +17,6 @@ from ray.tune.schedulers import ASHAScheduler
 from pipelines.runtime import tracking
 from pipelines.sweeps.space import config_label
 
-
 #: set when Ctrl-C reaches the Tune driver: Tune then stops every trial and returns as if the sweep had ended
 INTERRUPTED = threading.Event()
 
@@ -38,8 +37,16 @@ class SweepConsole(Callback):
 
         signal.signal(signal.SIGINT, note_and_pass_on)
 
-    def __init__(self, sweep: str, metric: str, max_epochs: int, tracking_uri: str, varied: list[str], configs: dict[str, dict]) -> None:
-        self.sweep, self.metric, self.max_epochs, self.tracking_uri, self.varied = sweep, metric, max_epochs, tracking_uri, varied
+    def __init__(
+        self, sweep: str, metric: str, max_epochs: int, tracking_uri: str, varied: list[str], configs: dict[str, dict]
+    ) -> None:
+        self.sweep, self.metric, self.max_epochs, self.tracking_uri, self.varied = (
+            sweep,
+            metric,
+            max_epochs,
+            tracking_uri,
+            varied,
+        )
         self.configs = configs  #: trial key -> its space values (Tune's config holds only the key)
         self.best: dict[str, float] = {}
 
@@ -51,7 +58,10 @@ class SweepConsole(Callback):
         print(f"[{self.sweep}] trial {self._key(trial)} {text}", flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self._line(trial, f"started: {config_label(self.configs.get(self._key(trial), {}), self.varied) or 'the space as given'}")
+        self._line(
+            trial,
+            f"started: {config_label(self.configs.get(self._key(trial), {}), self.varied) or 'the space as given'}",
+        )
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(self.metric, math.nan)
@@ -66,12 +76,19 @@ class SweepConsole(Callback):
         best = self.best.get(self._key(trial), last.get(self.metric, math.nan))
         # Tune marks a trial its scheduler stopped as done too; such a trial's worker never ended its run
         run_id = str(last.get("mlflow_run_id", ""))
-        stopped = int(last.get("epoch", 0)) < self.max_epochs and tracking.end_if_running(self.tracking_uri, run_id, "KILLED")
+        stopped = int(last.get("epoch", 0)) < self.max_epochs and tracking.end_if_running(
+            self.tracking_uri, run_id, "KILLED"
+        )
         if stopped and INTERRUPTED.is_set():
             self._line(trial, f"stopped by the interruption after epoch {last.get('epoch', 0)}")
         elif stopped:
-            MlflowClient(self.tracking_uri).set_tag(run_id, tracking.TRIAL_END_TAG, "stopped")  # done: a resume leaves it stopped
-            self._line(trial, f"stopped early after epoch {last.get('epoch', '?')}: {self.metric} {last.get(self.metric, math.nan):.4f} is behind the other trials")
+            MlflowClient(self.tracking_uri).set_tag(
+                run_id, tracking.TRIAL_END_TAG, "stopped"
+            )  # done: a resume leaves it stopped
+            self._line(
+                trial,
+                f"stopped early after epoch {last.get('epoch', '?')}: {self.metric} {last.get(self.metric, math.nan):.4f} is behind the other trials",
+            )
         else:
             self._line(trial, f"finished: best {self.metric} {best:.4f}")
 

@@ -35,18 +35,39 @@ from pipelines.settings import TrainSettings
 SEARCHES: tuple[str, ...] = ("grid", "random")
 SCHEDULERS: tuple[str, ...] = ("asha", "fifo")
 #: what a trial reports that a space can optimise (always maximised)
-METRICS: tuple[str, ...] = ("val_mf1", "val_miou", "val_oa") + tuple(f"val_level{k}_{m}" for k in range(1, 5) for m in ("mf1", "miou", "oa"))
+METRICS: tuple[str, ...] = ("val_mf1", "val_miou", "val_oa") + tuple(
+    f"val_level{k}_{m}" for k in range(1, 5) for m in ("mf1", "miou", "oa")
+)
 #: modalities as the benchmark names them -> the preset-name part
 MODALITIES: dict[str, str] = {"S2": "S2", "S2+H": "S2_H", "S2+P": "S2_P", "S2+H+P": "S2_H_P"}
 BENCHMARK_KEYS: tuple[str, ...] = ("preset", "window", "modalities")
-RESERVED: dict[str, Any] = {"search": "grid", "samples": None, "scheduler": "asha", "metric": "val_mf1",
-                            "grace_period": 1, "reduction_factor": 2, "max_epochs": None}
+RESERVED: dict[str, Any] = {
+    "search": "grid",
+    "samples": None,
+    "scheduler": "asha",
+    "metric": "val_mf1",
+    "grace_period": 1,
+    "reduction_factor": 2,
+    "max_epochs": None,
+}
 #: training settings a trial cannot set, and who sets them instead
 NOT_SWEPT: dict[str, str] = {
-    "data": "--data", "preset": "the space's preset key", "overrides": "model.<field> keys", "epochs": "max_epochs / --max-epochs",
-    "workers": "--workers-per-trial", "use_gpu": "--use-gpu", "cpus_per_worker": "--cpus-per-worker", "run_name": "the sweep (one per trial)",
-    "storage": "--storage", "output": "the sweep (one per trial)", "tracking_uri": "--tracking-uri", "experiment": "--experiment",
-    "taxonomy": "--taxonomy", "max_failures": "--max-failures", "loader_workers": "--loader-workers", "input_mode": "--input-mode",
+    "data": "--data",
+    "preset": "the space's preset key",
+    "overrides": "model.<field> keys",
+    "epochs": "max_epochs / --max-epochs",
+    "workers": "--workers-per-trial",
+    "use_gpu": "--use-gpu",
+    "cpus_per_worker": "--cpus-per-worker",
+    "run_name": "the sweep (one per trial)",
+    "storage": "--storage",
+    "output": "the sweep (one per trial)",
+    "tracking_uri": "--tracking-uri",
+    "experiment": "--experiment",
+    "taxonomy": "--taxonomy",
+    "max_failures": "--max-failures",
+    "loader_workers": "--loader-workers",
+    "input_mode": "--input-mode",
 }
 #: model fields that come from the data, not from a space
 FROM_DATA: tuple[str, ...] = ("name", "num_classes", "s2_bands", "enmap_bands", "enmap_upscale")
@@ -118,7 +139,9 @@ class SearchSpace:
         if self.search == "random":
             return trials or self.samples or DEFAULT_RANDOM_SAMPLES
         if trials and trials % self.grid_size:
-            raise SpaceError(f"{self.path}: a grid of {self.grid_size} points; --trials must be a multiple of it (each repeat another seed), got {trials}")
+            raise SpaceError(
+                f"{self.path}: a grid of {self.grid_size} points; --trials must be a multiple of it (each repeat another seed), got {trials}"
+            )
         return trials or self.grid_size * (self.samples or 1)
 
     def trial_configs(self, trials: int = 0, base_seed: int = 0) -> dict[str, dict]:
@@ -130,9 +153,14 @@ class SearchSpace:
 
         count, rng = self.trial_count(trials), np.random.default_rng(base_seed)
         if self.search == "grid":
-            grid = [dict(zip(self._choice_keys(), combo)) for combo in itertools.product(*(self.params[k].values for k in self._choice_keys()))]
+            grid = [
+                dict(zip(self._choice_keys(), combo))
+                for combo in itertools.product(*(self.params[k].values for k in self._choice_keys()))
+            ]
             repeats = count // self.grid_size
-            points = [{**point, **({"seed": base_seed + r} if repeats > 1 else {})} for r in range(repeats) for point in grid]
+            points = [
+                {**point, **({"seed": base_seed + r} if repeats > 1 else {})} for r in range(repeats) for point in grid
+            ]
         else:
             points = [{k: _draw_choice(self.params[k], rng) for k in self._choice_keys()} for _ in range(count)]
         width = max(2, len(str(count - 1)))
@@ -140,7 +168,13 @@ class SearchSpace:
         for index, point in enumerate(points):
             config = {}
             for key, param in self.params.items():
-                config[key] = param.value if isinstance(param, Fixed) else point[key] if isinstance(param, Choice) else _draw_range(param, rng)
+                config[key] = (
+                    param.value
+                    if isinstance(param, Fixed)
+                    else point[key]
+                    if isinstance(param, Choice)
+                    else _draw_range(param, rng)
+                )
             configs[f"t{index:0{width}d}"] = {**config, **({"seed": point["seed"]} if "seed" in point else {})}
         return configs
 
@@ -151,7 +185,9 @@ class SearchSpace:
         """Every combination of the categorical and fixed values (for checking; ranges left out)."""
         keys = [k for k, p in self.params.items() if not isinstance(p, Range)]
         values = [p.values if isinstance(p, Choice) else (p.value,) for p in (self.params[k] for k in keys)]
-        return [dict(zip(keys, combo)) for combo in itertools.islice(itertools.product(*values), MAX_CHECKED_COMBINATIONS)]
+        return [
+            dict(zip(keys, combo)) for combo in itertools.islice(itertools.product(*values), MAX_CHECKED_COMBINATIONS)
+        ]
 
 
 def _draw_choice(param: Choice, rng) -> Any:
@@ -160,7 +196,9 @@ def _draw_choice(param: Choice, rng) -> Any:
 
 def _draw_range(param: Range, rng) -> float | int:
     """One draw of a range: uniform, or log-uniform with ``log``; integers include both ends."""
-    high = param.high + 1 if param.integer else param.high  # an integer range [low, high] is [low, high + 1) before flooring
+    high = (
+        param.high + 1 if param.integer else param.high
+    )  # an integer range [low, high] is [low, high + 1) before flooring
     if param.log:
         value = math.exp(rng.uniform(math.log(param.low), math.log(high)))
     else:
@@ -186,10 +224,14 @@ def load_space(path: str | Path) -> SearchSpace:
     reserved = {key: _reserved(path, key, data.pop(key)) for key in list(data) if key in RESERVED}
     params = {str(key): _param(path, str(key), value) for key, value in data.items()}
     if "preset" not in params:
-        raise SpaceError(f"{path}: no preset key: name the model, e.g. `preset: tiny_crops_S2_H_P_jun`, or list several")
+        raise SpaceError(
+            f"{path}: no preset key: name the model, e.g. `preset: tiny_crops_S2_H_P_jun`, or list several"
+        )
     space = SearchSpace(str(path), params, **reserved, digest=hashlib.sha256(text.encode()).hexdigest()[:16])
     if space.search == "grid" and (space.samples or 1) > 1 and "seed" in params:
-        raise SpaceError(f"{path}: seed: a grid with samples: {space.samples} repeats each point with other seeds already; list the seeds or set samples, not both")
+        raise SpaceError(
+            f"{path}: seed: a grid with samples: {space.samples} repeats each point with other seeds already; list the seeds or set samples, not both"
+        )
     if space.max_epochs:
         check_epochs(space, space.max_epochs)
     if space.search == "grid" and space.grid_size > 10_000:
@@ -202,8 +244,10 @@ def load_space(path: str | Path) -> SearchSpace:
 def check_epochs(space: SearchSpace, epochs: int) -> None:
     """ASHA's first rung must come before the last epoch."""
     if space.scheduler == "asha" and space.grace_period > epochs:
-        raise SpaceError(f"{space.path}: grace_period: {space.grace_period} epochs before ASHA's first decision, but trials run {epochs} "
-                         "(max_epochs or --max-epochs): lower grace_period or raise the epochs")
+        raise SpaceError(
+            f"{space.path}: grace_period: {space.grace_period} epochs before ASHA's first decision, but trials run {epochs} "
+            "(max_epochs or --max-epochs): lower grace_period or raise the epochs"
+        )
 
 
 def _reserved(path: Path, key: str, value: Any) -> Any:
@@ -255,12 +299,16 @@ def _kind(path: Path, key: str) -> type | str:
     if key in fields:
         return {"int": int, "float": float, "str": str, "bool": bool}[str(fields[key].type).removesuffix(" | None")]
     known = list(RESERVED) + list(BENCHMARK_KEYS) + [k for k in fields if k not in NOT_SWEPT] + ["model.<field>"]
-    raise SpaceError(f"{path}: unknown key {key!r}{_suggest(key, [*fields, *RESERVED, *BENCHMARK_KEYS], '', model=True)}; known: {', '.join(known)}")
+    raise SpaceError(
+        f"{path}: unknown key {key!r}{_suggest(key, [*fields, *RESERVED, *BENCHMARK_KEYS], '', model=True)}; known: {', '.join(known)}"
+    )
 
 
 def _suggest(name: str, known, prefix: str, model: bool = False) -> str:
     candidates = list(known) + ([f"model.{f.name}" for f in dataclasses.fields(ModelConfig)] if model else [])
-    close = difflib.get_close_matches(name, candidates, n=1) or difflib.get_close_matches(f"model.{name}", candidates, n=1)
+    close = difflib.get_close_matches(name, candidates, n=1) or difflib.get_close_matches(
+        f"model.{name}", candidates, n=1
+    )
     return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
@@ -270,12 +318,16 @@ def _value(path: Path, key: str, value: Any, kind: type | str) -> Any:
     if kind == "preset":
         _checked(path, key, lambda: get_preset(str(value)))
     elif kind == "window" and value not in WINDOWS:
-        raise SpaceError(f"{path}: window: {value!r} is not a benchmark window; use {', '.join(WINDOWS)} (or model.window: <months>)")
+        raise SpaceError(
+            f"{path}: window: {value!r} is not a benchmark window; use {', '.join(WINDOWS)} (or model.window: <months>)"
+        )
     elif kind == "modalities" and value not in MODALITIES:
         raise SpaceError(f"{path}: modalities: {value!r} is not allowed; use {', '.join(MODALITIES)}")
     elif kind == "tuple":
         if not isinstance(value, list):
-            raise SpaceError(f"{path}: {key}: expected a list per value (a list of lists to sweep several), got {value!r}")
+            raise SpaceError(
+                f"{path}: {key}: expected a list per value (a list of lists to sweep several), got {value!r}"
+            )
         value = tuple(value)
     elif isinstance(kind, type) and not _is_type(value, kind):
         raise SpaceError(f"{path}: {key}: expected {kind.__name__} values, got {value!r}")
@@ -321,7 +373,9 @@ def _range(path: Path, key: str, value: dict, kind: type | str) -> Range:
     if not (_is_type(low, float) and _is_type(high, float)) or not isinstance(log, bool):
         raise SpaceError(f"{path}: {key}: min and max must be numbers and log true or false; got {value}")
     if kind is int and not (float(low).is_integer() and float(high).is_integer()):
-        raise SpaceError(f"{path}: {key}: an integer setting's range needs whole-number bounds; got min {low}, max {high}")
+        raise SpaceError(
+            f"{path}: {key}: an integer setting's range needs whole-number bounds; got min {low}, max {high}"
+        )
     if not low < high:
         raise SpaceError(f"{path}: {key}: min must be below max; got min {low}, max {high}")
     if log and low <= 0:
@@ -347,7 +401,9 @@ def compose_preset(preset: str, window: str | None = None, modalities: str | Non
 def trial_settings(base: TrainSettings, config: dict, source: str = "space", **fixed: Any) -> TrainSettings:
     """The training settings of one trial: ``base`` with the trial's ``config`` (space keys) and ``fixed``
     values (run name, output) applied."""
-    preset = compose_preset(str(config.get("preset", base.preset)), config.get("window"), config.get("modalities"), source)
+    preset = compose_preset(
+        str(config.get("preset", base.preset)), config.get("window"), config.get("modalities"), source
+    )
     overrides = dict(base.overrides)
     values: dict[str, Any] = {}
     for key, value in config.items():
@@ -358,7 +414,9 @@ def trial_settings(base: TrainSettings, config: dict, source: str = "space", **f
     try:
         get_preset(preset, **overrides)
     except SettingError as error:
-        raise SpaceError(f"{source}: the combination {json.dumps(config, default=str)} cannot be built: {error}") from None
+        raise SpaceError(
+            f"{source}: the combination {json.dumps(config, default=str)} cannot be built: {error}"
+        ) from None
     return replace(base, preset=preset, overrides=overrides, **values, **fixed)
 
 
@@ -372,4 +430,3 @@ def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
-

@@ -80,14 +80,27 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
 
     key = config[TRIAL_KEY]
     values = plan.configs[key]
-    settings = trial_settings(plan.base, values, source=plan.space.path, run_name=f"{plan.name}-{key}",
-                              output=str(Path(plan.output) / TRIALS_FOLDER / key), storage=plan.train_storage)
+    settings = trial_settings(
+        plan.base,
+        values,
+        source=plan.space.path,
+        run_name=f"{plan.name}-{key}",
+        output=str(Path(plan.output) / TRIALS_FOLDER / key),
+        storage=plan.train_storage,
+    )
     run = prepare_run(settings, plan.data)
-    tags = {tracking.PARENT_TAG: plan.parent_run_id, tracking.SWEEP_TAG: plan.name, tracking.KIND_TAG: plan.kind,
-            tracking.CONFIG_TAG: json.dumps(values, sort_keys=True, default=str), tracking.TRIAL_ID_TAG: key}
+    tags = {
+        tracking.PARENT_TAG: plan.parent_run_id,
+        tracking.SWEEP_TAG: plan.name,
+        tracking.KIND_TAG: plan.kind,
+        tracking.CONFIG_TAG: json.dumps(values, sort_keys=True, default=str),
+        tracking.TRIAL_ID_TAG: key,
+    }
     if plan.repeat_of:
         tags["h2crop.repeat_of"] = plan.repeat_of
-    run = replace(run, loop=replace(run.loop, tags={**run.loop.tags, **tags}))  # keep prepare_run's (the recipe's reason)
+    run = replace(
+        run, loop=replace(run.loop, tags={**run.loop.tags, **tags})
+    )  # keep prepare_run's (the recipe's reason)
     result = make_trainer(run, callbacks=[TuneReportCallback()]).fit()
     if result.error:
         raise result.error
@@ -142,15 +155,35 @@ def run_sweep(settings: TuneSettings, base: TrainSettings, *, progress: bool = T
         return sweep_under_lock(settings, space, base, data, name, count, concurrent, started)
 
 
-def sweep_under_lock(settings: TuneSettings, space: SearchSpace, base: TrainSettings, data: DatasetContext, name: str, count: int,
-                     concurrent: int, started: float) -> SweepOutcome:
+def sweep_under_lock(
+    settings: TuneSettings,
+    space: SearchSpace,
+    base: TrainSettings,
+    data: DatasetContext,
+    name: str,
+    count: int,
+    concurrent: int,
+    started: float,
+) -> SweepOutcome:
     """The sweep itself, once its name is this process's alone in the storage."""
     configs = space.trial_configs(settings.trials, base.seed)
     parent = open_parent(base.tracking_uri, base.experiment, name, space, settings, configs)
-    plan = SweepPlan(name, space, base, data, str(Path(settings.output or Path("runs") / name).resolve()), resolve_storage(base.storage), parent, configs)
+    plan = SweepPlan(
+        name,
+        space,
+        base,
+        data,
+        str(Path(settings.output or Path("runs") / name).resolve()),
+        resolve_storage(base.storage),
+        parent,
+        configs,
+    )
     tracking_uri = base.tracking_uri
-    print(f"sweep {name}: {count} trials of {space.path} ({space.search} search, {space.scheduler} on {space.metric}, "
-          f"{base.epochs} epochs at most), {concurrent} at a time; resume with --name {name}", flush=True)
+    print(
+        f"sweep {name}: {count} trials of {space.path} ({space.search} search, {space.scheduler} on {space.metric}, "
+        f"{base.epochs} epochs at most), {concurrent} at a time; resume with --name {name}",
+        flush=True,
+    )
     try:
         results = unless_interrupted(fit_trials(plan, concurrent), name)
         trials = trial_runs(plan)
@@ -163,7 +196,9 @@ def sweep_under_lock(settings: TuneSettings, space: SearchSpace, base: TrainSett
     except BaseException:
         tracking.end_if_running(tracking_uri, parent, "KILLED")
         raise
-    return finish_sweep(plan, results, best, time.perf_counter() - started, count + settings.repeat_best * (best is not None))
+    return finish_sweep(
+        plan, results, best, time.perf_counter() - started, count + settings.repeat_best * (best is not None)
+    )
 
 
 def check_for_data(space: SearchSpace, base: TrainSettings, data: DatasetContext) -> None:
@@ -172,7 +207,9 @@ def check_for_data(space: SearchSpace, base: TrainSettings, data: DatasetContext
     for combination in space.combinations():
         config = model_config_for(trial_settings(base, combination, source=space.path), data.taxonomy, data.spec)
         if level.startswith("level") and int(level.removeprefix("level")) not in config.levels:
-            raise SpaceError(f"{space.path}: metric: {space.metric} is not reported by {config.name}, which predicts levels {list(config.levels)}")
+            raise SpaceError(
+                f"{space.path}: metric: {space.metric} is not reported by {config.name}, which predicts levels {list(config.levels)}"
+            )
 
 
 def unless_interrupted(results, name: str):
@@ -181,7 +218,10 @@ def unless_interrupted(results, name: str):
 
     if INTERRUPTED.is_set():
         done = sum(1 for r in results if (r.metrics or {}).get("done"))
-        print(f"sweep {name} interrupted ({done} of {len(results)} trials done); the same command with --name {name} resumes it", flush=True)
+        print(
+            f"sweep {name} interrupted ({done} of {len(results)} trials done); the same command with --name {name} resumes it",
+            flush=True,
+        )
         raise KeyboardInterrupt
     return results
 
@@ -194,21 +234,31 @@ def fit_concurrency(settings: TuneSettings, base: TrainSettings, count: int) -> 
     from pipelines.runtime.cluster import check_placement
 
     per_worker = {"CPU": base.cpus_per_worker, "GPU": 1 if base.use_gpu else 0}
-    check_placement(per_worker, settings.workers_per_trial, "training worker", "trial's worker group",
-                    "lower --workers-per-trial or --cpus-per-worker, or drop --use-gpu")
+    check_placement(
+        per_worker,
+        settings.workers_per_trial,
+        "training worker",
+        "trial's worker group",
+        "lower --workers-per-trial or --cpus-per-worker, or drop --use-gpu",
+    )
     per_trial = settings.workers_per_trial * base.cpus_per_worker + TRIAL_ACTOR["CPU"]
     cpus = ray.cluster_resources().get("CPU", 0)
     fits, limit = max(1, int((cpus - 1) // per_trial)), f"each needs {per_trial:g} CPU and the Ray cluster has {cpus:g}"
     gpus = ray.cluster_resources().get("GPU", 0)
     if base.use_gpu and gpus // settings.workers_per_trial < fits:
-        fits, limit = max(1, int(gpus // settings.workers_per_trial)), f"each needs {settings.workers_per_trial} GPU and the Ray cluster has {gpus:g}"
+        fits, limit = (
+            max(1, int(gpus // settings.workers_per_trial)),
+            f"each needs {settings.workers_per_trial} GPU and the Ray cluster has {gpus:g}",
+        )
     concurrent = min(settings.concurrent, count, fits)
     if concurrent < min(settings.concurrent, count):
         print(f"running {concurrent} trial(s) at a time, not {settings.concurrent}: {limit}", flush=True)
     return concurrent
 
 
-def open_parent(tracking_uri: str, experiment: str, name: str, space: SearchSpace, settings: TuneSettings, configs: dict[str, dict]) -> str:
+def open_parent(
+    tracking_uri: str, experiment: str, name: str, space: SearchSpace, settings: TuneSettings, configs: dict[str, dict]
+) -> str:
     """The sweep's parent run: created with its list of trials (``trials.json``), or (resuming) found again
     after checking that its space file and its list of trials are still the same."""
     from mlflow.tracking import MlflowClient
@@ -218,15 +268,31 @@ def open_parent(tracking_uri: str, experiment: str, name: str, space: SearchSpac
     query = f"tags.`{tracking.SWEEP_TAG}` = '{name}' and tags.`{tracking.KIND_TAG}` = 'sweep'"
     for run in client.search_runs([experiment_id], filter_string=query):
         if run.data.params.get("space_digest") != space.digest:
-            raise SpaceError(f"{space.path}: sweep {name} was started from a different space file "
-                             f"({run.data.params.get('space')}, digest {run.data.params.get('space_digest')}): use another --name")
+            raise SpaceError(
+                f"{space.path}: sweep {name} was started from a different space file "
+                f"({run.data.params.get('space')}, digest {run.data.params.get('space_digest')}): use another --name"
+            )
         check_trial_list(client, run, name, configs)
         client.update_run(run.info.run_id, status="RUNNING")
         return run.info.run_id
-    run = client.create_run(experiment_id, run_name=name, tags={tracking.KIND_TAG: "sweep", tracking.SWEEP_TAG: name, tracking.RUN_NAME_TAG: name})
-    params = {"space": space.path, "space_digest": space.digest, "search": space.search, "scheduler": space.scheduler, "metric": space.metric,
-              "trials": len(configs), "grace_period": space.grace_period, "reduction_factor": space.reduction_factor,
-              "workers_per_trial": settings.workers_per_trial, "concurrent": settings.concurrent, "repeat_best": settings.repeat_best}
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={tracking.KIND_TAG: "sweep", tracking.SWEEP_TAG: name, tracking.RUN_NAME_TAG: name},
+    )
+    params = {
+        "space": space.path,
+        "space_digest": space.digest,
+        "search": space.search,
+        "scheduler": space.scheduler,
+        "metric": space.metric,
+        "trials": len(configs),
+        "grace_period": space.grace_period,
+        "reduction_factor": space.reduction_factor,
+        "workers_per_trial": settings.workers_per_trial,
+        "concurrent": settings.concurrent,
+        "repeat_best": settings.repeat_best,
+    }
     for key, value in params.items():
         client.log_param(run.info.run_id, key, str(value))
     client.log_artifact(run.info.run_id, space.path, artifact_path="space")
@@ -243,13 +309,19 @@ def check_trial_list(client, run, name: str, configs: dict[str, dict]) -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         try:
-            stored = json.loads(Path(client.download_artifacts(run.info.run_id, f"space/{TRIALS_FILE}", folder)).read_text())
+            stored = json.loads(
+                Path(client.download_artifacts(run.info.run_id, f"space/{TRIALS_FILE}", folder)).read_text()
+            )
         except (OSError, ValueError, Exception) as error:  # noqa: BLE001 - MLflow raises its own types for a missing artifact
-            raise SettingError(f"sweep {name}: its list of trials (space/{TRIALS_FILE} of MLflow run {run.info.run_id}) "
-                               f"cannot be read ({type(error).__name__}): use another --name") from None
+            raise SettingError(
+                f"sweep {name}: its list of trials (space/{TRIALS_FILE} of MLflow run {run.info.run_id}) "
+                f"cannot be read ({type(error).__name__}): use another --name"
+            ) from None
     if stored != json.loads(json.dumps(configs)):
-        raise SettingError(f"sweep {name} was started with {len(stored)} trials (params trials={run.data.params.get('trials')}); "
-                           f"these settings give {len(configs)} other ones: resume with the first run's --trials and --seed, or use another --name")
+        raise SettingError(
+            f"sweep {name} was started with {len(stored)} trials (params trials={run.data.params.get('trials')}); "
+            f"these settings give {len(configs)} other ones: resume with the first run's --trials and --seed, or use another --name"
+        )
 
 
 def fit_trials(plan: SweepPlan, concurrent: int, name: str | None = None) -> list:
@@ -265,8 +337,11 @@ def fit_trials(plan: SweepPlan, concurrent: int, name: str | None = None) -> lis
     done = {run.data.tags[tracking.TRIAL_ID_TAG] for run in runs if run.data.tags.get(tracking.TRIAL_END_TAG)}
     pending = [key for key in plan.configs if key not in done]
     if done:
-        print(f"resuming sweep {name}: {len(done)} of {len(plan.configs)} trials done and kept, {len(pending)} to run "
-              f"(unfinished ones continue from their checkpoints in {plan.train_storage})", flush=True)
+        print(
+            f"resuming sweep {name}: {len(done)} of {len(plan.configs)} trials done and kept, {len(pending)} to run "
+            f"(unfinished ones continue from their checkpoints in {plan.train_storage})",
+            flush=True,
+        )
     if not pending:
         return []
     trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), TRIAL_ACTOR)
@@ -274,17 +349,33 @@ def fit_trials(plan: SweepPlan, concurrent: int, name: str | None = None) -> lis
     if not verbose():
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter honours verbose=0 (the new one prints a box)
     space = plan.space
-    scheduler = make_scheduler(space, plan.base.epochs, histories(runs, space.metric, plan.base.tracking_uri)) if plan.kind == "trial" else None
+    scheduler = (
+        make_scheduler(space, plan.base.epochs, histories(runs, space.metric, plan.base.tracking_uri))
+        if plan.kind == "trial"
+        else None
+    )
     console = SweepConsole(name, space.metric, plan.base.epochs, plan.base.tracking_uri, plan.varied(), plan.configs)
     folder = f"{plan.storage.rstrip('/')}/{name}"
     tuner = tune.Tuner(
         trainable,
         param_space={TRIAL_KEY: tune.grid_search(pending)},
         # no actor reuse: a stopped trial's actor must end, and with it the Train run it started
-        tune_config=tune.TuneConfig(metric=space.metric, mode="max", scheduler=scheduler, num_samples=1, reuse_actors=False,
-                                    max_concurrent_trials=concurrent, trial_dirname_creator=lambda trial: trial.config[TRIAL_KEY]),
-        run_config=tune.RunConfig(name=f"attempt-{len(attempts(folder)) + 1}", storage_path=folder, verbose=0, callbacks=[console],
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+        tune_config=tune.TuneConfig(
+            metric=space.metric,
+            mode="max",
+            scheduler=scheduler,
+            num_samples=1,
+            reuse_actors=False,
+            max_concurrent_trials=concurrent,
+            trial_dirname_creator=lambda trial: trial.config[TRIAL_KEY],
+        ),
+        run_config=tune.RunConfig(
+            name=f"attempt-{len(attempts(folder)) + 1}",
+            storage_path=folder,
+            verbose=0,
+            callbacks=[console],
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
     )
     return list(tuner.fit())
 
@@ -297,7 +388,9 @@ def attempts(folder: str) -> list[str]:
 
     system, root = filesystem(folder)
     infos = system.get_file_info(fs.FileSelector(root, allow_not_found=True))
-    names = [i.base_name for i in infos if i.type == fs.FileType.Directory and i.base_name.removeprefix("attempt-").isdigit()]
+    names = [
+        i.base_name for i in infos if i.type == fs.FileType.Directory and i.base_name.removeprefix("attempt-").isdigit()
+    ]
     return sorted(names, key=lambda n: int(n.removeprefix("attempt-")))
 
 
@@ -306,7 +399,12 @@ def histories(runs: list, metric: str, tracking_uri: str) -> dict[str, dict[int,
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    return {run.data.tags[tracking.TRIAL_ID_TAG]: {int(m.step): m.value for m in client.get_metric_history(run.info.run_id, metric)} for run in runs}
+    return {
+        run.data.tags[tracking.TRIAL_ID_TAG]: {
+            int(m.step): m.value for m in client.get_metric_history(run.info.run_id, metric)
+        }
+        for run in runs
+    }
 
 
 def make_scheduler(space: SearchSpace, max_epochs: int, before: dict[str, dict[int, float]] | None = None):
@@ -316,8 +414,13 @@ def make_scheduler(space: SearchSpace, max_epochs: int, before: dict[str, dict[i
         return None
     from pipelines.sweeps.console import LastEpochKeptASHA
 
-    scheduler = LastEpochKeptASHA(time_attr="epoch", max_t=max_epochs, grace_period=space.grace_period, reduction_factor=space.reduction_factor,
-                                  stop_last_trials=False)
+    scheduler = LastEpochKeptASHA(
+        time_attr="epoch",
+        max_t=max_epochs,
+        grace_period=space.grace_period,
+        reduction_factor=space.reduction_factor,
+        stop_last_trials=False,
+    )
     scheduler.record_earlier(before or {})
     return scheduler
 
@@ -329,7 +432,9 @@ def trial_runs(plan: SweepPlan) -> list:
 
     uri = plan.base.tracking_uri
     query = f"tags.`{tracking.PARENT_TAG}` = '{plan.parent_run_id}' and tags.`{tracking.KIND_TAG}` = '{plan.kind}'"
-    return MlflowClient(uri).search_runs([tracking.ensure_experiment(uri, plan.base.experiment)], filter_string=query, max_results=10_000)
+    return MlflowClient(uri).search_runs(
+        [tracking.ensure_experiment(uri, plan.base.experiment)], filter_string=query, max_results=10_000
+    )
 
 
 def next_seed(runs: list, base_seed: int) -> int:
@@ -354,13 +459,18 @@ def best_trial(runs: list, metric: str, tracking_uri: str) -> tuple[str, dict, f
     return best
 
 
-def finish_sweep(plan: SweepPlan, results, best: tuple[str, dict, float] | None, wall_s: float, trials: int) -> SweepOutcome:
+def finish_sweep(
+    plan: SweepPlan, results, best: tuple[str, dict, float] | None, wall_s: float, trials: int
+) -> SweepOutcome:
     """End every child left RUNNING (nothing of the sweep runs now), tag the parent with the winner, close it."""
     from mlflow.tracking import MlflowClient
 
     uri, client = plan.base.tracking_uri, MlflowClient(plan.base.tracking_uri)
     experiment_id = tracking.ensure_experiment(uri, plan.base.experiment)
-    for run in client.search_runs([experiment_id], filter_string=f"tags.`{tracking.PARENT_TAG}` = '{plan.parent_run_id}' and attributes.status = 'RUNNING'"):
+    for run in client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{tracking.PARENT_TAG}` = '{plan.parent_run_id}' and attributes.status = 'RUNNING'",
+    ):
         client.set_terminated(run.info.run_id, status="KILLED")
     errors = [result.error for result in results if result.error is not None]
     if best is None:
@@ -373,12 +483,24 @@ def finish_sweep(plan: SweepPlan, results, best: tuple[str, dict, float] | None,
     client.set_tag(plan.parent_run_id, "best_config", json.dumps(config, sort_keys=True, default=str))
     client.log_metric(plan.parent_run_id, f"best_{plan.space.metric}", value)
     client.set_terminated(plan.parent_run_id, status="FINISHED")
-    return SweepOutcome(plan.name, plan.parent_run_id, uri, plan.base.experiment, Path(plan.output), plan.space.metric, trial_id, config, value,
-                        trials, len(errors), wall_s, sum(float((r.metrics or {}).get("time_total_s", 0.0)) for r in results),
-                        latest_attempt(f"{plan.storage.rstrip('/')}/{plan.name}"))
+    return SweepOutcome(
+        plan.name,
+        plan.parent_run_id,
+        uri,
+        plan.base.experiment,
+        Path(plan.output),
+        plan.space.metric,
+        trial_id,
+        config,
+        value,
+        trials,
+        len(errors),
+        wall_s,
+        sum(float((r.metrics or {}).get("time_total_s", 0.0)) for r in results),
+        latest_attempt(f"{plan.storage.rstrip('/')}/{plan.name}"),
+    )
 
 
 def latest_attempt(folder: str) -> str:
     """The folder of the sweep's latest Tune experiment (its trials' states and errors)."""
     return f"{folder}/{(attempts(folder) or ['attempt-1'])[-1]}"
-

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from h2crop_core.baseline import DEFAULT_MAX_PIXELS, PixelBaseline, collect_pixels, features_reader, predict_split
-from h2crop_core.data.reader import infer_dataset_spec
 from h2crop_core.data.index import DatasetError, DatasetIndex
+from h2crop_core.data.reader import infer_dataset_spec
 from h2crop_core.evaluation import score_predictions
 from h2crop_core.files import write_text_atomic
 from h2crop_core.report import build_metrics, metric_values, write_report
@@ -38,7 +38,9 @@ class BaselineOutcome:
     tracking_uri: str
 
 
-def score_split(root: Path, split: str, predictions: Path, out_dir: Path, taxonomy: Taxonomy, extra: dict, progress: bool) -> dict:
+def score_split(
+    root: Path, split: str, predictions: Path, out_dir: Path, taxonomy: Taxonomy, extra: dict, progress: bool
+) -> dict:
     """Score a folder of predictions and write its report; returns the metrics."""
     confusion = score_predictions(root, split, predictions, taxonomy, progress=progress)
     metrics = build_metrics(confusion, split, extra=extra)
@@ -46,7 +48,9 @@ def score_split(root: Path, split: str, predictions: Path, out_dir: Path, taxono
     return metrics
 
 
-def run_baseline(settings: BaselineSettings, data: str | Path, output: str | Path, *, progress: bool = True) -> BaselineOutcome:
+def run_baseline(
+    settings: BaselineSettings, data: str | Path, output: str | Path, *, progress: bool = True
+) -> BaselineOutcome:
     """Fit, predict, score and log one baseline (see the module docstring)."""
     root, out = Path(data), Path(output)
     index = DatasetIndex(root)
@@ -58,18 +62,37 @@ def run_baseline(settings: BaselineSettings, data: str | Path, output: str | Pat
     timings, started = {}, time.perf_counter()
     pixels = collect_pixels(train_paths, reader, max_pixels, seed=settings.seed, progress=progress)
     if len(pixels.labels) == 0:
-        raise DatasetError(f"{index.split_file('train')}: the train split's {len(train_paths)} samples hold no labelled pixel (every label is 255)")
+        raise DatasetError(
+            f"{index.split_file('train')}: the train split's {len(train_paths)} samples hold no labelled pixel (every label is 255)"
+        )
     timings["read_seconds"] = time.perf_counter() - started
-    baseline = PixelBaseline(settings.model, settings.target, taxonomy).fit(pixels, seed=settings.seed, threads=settings.threads, progress=progress)
+    baseline = PixelBaseline(settings.model, settings.target, taxonomy).fit(
+        pixels, seed=settings.seed, threads=settings.threads, progress=progress
+    )
     timings["fit_seconds"] = baseline.fit_seconds
-    summary = {"settings": settings.to_dict(), "max_pixels": max_pixels, "train_tiles": pixels.tiles, "train_labelled_pixels": pixels.labelled,
-               "train_pixels": len(pixels.labels), "train_pixels_per_level": pixels.per_level, "features": int(pixels.features.shape[1])}
+    summary = {
+        "settings": settings.to_dict(),
+        "max_pixels": max_pixels,
+        "train_tiles": pixels.tiles,
+        "train_labelled_pixels": pixels.labelled,
+        "train_pixels": len(pixels.labels),
+        "train_pixels_per_level": pixels.per_level,
+        "features": int(pixels.features.shape[1]),
+    }
     splits = [("val", out / "val")] if index.split_file("val").is_file() else []
     metrics = {}
     for split, folder in [*splits, ("test", out)]:
         predictions = folder / "predictions"
-        timings[f"predict_{split}_seconds"] = predict_split(baseline, index.split_paths(split), reader, predictions, progress=progress)
-        extra = {"baseline": settings.model, "target": settings.target, "window": settings.window, "train_pixels": len(pixels.labels), "predictions": str(predictions)}
+        timings[f"predict_{split}_seconds"] = predict_split(
+            baseline, index.split_paths(split), reader, predictions, progress=progress
+        )
+        extra = {
+            "baseline": settings.model,
+            "target": settings.target,
+            "window": settings.window,
+            "train_pixels": len(pixels.labels),
+            "predictions": str(predictions),
+        }
         metrics[split] = score_split(root, split, predictions, folder, taxonomy, extra, progress)
     summary.update(timings, total_seconds=time.perf_counter() - started)
     write_text_atomic(out / "baseline.json", json.dumps(summary, indent=1))
@@ -78,13 +101,21 @@ def run_baseline(settings: BaselineSettings, data: str | Path, output: str | Pat
     return BaselineOutcome(metrics["test"], metrics.get("val"), summary, out, run_name, run_id, uri)
 
 
-def log_baseline(settings: BaselineSettings, run_name: str, root: Path, index: DatasetIndex, metrics: dict, summary: dict, out: Path) -> tuple[str, str]:
+def log_baseline(
+    settings: BaselineSettings, run_name: str, root: Path, index: DatasetIndex, metrics: dict, summary: dict, out: Path
+) -> tuple[str, str]:
     """One finished MLflow run: the settings as params, val and test metrics at step 1 (the "epoch" that
     ``runs compare`` reads), the reports as artifacts."""
     uri = tracking.resolve_tracking_uri(settings.tracking_uri)
-    params = {"settings": {**settings.to_dict(), "data": str(root), "output": str(out), "max_pixels": summary["max_pixels"]},
-              "model": {"name": f"baseline-{settings.model}"}}
-    tags = {tracking.KIND_TAG: "baseline", "h2crop.dataset_fingerprint": index.fingerprint(), "h2crop.git_commit": tracking.git_commit()}
+    params = {
+        "settings": {**settings.to_dict(), "data": str(root), "output": str(out), "max_pixels": summary["max_pixels"]},
+        "model": {"name": f"baseline-{settings.model}"},
+    }
+    tags = {
+        tracking.KIND_TAG: "baseline",
+        "h2crop.dataset_fingerprint": index.fingerprint(),
+        "h2crop.git_commit": tracking.git_commit(),
+    }
     run_id = tracking.open_run(uri, settings.experiment, run_name, params, tags)
     try:
         values = {key: summary[key] for key in ("train_pixels", "fit_seconds", "total_seconds")}

@@ -74,7 +74,9 @@ class ReadSamples:
         return out
 
 
-def array_dataset(paths: Sequence[str | Path], reader: SampleReader, read_batch: int = 4, shuffle: bool = False) -> ray.data.Dataset:
+def array_dataset(
+    paths: Sequence[str | Path], reader: SampleReader, read_batch: int = 4, shuffle: bool = False
+) -> ray.data.Dataset:
     """Samples read in parallel Ray tasks (the ``arrays`` mode)."""
     return path_dataset(paths, shuffle).map_batches(ReadSamples(reader), batch_size=read_batch, batch_format="numpy")
 
@@ -151,7 +153,9 @@ class ShardReader:
         are consumed together. The shard is drained here, so the returned batches know their count.
         """
         if self.mode == "arrays":
-            return EpochBatches(self.shard.iter_torch_batches(batch_size=self.batch_size, collate_fn=_numpy_to_torch), None, self.device)
+            return EpochBatches(
+                self.shard.iter_torch_batches(batch_size=self.batch_size, collate_fn=_numpy_to_torch), None, self.device
+            )
         paths = self._next_paths.result() if self._next_paths is not None else shard_paths(self.shard)
         self._next_paths = self._drainer.submit(shard_paths, self.shard) if prefetch_next else None
         if shuffle_seed is not None:
@@ -183,9 +187,13 @@ class EpochBatches:
 
     def __iter__(self) -> Iterator[dict]:
         for batch in raise_read_failures(self.source):
-            yield {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            yield {
+                k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+            }
 
 
 def _numpy_to_torch(batch: dict[str, np.ndarray]) -> dict:
     # names are strings: keep them as a list rather than letting Ray try to make a tensor of them
-    return {k: [str(n) for n in v] if k == "name" else torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+    return {
+        k: [str(n) for n in v] if k == "name" else torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()
+    }

@@ -26,8 +26,11 @@ class Schedule:
     @property
     def summary(self) -> str:
         s = self.settings
-        return (f"schedule: {s.epochs} epoch(s) of {len(self.train_paths)} draws, {s.steps} optimizer steps, lr {s.lr:g} "
-                f"({s.warmup_iters} warm-up steps, cosine to {s.min_lr:g})" + (f", patience {s.patience} epochs" if s.patience else ""))
+        return (
+            f"schedule: {s.epochs} epoch(s) of {len(self.train_paths)} draws, {s.steps} optimizer steps, lr {s.lr:g} "
+            f"({s.warmup_iters} warm-up steps, cosine to {s.min_lr:g})"
+            + (f", patience {s.patience} epochs" if s.patience else "")
+        )
 
 
 def sampling_counts(settings: TrainSettings, paths: tuple[str, ...], *, progress: bool = False):
@@ -57,11 +60,16 @@ def resolve_schedule(settings: TrainSettings, train_paths: tuple[str, ...], *, p
 
 def fill_from_recipe(settings: TrainSettings, recipe: Recipe, patience: int) -> TrainSettings:
     """``settings`` with every schedule value left None taken from ``recipe``."""
+
     def pick(value, default):
         return default if value is None else value
 
     lr = pick(settings.lr, recipe.lr)
     return replace(
-        settings, recipe=recipe.name, lr=lr, warmup_iters=pick(settings.warmup_iters, recipe.warmup_iters),
-        min_lr=pick(settings.min_lr, min(recipe.min_lr, lr)), patience=pick(settings.patience, patience),
+        settings,
+        recipe=recipe.name,
+        lr=lr,
+        warmup_iters=pick(settings.warmup_iters, recipe.warmup_iters),
+        min_lr=pick(settings.min_lr, min(recipe.min_lr, lr)),
+        patience=pick(settings.patience, patience),
     )

@@ -45,7 +45,11 @@ def predict(model: nn.Module, batch: dict) -> torch.Tensor:
 
 
 def world_size() -> int:
-    return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+    return (
+        torch.distributed.get_world_size()
+        if torch.distributed.is_available() and torch.distributed.is_initialized()
+        else 1
+    )
 
 
 # ------------------------------------------------------------------------------------------- the state
@@ -69,8 +73,16 @@ class TrainState:
 
     def state_dict(self) -> dict:
         """Everything but the weights (they go in the model checkpoint)."""
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": self.epoch - 1,
-                "best_score": self.best_score, "best_epoch": self.best_epoch, "mlflow_run_id": self.mlflow_run_id, "spent_s": self.spent_s, "last_epoch_s": self.last_epoch_s}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch - 1,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "mlflow_run_id": self.mlflow_run_id,
+            "spent_s": self.spent_s,
+            "last_epoch_s": self.last_epoch_s,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -85,15 +97,21 @@ def steps_per_epoch(n_train: int, world: int, settings: TrainSettings) -> int:
     return math.ceil(n_train / (world * settings.batch_size * settings.grad_accum))
 
 
-def make_state(config: ModelConfig, settings: TrainSettings, n_train: int, world: int, device: torch.device | str) -> TrainState:
+def make_state(
+    config: ModelConfig, settings: TrainSettings, n_train: int, world: int, device: torch.device | str
+) -> TrainState:
     """Fresh weights (the same on every rank: seeded), AdamW and the warm-up + cosine schedule."""
     torch.manual_seed(settings.seed)
     model = DualStreamModel(config).to(device)  # before the optimizer: restored moments land on the same device
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    total_steps = max(1, settings.steps or steps_per_epoch(n_train, world, settings) * settings.epochs)  # steps: resolved by the recipe
+    total_steps = max(
+        1, settings.steps or steps_per_epoch(n_train, world, settings) * settings.epochs
+    )  # steps: resolved by the recipe
     warmup = min(settings.warmup_iters, total_steps // 10)
     min_ratio = settings.min_lr / settings.lr
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup, settings.warmup_start, min_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup, settings.warmup_start, min_ratio)
+    )
     return TrainState(model, optimizer, scheduler)
 
 
@@ -118,15 +136,26 @@ def batch_weights(batch: dict, weights: Mapping[str, float] | None) -> torch.Ten
     None without weights. A CutMix box takes its host sample's weight (the box is at most the tile)."""
     if weights is None:
         return None
-    return torch.tensor([weights.get(name, 1.0) for name in batch["name"]], dtype=torch.float32, device=batch["label"].device)
+    return torch.tensor(
+        [weights.get(name, 1.0) for name in batch["name"]], dtype=torch.float32, device=batch["label"].device
+    )
 
 
-def train_step(state: TrainState, batch: dict, levels: tuple[int, ...], *, step: int = 1, grad_accum: int = 1,
-               weights: Mapping[str, float] | None = None) -> torch.Tensor:
+def train_step(
+    state: TrainState,
+    batch: dict,
+    levels: tuple[int, ...],
+    *,
+    step: int = 1,
+    grad_accum: int = 1,
+    weights: Mapping[str, float] | None = None,
+) -> torch.Tensor:
     """Forward, the per-level loss (``weights``: per sample name), backward; the optimizer steps every
     ``grad_accum``-th call. Returns the (detached) loss of the batch."""
     outputs = state.model(**state.core.inputs(batch))
-    pixel_loss = state.core.config.pixel_loss if isinstance(outputs, tuple) else 0.0  # a pair: the pixel branch's logits too
+    pixel_loss = (
+        state.core.config.pixel_loss if isinstance(outputs, tuple) else 0.0
+    )  # a pair: the pixel branch's logits too
     loss = model_loss(outputs, batch["label"], levels, pixel_loss, batch_weights(batch, weights))
     (loss / grad_accum).backward()
     if step % grad_accum == 0:
@@ -168,7 +197,14 @@ def train_epoch(
     world = world_size()
     with Join([state.model]) if world > 1 else contextlib.nullcontext():
         for totals.steps, batch in enumerate(batches, start=1):
-            loss = train_step(state, augment(batch, generator, settings, factor), levels, step=totals.steps, grad_accum=settings.grad_accum, weights=weights)
+            loss = train_step(
+                state,
+                augment(batch, generator, settings, factor),
+                levels,
+                step=totals.steps,
+                grad_accum=settings.grad_accum,
+                weights=weights,
+            )
             size = len(batch["name"])
             loss_sum += loss.double() * size
             totals.samples += size
@@ -182,7 +218,13 @@ def train_epoch(
     return totals
 
 
-def validate(model: DualStreamModel, batches: Iterable[dict], taxonomy: Taxonomy, levels: tuple[int, ...], device: torch.device | str) -> HierarchicalConfusion:
+def validate(
+    model: DualStreamModel,
+    batches: Iterable[dict],
+    taxonomy: Taxonomy,
+    levels: tuple[int, ...],
+    device: torch.device | str,
+) -> HierarchicalConfusion:
     """Confusion matrices of the (unwrapped) model over this rank's batches, summed across ranks. No DDP
     collectives in the forward pass, so uneven shards cannot hang."""
     model.eval()
@@ -195,7 +237,9 @@ def validate(model: DualStreamModel, batches: Iterable[dict], taxonomy: Taxonomy
     return confusion
 
 
-def epoch_report(state: TrainState, totals: EpochTotals, confusion: HierarchicalConfusion, epoch_seconds: float, device) -> tuple[dict, dict]:
+def epoch_report(
+    state: TrainState, totals: EpochTotals, confusion: HierarchicalConfusion, epoch_seconds: float, device
+) -> tuple[dict, dict]:
     """The epoch's metrics (summed over ranks) as reported to Train and MLflow, and the full validation
     metrics; updates ``state.best_score``."""
     summed = torch.tensor([totals.loss_sum, float(totals.samples)], dtype=torch.float64, device=device)
@@ -222,8 +266,10 @@ def epoch_report(state: TrainState, totals: EpochTotals, confusion: Hierarchical
 
 def summary_line(report: dict, metrics: dict, epochs: int) -> str:
     per_level = " ".join(f"{values['mf1']:.3f}" for values in metrics["levels"].values())
-    return (f"epoch {report['epoch']}/{epochs}: train loss {report['train_loss']:.4f}, val mF1 {report[SCORE]:.4f} "
-            f"(per level {per_level}), {report['epoch_seconds']:.1f} s")
+    return (
+        f"epoch {report['epoch']}/{epochs}: train loss {report['train_loss']:.4f}, val mF1 {report[SCORE]:.4f} "
+        f"(per level {per_level}), {report['epoch_seconds']:.1f} s"
+    )
 
 
 def align_optimizer_state(optimizer: torch.optim.Optimizer, scheduler, steps: int, device) -> None:
@@ -256,9 +302,13 @@ def should_stop(settings: TrainSettings, state: TrainState, device) -> tuple[boo
     """
     if state.epoch >= settings.epochs:
         return True, ""
-    if settings.patience and state.epoch - state.best_epoch >= settings.patience:  # the same on every rank: no broadcast
-        return True, (f"early stopping: no better val mF1 in {settings.patience} epochs since epoch {state.best_epoch} "
-                      f"({state.best_score:.4f}); keeping that epoch's checkpoint")
+    if (
+        settings.patience and state.epoch - state.best_epoch >= settings.patience
+    ):  # the same on every rank: no broadcast
+        return True, (
+            f"early stopping: no better val mF1 in {settings.patience} epochs since epoch {state.best_epoch} "
+            f"({state.best_score:.4f}); keeping that epoch's checkpoint"
+        )
     budget = settings.time_budget_s
     if not budget:
         return False, ""
@@ -268,4 +318,7 @@ def should_stop(settings: TrainSettings, state: TrainState, device) -> tuple[boo
         torch.distributed.broadcast(stop, src=0)
     if not stop.item():
         return False, ""
-    return True, f"time budget: {state.spent_s:.0f} of {budget:.0f} s used after epoch {state.epoch}, another epoch would overrun: stopping"
+    return (
+        True,
+        f"time budget: {state.spent_s:.0f} of {budget:.0f} s used after epoch {state.epoch}, another epoch would overrun: stopping",
+    )

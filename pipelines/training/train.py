@@ -43,9 +43,18 @@ from h2crop_core.report import write_report
 from h2crop_core.runlock import RunLock
 from h2crop_core.taxonomy import Taxonomy, load_taxonomy
 from pipelines.runtime.progress import ProgressSender
-from pipelines.training.schedule import Schedule, resolve_schedule
 from pipelines.settings import TrainSettings
-from pipelines.training.steps import SCORE, TrainState, epoch_report, make_state, should_stop, summary_line, train_epoch, validate
+from pipelines.training.schedule import Schedule, resolve_schedule
+from pipelines.training.steps import (
+    SCORE,
+    TrainState,
+    epoch_report,
+    make_state,
+    should_stop,
+    summary_line,
+    train_epoch,
+    validate,
+)
 
 MODEL_FILE = "model.ckpt"
 STATE_FILE = "train_state.pt"
@@ -73,7 +82,15 @@ def prepare_dataset(root: str | Path, taxonomy: str | Path | None = None, *, pro
     train_paths, val_paths = index.split_paths("train"), index.split_paths("val")
     spec = infer_dataset_spec(train_paths)
     stats = ensure_norm_stats(index, spec, progress=progress)
-    return DatasetContext(str(index.root), loaded_taxonomy, spec, stats, tuple(map(str, train_paths)), tuple(map(str, val_paths)), index.fingerprint())
+    return DatasetContext(
+        str(index.root),
+        loaded_taxonomy,
+        spec,
+        stats,
+        tuple(map(str, train_paths)),
+        tuple(map(str, val_paths)),
+        index.fingerprint(),
+    )
 
 
 @dataclass(frozen=True)
@@ -96,12 +113,23 @@ def model_config_for(settings: TrainSettings, taxonomy: Taxonomy, spec: SampleSp
 
     overrides = {"precision": settings.precision, **settings.overrides}
     config = get_preset(settings.preset, **overrides)
-    config = config.replace(num_classes=taxonomy.num_classes, s2_bands=spec.s2_bands, enmap_bands=spec.enmap_bands, enmap_upscale=spec.enmap_factor)
+    config = config.replace(
+        num_classes=taxonomy.num_classes,
+        s2_bands=spec.s2_bands,
+        enmap_bands=spec.enmap_bands,
+        enmap_upscale=spec.enmap_factor,
+    )
     try:
         build_meta(config)
     except SettingError:
         raise
-    except (ValueError, TypeError, RuntimeError, IndexError, AssertionError) as error:  # a shape or count that does not fit
+    except (
+        ValueError,
+        TypeError,
+        RuntimeError,
+        IndexError,
+        AssertionError,
+    ) as error:  # a shape or count that does not fit
         given = " ".join(f"--set {k}={v}" for k, v in settings.overrides.items()) or "no --set"
         raise SettingError(f"preset {settings.preset} with {given} cannot be built for this data: {error}") from error
     return config
@@ -150,9 +178,18 @@ def open_tracking(loop: LoopConfig, state: TrainState) -> None:
     from pipelines.runtime import tracking
 
     params = {"settings": loop.settings.to_dict(), "model": loop.model.to_dict()}
-    tags = {"preset": loop.settings.preset, "window": str(loop.model.window), "modalities": ",".join(loop.model.input_keys),
-            "git_commit": loop.git_commit, "dataset_fingerprint": loop.data.fingerprint, tracking.KIND_TAG: "train", **loop.tags}
-    state.mlflow_run_id = tracking.open_run(loop.tracking_uri, loop.settings.experiment, loop.settings.run_name, params, tags, run_id=state.mlflow_run_id)
+    tags = {
+        "preset": loop.settings.preset,
+        "window": str(loop.model.window),
+        "modalities": ",".join(loop.model.input_keys),
+        "git_commit": loop.git_commit,
+        "dataset_fingerprint": loop.data.fingerprint,
+        tracking.KIND_TAG: "train",
+        **loop.tags,
+    }
+    state.mlflow_run_id = tracking.open_run(
+        loop.tracking_uri, loop.settings.experiment, loop.settings.run_name, params, tags, run_id=state.mlflow_run_id
+    )
     if state.epoch:  # restored from a checkpoint
         tracking.log_epoch({"resumed_from_epoch": state.epoch}, step=state.epoch)
 
@@ -166,7 +203,14 @@ def shard_readers(loop: LoopConfig, device: torch.device):
     reader, settings = reader_for(loop.model, loop.data), loop.settings
     common = dict(loader_workers=settings.loader_workers, device=device)
     return tuple(
-        ShardReader(ray.train.get_dataset_shard(split), settings.input_mode, reader, settings.batch_size, all_paths=paths, **common)
+        ShardReader(
+            ray.train.get_dataset_shard(split),
+            settings.input_mode,
+            reader,
+            settings.batch_size,
+            all_paths=paths,
+            **common,
+        )
         for split, paths in (("train", loop.data.train_paths), ("val", loop.data.val_paths))
     )
 
@@ -182,9 +226,22 @@ def save_epoch(loop: LoopConfig, state: TrainState, report: dict, metrics: dict,
         ray.train.report(report, checkpoint=None)
         return
     with tempfile.TemporaryDirectory() as folder:
-        meta = {"epoch": report["epoch"], "run_name": loop.settings.run_name, "val": {k: v for k, v in report.items() if k.startswith("val_")},
-                "dataset_fingerprint": loop.data.fingerprint, "mlflow_run_id": state.mlflow_run_id or ""}
-        save_checkpoint(Path(folder) / MODEL_FILE, state.core, loop.model, loop.data.taxonomy, loop.data.stats, spec=loop.data.spec, meta=meta)
+        meta = {
+            "epoch": report["epoch"],
+            "run_name": loop.settings.run_name,
+            "val": {k: v for k, v in report.items() if k.startswith("val_")},
+            "dataset_fingerprint": loop.data.fingerprint,
+            "mlflow_run_id": state.mlflow_run_id or "",
+        }
+        save_checkpoint(
+            Path(folder) / MODEL_FILE,
+            state.core,
+            loop.model,
+            loop.data.taxonomy,
+            loop.data.stats,
+            spec=loop.data.spec,
+            meta=meta,
+        )
         torch.save(state.state_dict(), Path(folder) / STATE_FILE)
         write_report(metrics, confusion, Path(folder) / "report", loop.data.taxonomy)
         ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
@@ -207,7 +264,10 @@ def train_loop_per_worker(config: dict) -> None:
     state = restore(replace(loop, progress=progress), device, world)
     if rank == 0:
         open_tracking(loop, state)
-    (train_data, val_data), weights = shard_readers(loop, device), draw_weights(loop.data.train_paths)  # weights: None for the benchmark's plan
+    (train_data, val_data), weights = (
+        shard_readers(loop, device),
+        draw_weights(loop.data.train_paths),
+    )  # weights: None for the benchmark's plan
     try:
         stop, why = should_stop(settings, state, device)
         while not stop:
@@ -215,7 +275,17 @@ def train_loop_per_worker(config: dict) -> None:
             generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + state.epoch * 101 + rank)
             batches = train_data.epoch(shuffle_seed=settings.seed * 7919 + state.epoch * 31 + rank, prefetch_next=more)
             progress.epoch_start(state.epoch + 1, settings.epochs, batches.batches)
-            totals = train_epoch(state, batches, settings, levels, factor=factor, generator=generator, started=started, on_step=progress.step if rank == 0 else None, weights=weights)
+            totals = train_epoch(
+                state,
+                batches,
+                settings,
+                levels,
+                factor=factor,
+                generator=generator,
+                started=started,
+                on_step=progress.step if rank == 0 else None,
+                weights=weights,
+            )
             confusion = validate(state.core, val_data.epoch(prefetch_next=more), loop.data.taxonomy, levels, device)
             report, metrics = epoch_report(state, totals, confusion, time.perf_counter() - started, device)
             state.epoch, state.last_epoch_s = state.epoch + 1, report["epoch_seconds"]
@@ -265,7 +335,9 @@ class PreparedRun:
         return self.loop.model
 
 
-def prepare_run(settings: TrainSettings, data: DatasetContext | None = None, *, progress: ProgressSender | None = None) -> PreparedRun:
+def prepare_run(
+    settings: TrainSettings, data: DatasetContext | None = None, *, progress: ProgressSender | None = None
+) -> PreparedRun:
     """Resolve the dataset (unless given: a sweep prepares it once), model config, run name, storage,
     output folder and tracking URI."""
     from pipelines.runtime import tracking
@@ -276,8 +348,15 @@ def prepare_run(settings: TrainSettings, data: DatasetContext | None = None, *, 
     config = model_config_for(settings, data.taxonomy, data.spec)
     if not settings.run_name:
         settings = replace(settings, run_name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    loop = LoopConfig(settings, config, data, tracking.resolve_tracking_uri(settings.tracking_uri or None),
-                      tracking.git_commit(Path(__file__).parent), progress or ProgressSender(), tags={"recipe_reason": planned.recipe_line})
+    loop = LoopConfig(
+        settings,
+        config,
+        data,
+        tracking.resolve_tracking_uri(settings.tracking_uri or None),
+        tracking.git_commit(Path(__file__).parent),
+        progress or ProgressSender(),
+        tags={"recipe_reason": planned.recipe_line},
+    )
     output = Path(settings.output or Path("runs") / settings.run_name).resolve()
     return PreparedRun(loop, resolve_storage(settings.storage), output, planned)
 
@@ -294,7 +373,10 @@ def datasets_for(run: PreparedRun) -> dict:
     data = run.loop.data
     if run.settings.input_mode == "arrays":
         reader = reader_for(run.config, data)
-        return {"train": array_dataset(data.train_paths, reader, shuffle=True), "val": array_dataset(data.val_paths, reader)}
+        return {
+            "train": array_dataset(data.train_paths, reader, shuffle=True),
+            "val": array_dataset(data.val_paths, reader),
+        }
     return {"train": path_dataset(data.train_paths, shuffle=True), "val": path_dataset(data.val_paths)}
 
 
@@ -311,12 +393,18 @@ def make_trainer(run: PreparedRun, callbacks: list | None = None):
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"loop": run.loop},
-        scaling_config=ray.train.ScalingConfig(num_workers=settings.workers, use_gpu=settings.use_gpu, resources_per_worker={"CPU": settings.cpus_per_worker}),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=settings.workers,
+            use_gpu=settings.use_gpu,
+            resources_per_worker={"CPU": settings.cpus_per_worker},
+        ),
         run_config=ray.train.RunConfig(
             name=settings.run_name,
             storage_path=run.storage,
             failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SCORE, checkpoint_score_order="max"),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=SCORE, checkpoint_score_order="max"
+            ),
             callbacks=callbacks,
         ),
         datasets=datasets_for(run),
@@ -327,15 +415,23 @@ def make_trainer(run: PreparedRun, callbacks: list | None = None):
 def run_training(settings: TrainSettings, *, progress: bool = True) -> TrainOutcome:
     """Run (or resume) a training, with its progress on this console; copy the best checkpoint and its
     report to the run's output folder."""
-    from pipelines.runtime.progress import ProgressBoard
     from pipelines.runtime.cluster import check_placement, connect_ray, quiet_data_context
+    from pipelines.runtime.progress import ProgressBoard
 
-    get_preset(settings.preset, **{"precision": settings.precision, **settings.overrides})  # a bad preset fails before any work
+    get_preset(
+        settings.preset, **{"precision": settings.precision, **settings.overrides}
+    )  # a bad preset fails before any work
     data = prepare_dataset(settings.data, settings.taxonomy or None, progress=progress)
     connect_ray()
     quiet_data_context()
     per_worker = {"CPU": settings.cpus_per_worker, "GPU": 1 if settings.use_gpu else 0}
-    check_placement(per_worker, settings.workers, "training worker", "training worker group", "lower --workers or --cpus-per-worker, or drop --use-gpu")
+    check_placement(
+        per_worker,
+        settings.workers,
+        "training worker",
+        "training worker group",
+        "lower --workers or --cpus-per-worker, or drop --use-gpu",
+    )
     board = ProgressBoard(bars=progress)
     try:
         run = prepare_run(settings, data, progress=board.sender(settings.workers))
@@ -379,15 +475,28 @@ def collect_outcome(run: PreparedRun, result) -> TrainOutcome:
         for item in sorted((Path(folder) / "report").iterdir()):
             copy_atomic(item, output / item.name)
         copy_atomic(Path(folder) / MODEL_FILE, output / "best.ckpt")
-    write_text_atomic(output / "train_settings.json", json.dumps({"settings": run.settings.to_dict(), "model": run.config.to_dict()}, indent=1))
+    write_text_atomic(
+        output / "train_settings.json",
+        json.dumps({"settings": run.settings.to_dict(), "model": run.config.to_dict()}, indent=1),
+    )
     run_id = str(best_metrics.get("mlflow_run_id") or result.metrics.get("mlflow_run_id", ""))
     uri = run.loop.tracking_uri
     if run_id:
         tracking.log_artifacts(uri, run_id, [output / "best.ckpt"], "best")
-        report_files = sorted(p for p in output.iterdir() if p.suffix in (".json", ".csv", ".png") and p.name != "train_settings.json")
+        report_files = sorted(
+            p for p in output.iterdir() if p.suffix in (".json", ".csv", ".png") and p.name != "train_settings.json"
+        )
         tracking.log_artifacts(uri, run_id, report_files, "best_report")
         tracking.log_artifacts(uri, run_id, [output / "train_settings.json"], "config")
-    return TrainOutcome(run.settings.run_name, output, output / "best.ckpt", best_metrics, uri, run_id, int(result.metrics.get("epoch", 0)))
+    return TrainOutcome(
+        run.settings.run_name,
+        output,
+        output / "best.ckpt",
+        best_metrics,
+        uri,
+        run_id,
+        int(result.metrics.get("epoch", 0)),
+    )
 
 
 def copy_atomic(source: Path, target: Path) -> Path:

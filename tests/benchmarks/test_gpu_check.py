@@ -35,8 +35,22 @@ def test_gpu_check_smoke_runs_without_ray_mlflow_rasterio(tmp_path):
     assert blocked.returncode != 0 and "is blocked" in blocked.stderr, "the import blocker is not active"
 
     output = tmp_path / "gpu_check.json"
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--smoke", "--taxonomy", "generated", "--json", str(output)],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    done = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "benchmarks" / "gpu_check.sh"),
+            "--smoke",
+            "--taxonomy",
+            "generated",
+            "--json",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
     assert done.returncode == 0, f"gpu_check.sh --smoke failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     assert f"wrote {output}" in done.stdout
     result = json.loads(output.read_text())

@@ -30,7 +30,14 @@ def _no_ray_in_this_process():
 
 
 def test_every_benchmark_is_covered():
-    assert set(SCRIPTS) >= {"attention_kernels.py", "data_read.py", "learning.py", "mapping_throughput.py", "model_speed.py", "train_throughput.py"}
+    assert set(SCRIPTS) >= {
+        "attention_kernels.py",
+        "data_read.py",
+        "learning.py",
+        "mapping_throughput.py",
+        "model_speed.py",
+        "train_throughput.py",
+    }
     for script in SCRIPTS:
         assert "--smoke" in (BENCHMARKS / script).read_text(), f"{script} has no --smoke mode"
 
@@ -38,11 +45,22 @@ def test_every_benchmark_is_covered():
 @pytest.mark.parametrize("script", [s for s in SCRIPTS if s not in ELSEWHERE])
 def test_benchmark_runs_in_smoke_mode(script, tmp_path):
     output = tmp_path / "result.json"
-    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}  # each Train run notices its end sooner (default: a 2 s poll)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(BENCHMARKS.parent),
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    }  # each Train run notices its end sooner (default: a 2 s poll)
     env.pop("RAY_ADDRESS", None)
-    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--smoke", "--json", str(output)], capture_output=True, text=True,
-                          timeout=420, cwd=tmp_path, env=env)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--smoke", "--json", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        cwd=tmp_path,
+        env=env,
+    )
     assert done.returncode == 0, f"{script} --smoke failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     assert output.is_file(), f"{script} --smoke wrote no JSON"
     payload = json.loads(output.read_text())

@@ -101,10 +101,13 @@ def test_kuberay_manifests_match_the_crds(path):
     assert crd_errors(load(path)) == []
 
 
-@pytest.mark.parametrize(("where", "field", "typo"), [
-    ((), "headGroupSpec", "headGroupSpecs"),
-    (("headGroupSpec",), "rayStartParams", "rayStartParam"),
-])
+@pytest.mark.parametrize(
+    ("where", "field", "typo"),
+    [
+        ((), "headGroupSpec", "headGroupSpecs"),
+        (("headGroupSpec",), "rayStartParams", "rayStartParam"),
+    ],
+)
 def test_a_misspelled_field_is_refused(where, field, typo):
     manifest = load(REPO / "cluster" / "kuberay" / "raycluster.yaml")
     parent = manifest["spec"]
@@ -166,10 +169,13 @@ def test_launcher_matches_rays_schema_and_checks():
     validate_config(launcher_config())  # and as `ray up` checks it
 
 
-@pytest.mark.parametrize(("key", "value", "error"), [
-    ("head_node_type", "head_node", "`head_node_type` must be one of"),  # not among available_node_types
-    ("setup_command", [], "'setup_command' was unexpected"),  # a misspelled key
-])
+@pytest.mark.parametrize(
+    ("key", "value", "error"),
+    [
+        ("head_node_type", "head_node", "`head_node_type` must be one of"),  # not among available_node_types
+        ("setup_command", [], "'setup_command' was unexpected"),  # a misspelled key
+    ],
+)
 def test_launcher_mistakes_are_caught(key, value, error):
     from ray.autoscaler._private.util import validate_config
 
@@ -202,7 +208,11 @@ def test_the_dockerfile_builds_the_images_the_manifests_pull():
     assert built == pulled == {"h2crop:latest", "h2crop:latest-gpu"}
     assert re.search(r"^COPY .*pyproject\.toml", DOCKERFILE, re.M)
     assert re.search(r'^RUN pip install .*"\.(\[server\])?"', DOCKERFILE, re.M)
-    pins = [dep for dep in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"] if dep.startswith("torch")]
+    pins = [
+        dep
+        for dep in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+        if dep.startswith("torch")
+    ]
     assert all(pin in DOCKERFILE for pin in pins) and len(pins) == 2
     assert f"rayproject/ray:{RAY_PIN}." in DOCKERFILE
     assert load(REPO / "cluster" / "kuberay" / "raycluster.yaml")["spec"]["rayVersion"].startswith(f"{RAY_PIN}.")
@@ -210,7 +220,11 @@ def test_the_dockerfile_builds_the_images_the_manifests_pull():
 
 def test_no_service_listens_on_every_interface_by_default():
     """The dashboard (the job API) and MLflow bind loopback or the pod's own address, never 0.0.0.0."""
-    files = [*sorted((REPO / "cluster").rglob("*.yaml")), *sorted((REPO / "cluster").glob("*.sh")), REPO / "cluster" / "Dockerfile"]
+    files = [
+        *sorted((REPO / "cluster").rglob("*.yaml")),
+        *sorted((REPO / "cluster").glob("*.sh")),
+        REPO / "cluster" / "Dockerfile",
+    ]
     assert len(files) >= 7
     for path in files:
         assert "0.0.0.0" not in path.read_text(), f"{path.relative_to(REPO)} binds a service to every interface"

@@ -11,12 +11,20 @@ from h2crop_core.taxonomy import UNLABELLED
 
 def _corner(sample: dict, size: int) -> dict:
     """The top-left ``size`` x ``size`` S2 pixels of a sample (and their EnMAP pixels)."""
-    return {**sample, "s2": sample["s2"][..., :size, :size], "label": sample["label"][:, :size, :size], "enmap": sample["enmap"][:, : size // 3, : size // 3]}
+    return {
+        **sample,
+        "s2": sample["s2"][..., :size, :size],
+        "label": sample["label"][:, :size, :size],
+        "enmap": sample["enmap"][:, : size // 3, : size // 3],
+    }
 
 
 def test_features_are_the_pixels_s2_series_and_its_enmap_pixels_spectrum():
     rng = np.random.default_rng(0)
-    sample = {"s2": rng.integers(0, 9000, (6, 10, 6, 6), dtype=np.int16), "enmap": rng.integers(0, 9000, (218, 2, 2), dtype=np.int16)}
+    sample = {
+        "s2": rng.integers(0, 9000, (6, 10, 6, 6), dtype=np.int16),
+        "enmap": rng.integers(0, 9000, (218, 2, 2), dtype=np.int16),
+    }
     features = pixel_features(sample)
     assert features.shape == (36, 6 * 10 + 218) and features.dtype == np.float32
     row, col = 4, 2  # S2 pixel (4, 2) lies in EnMAP pixel (1, 0)
@@ -66,7 +74,9 @@ def test_baseline_learns_the_training_pixels(model, synth_root, synth_taxonomy):
 def test_leaf_target_predicts_consistent_paths(synth_root, synth_taxonomy):
     paths = DatasetIndex(synth_root).split_paths("train")
     reader = features_reader("jun", synth_taxonomy, infer_dataset_spec(paths))
-    baseline = PixelBaseline("rf", "leaf", synth_taxonomy).fit(collect_pixels(paths[:2], reader, 1_000, progress=False), threads=2, progress=False)
+    baseline = PixelBaseline("rf", "leaf", synth_taxonomy).fit(
+        collect_pixels(paths[:2], reader, 1_000, progress=False), threads=2, progress=False
+    )
     assert len(baseline.classifiers) == 1
     prediction = baseline.predict(_corner(reader.read(paths[1]), 48))
     assert synth_taxonomy.valid_path_mask(prediction).all()

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from h2crop_core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from h2crop_core.data.schema import SampleSpec
 from h2crop_core.data.normalise import NormStats
+from h2crop_core.data.schema import SampleSpec
 from h2crop_core.data.synth import generate_taxonomy
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import get_preset
@@ -28,8 +28,14 @@ def test_round_trip_rebuilds_the_model_and_its_input_handling(tmp_path):
     np.testing.assert_array_equal(loaded.stats.enmap_mean, stats.enmap_mean)
     assert loaded.meta["epoch"] == 3 and "created" in loaded.meta
     reader = loaded.reader()
-    assert reader.window == "aug" and reader.spec == spec and set(reader.modalities) == {"s2", "enmap", "prior", "label"}
-    batch = {"s2": torch.randn(1, 8, 10, 96, 96), "enmap": torch.randn(1, 50, 32, 32), "prior": torch.randint(0, 3, (1, 4, 96, 96))}
+    assert (
+        reader.window == "aug" and reader.spec == spec and set(reader.modalities) == {"s2", "enmap", "prior", "label"}
+    )
+    batch = {
+        "s2": torch.randn(1, 8, 10, 96, 96),
+        "enmap": torch.randn(1, 50, 32, 32),
+        "prior": torch.randint(0, 3, (1, 4, 96, 96)),
+    }
     with torch.no_grad():
         for a, b in zip(model(**model.inputs(batch)), loaded.model(**loaded.model.inputs(batch))):
             torch.testing.assert_close(a, b)

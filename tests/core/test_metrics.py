@@ -69,7 +69,13 @@ def numpy_benchmark_metrics(pred: np.ndarray, label: np.ndarray, num_classes: in
         recall = intersect / area_label
         f1 = (1 + 1**2) * (precision * recall) / ((1**2 * precision) + recall)
     f1 = np.where((area_label > 0) & (intersect == 0), 0.0, f1)
-    return {"oa": intersect.sum() / area_label.sum(), "miou": np.nanmean(iou), "mf1": np.nanmean(f1), "iou": iou, "f1": f1}
+    return {
+        "oa": intersect.sum() / area_label.sum(),
+        "miou": np.nanmean(iou),
+        "mf1": np.nanmean(f1),
+        "iou": iou,
+        "f1": f1,
+    }
 
 
 def test_random_predictions_match_an_independent_numpy_implementation():
@@ -87,7 +93,9 @@ def test_random_predictions_match_an_independent_numpy_implementation():
         for key in ("oa", "miou", "mf1"):
             assert abs(got[key] - expected[key]) < 1e-9, (k, key)
         np.testing.assert_allclose([c["iou"] for c in got["per_class"]], expected["iou"], atol=1e-12, equal_nan=True)
-    assert result["mean"]["mf1"] == pytest.approx(np.mean([result["levels"][f"level{k}"]["mf1"] for k in range(1, 5)]), abs=1e-12)
+    assert result["mean"]["mf1"] == pytest.approx(
+        np.mean([result["levels"][f"level{k}"]["mf1"] for k in range(1, 5)]), abs=1e-12
+    )
 
 
 def test_merging_batches_equals_one_pass_and_state_round_trips():

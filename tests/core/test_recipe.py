@@ -13,7 +13,10 @@ def test_auto_picks_small_for_a_small_set_and_benchmark_for_a_large_one():
     assert recipe is SMALL and patience == SMALL.patience and "48 training samples" in why
     recipe, patience, why = choose_recipe("auto", 12_016)
     assert recipe is BENCHMARK and patience == AUTO_PATIENCE and "12016" in why
-    assert choose_recipe("auto", SMALL_SET_SAMPLES - 1)[0] is SMALL and choose_recipe("auto", SMALL_SET_SAMPLES)[0] is BENCHMARK
+    assert (
+        choose_recipe("auto", SMALL_SET_SAMPLES - 1)[0] is SMALL
+        and choose_recipe("auto", SMALL_SET_SAMPLES)[0] is BENCHMARK
+    )
 
 
 def test_an_explicit_recipe_or_lr_overrides_the_size_rule():

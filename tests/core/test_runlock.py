@@ -21,14 +21,24 @@ def storage(request, tmp_path) -> str:
 def _plant(lock: RunLock, **entry) -> None:
     """Write another holder's entry into the lock folder (as a run elsewhere would have)."""
     lock._fs.create_dir(lock.folder, recursive=True)
-    record = {"token": "other", "kind": "training", "name": lock.name, "started": time.time(), "heartbeat": time.time(), **entry}
+    record = {
+        "token": "other",
+        "kind": "training",
+        "name": lock.name,
+        "started": time.time(),
+        "heartbeat": time.time(),
+        **entry,
+    }
     with lock._fs.open_output_stream(f"{lock.folder}/other.json") as stream:
         stream.write(json.dumps(record).encode())
 
 
 def test_a_second_holder_is_refused_naming_the_first_until_it_releases(storage):
     first = RunLock(storage, "same", "training").acquire()
-    with pytest.raises(RunInUse, match=rf"training name 'same' is in use in {storage}: held by training on host {socket.gethostname()} \(pid \d+"):
+    with pytest.raises(
+        RunInUse,
+        match=rf"training name 'same' is in use in {storage}: held by training on host {socket.gethostname()} \(pid \d+",
+    ):
         RunLock(storage, "same", "training").acquire()
     with RunLock(storage, "other-name", "training"):  # another name is free
         pass
@@ -44,7 +54,9 @@ def _selector(lock: RunLock):
 
 
 def test_a_crashed_holder_on_this_host_does_not_keep_the_name(storage):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     lock = RunLock(storage, "crashed")
     _plant(lock, host=socket.gethostname(), pid=int(dead.stdout))
     with lock:  # the dead pid's entry is stale at once
@@ -63,6 +75,7 @@ def test_a_holder_elsewhere_keeps_the_name_while_its_heartbeat_is_fresh(storage)
 
 def test_the_holder_refreshes_its_heartbeat(storage):
     with RunLock(storage, "beating", heartbeat_s=0.2) as lock:
+
         def beat() -> float:
             with lock._fs.open_input_stream(lock.path) as stream:
                 return json.loads(stream.read())["heartbeat"]

@@ -60,8 +60,18 @@ def test_a_class_with_two_parents_is_rejected_naming_the_row(tmp_path):
     target = rows[4]["level3_id"]
     other = next(r for r in rows if r["level2_id"] != rows[4]["level2_id"])
     other_parent = other["level2_id"]
-    rows.append(dict(other, level3_id=target, level3_name=rows[4]["level3_name"], level4_id=str(len(rows) + 1), level4_name="extra"))
-    with pytest.raises(TaxonomyError, match=rf"row {len(rows)}: level3_id {target} has parent level2_id {other_parent}.*strict tree"):
+    rows.append(
+        dict(
+            other,
+            level3_id=target,
+            level3_name=rows[4]["level3_name"],
+            level4_id=str(len(rows) + 1),
+            level4_name="extra",
+        )
+    )
+    with pytest.raises(
+        TaxonomyError, match=rf"row {len(rows)}: level3_id {target} has parent level2_id {other_parent}.*strict tree"
+    ):
         Taxonomy.from_csv(_write(tmp_path / "bad.csv", rows))
 
 
@@ -105,7 +115,9 @@ def test_parent_maps_between_any_two_levels():
     with pytest.raises(ValueError, match="finer to a coarser"):
         taxonomy.parent_map(1, 3)
     # composition: 4 -> 2 -> 1 equals 4 -> 1
-    np.testing.assert_array_equal(taxonomy.parent_map(2, 1)[taxonomy.parent_map(4, 2)][:102], taxonomy.parent_map(4, 1)[:102])
+    np.testing.assert_array_equal(
+        taxonomy.parent_map(2, 1)[taxonomy.parent_map(4, 2)][:102], taxonomy.parent_map(4, 1)[:102]
+    )
 
 
 def test_consistency_counts_valid_paths_and_skips_unlabelled():

@@ -21,7 +21,12 @@ for key, value in {
     os.environ.setdefault(key, value)
 os.environ.pop("RAY_ADDRESS", None)
 
-LOCAL_RAY = {"num_cpus": 4, "object_store_memory": 1 << 30, "include_dashboard": True, "log_to_driver": False}  # as the CLI runs it
+LOCAL_RAY = {
+    "num_cpus": 4,
+    "object_store_memory": 1 << 30,
+    "include_dashboard": True,
+    "log_to_driver": False,
+}  # as the CLI runs it
 #: what the test process is connected to: None, "local" (the session's local Ray) or "other"
 RAY_STATE = {"kind": None}
 

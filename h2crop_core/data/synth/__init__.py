@@ -28,9 +28,14 @@ from h2crop_core.lazy import lazy_exports
 #: public name -> the submodule defining it (imported on first use: the taxonomy generator needs no rasterio)
 _EXPORTS = {
     "synthesize_region": "region",
-    "SynthResult": "samples", "sample_names": "samples", "synthesize_dataset": "samples", "write_splits": "samples",
+    "SynthResult": "samples",
+    "sample_names": "samples",
+    "synthesize_dataset": "samples",
+    "write_splits": "samples",
     "generate_taxonomy": "tree",
-    "SyntheticWorld": "world", "add_clouds": "world", "voronoi_parcels": "world",
+    "SyntheticWorld": "world",
+    "add_clouds": "world",
+    "voronoi_parcels": "world",
 }
 
 __all__ = sorted(_EXPORTS)

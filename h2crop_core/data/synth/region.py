@@ -73,7 +73,14 @@ def synthesize_region(
         raise
     for key, name in REGION_FILES.items():
         staging[key].replace(out / name)
-    write_parcels(out / PARCELS_FILE, scene["parcel"], scene["parcel_leaf"], _profiles(spec, size, crs, origin)["s2"]["transform"], crs, world.taxonomy.class_names(4))
+    write_parcels(
+        out / PARCELS_FILE,
+        scene["parcel"],
+        scene["parcel_leaf"],
+        _profiles(spec, size, crs, origin)["s2"]["transform"],
+        crs,
+        world.taxonomy.class_names(4),
+    )
     manifest = {
         "files": dict(REGION_FILES),
         "parcels": PARCELS_FILE,
@@ -98,10 +105,36 @@ def _profiles(spec: SampleSpec, size: int, crs: str, origin: tuple[float, float]
     enmap_transform = Affine(S2_PIXEL_M * factor, 0.0, origin[0], 0.0, -S2_PIXEL_M * factor, origin[1])
     common = {"driver": "GTiff", "crs": crs, "tiled": True, "blockxsize": 256, "blockysize": 256, "interleave": "pixel"}
     # four uint8 bands would be RGBA to GDAL (band 4 an alpha mask): they are four levels of class ids
-    labels = dict(common, width=size, height=size, count=4, dtype="uint8", transform=s2_transform, nodata=255, photometric="MINISBLACK", alpha="NO")
+    labels = dict(
+        common,
+        width=size,
+        height=size,
+        count=4,
+        dtype="uint8",
+        transform=s2_transform,
+        nodata=255,
+        photometric="MINISBLACK",
+        alpha="NO",
+    )
     return {
-        "s2": dict(common, width=size, height=size, count=spec.months * spec.s2_bands, dtype="int16", transform=s2_transform, nodata=-32768),
-        "enmap": dict(common, width=size // factor, height=size // factor, count=spec.enmap_bands, dtype="int16", transform=enmap_transform, nodata=-32768),
+        "s2": dict(
+            common,
+            width=size,
+            height=size,
+            count=spec.months * spec.s2_bands,
+            dtype="int16",
+            transform=s2_transform,
+            nodata=-32768,
+        ),
+        "enmap": dict(
+            common,
+            width=size // factor,
+            height=size // factor,
+            count=spec.enmap_bands,
+            dtype="int16",
+            transform=enmap_transform,
+            nodata=-32768,
+        ),
         "prior": labels,
         "label": labels,
     }
@@ -124,12 +157,18 @@ def _write_rasters(
     size = profiles["s2"]["width"]
     handles = {key: rasterio.open(paths[key], "w", **profiles[key]) for key in REGION_FILES}
     try:
-        handles["s2"].descriptions = tuple(f"month{m + 1:02d}_band{b + 1:02d}" for m in range(spec.months) for b in range(spec.s2_bands))
-        handles["s2"].update_tags(months=spec.months, s2_bands=spec.s2_bands, layout="month-major: band = month * s2_bands + band")
+        handles["s2"].descriptions = tuple(
+            f"month{m + 1:02d}_band{b + 1:02d}" for m in range(spec.months) for b in range(spec.s2_bands)
+        )
+        handles["s2"].update_tags(
+            months=spec.months, s2_bands=spec.s2_bands, layout="month-major: band = month * s2_bands + band"
+        )
         for key in ("prior", "label"):
             handles[key].descriptions = tuple(f"level{k + 1}" for k in range(4))
             handles[key].write(world.label_stack(scene, key))
-        for top in tqdm(range(0, size, strip_rows), desc="region", unit="strip", disable=not progress, dynamic_ncols=True):
+        for top in tqdm(
+            range(0, size, strip_rows), desc="region", unit="strip", disable=not progress, dynamic_ncols=True
+        ):
             rows = slice(top, min(top + strip_rows, size))
             height = rows.stop - rows.start
             s2, enmap = world.render(scene, rows, rng)

@@ -17,6 +17,7 @@ from h2crop_core.errors import SettingError
 from h2crop_core.files import write_text_atomic
 from h2crop_core.taxonomy import TAXONOMY_FILENAME, Taxonomy
 
+
 # ------------------------------------------------------------------------------------------- datasets
 @dataclass
 class SynthResult:
@@ -86,7 +87,12 @@ def synthesize_dataset(
         s2, enmap = world.render(scene, slice(None), sample_rng)
         if label_fraction < 1:  # its own generator: the images stay those of the dense dataset
             world.sparsify_labels(scene, label_fraction, np.random.default_rng([seed, i, 1]))
-        arrays = {"s2": s2, "enmap": enmap, "label": world.label_stack(scene), "prior": world.label_stack(scene, "prior")}
+        arrays = {
+            "s2": s2,
+            "enmap": enmap,
+            "label": world.label_stack(scene),
+            "prior": world.label_stack(scene, "prior"),
+        }
         with h5py.File(h5_dir / f"{name}.h5", "w") as handle:
             for modality, array in arrays.items():
                 handle.create_dataset(keys[modality], data=array)
@@ -103,13 +109,23 @@ def sample_names(samples: int, seed: int) -> list[str]:
     tiles = ("T31UGQ", "T31TCJ", "T30UXU", "T31UDP")
     names = []
     for i in range(samples):
-        month, day, hour, minute, second = rng.integers(5, 9), rng.integers(1, 28), rng.integers(0, 6), rng.integers(0, 60), rng.integers(0, 60)
+        month, day, hour, minute, second = (
+            rng.integers(5, 9),
+            rng.integers(1, 28),
+            rng.integers(0, 6),
+            rng.integers(0, 60),
+            rng.integers(0, 60),
+        )
         x, y = (rng.integers(0, 30, size=2) * 64).tolist()
-        names.append(f"2022{month:02d}{day:02d}T1{hour}{minute:02d}{second:02d}Z_{i:03d}_x{x}_y{y}_{tiles[i % len(tiles)]}")
+        names.append(
+            f"2022{month:02d}{day:02d}T1{hour}{minute:02d}{second:02d}Z_{i:03d}_x{x}_y{y}_{tiles[i % len(tiles)]}"
+        )
     return names
 
 
-def write_splits(root: Path, names: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
+def write_splits(
+    root: Path, names: list[str], fractions: tuple[float, float, float], seed: int
+) -> dict[str, list[str]]:
     """Shuffle ``names`` into train/val/test lists (every split non-empty when there are ≥ 3 samples)."""
     order = np.random.default_rng(seed + 1).permutation(len(names))
     n = len(names)

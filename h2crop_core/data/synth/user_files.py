@@ -27,7 +27,15 @@ USER_ENMAP_CRS = "EPSG:32632"
 TILED = {"driver": "GTiff", "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
 
 
-def write_parcels(path: Path, parcel: np.ndarray, parcel_leaf: np.ndarray, transform: Affine, crs: str, names: tuple[str, ...], to_crs: str = PARCELS_CRS) -> Path:
+def write_parcels(
+    path: Path,
+    parcel: np.ndarray,
+    parcel_leaf: np.ndarray,
+    transform: Affine,
+    crs: str,
+    names: tuple[str, ...],
+    to_crs: str = PARCELS_CRS,
+) -> Path:
     """Polygonise a scene's parcel raster into a GeoPackage in ``to_crs``: ``parcel_id``, the true
     ``level4_id`` and ``crop`` name of each parcel (the background between parcels is left out)."""
     import geopandas as gpd
@@ -39,7 +47,11 @@ def write_parcels(path: Path, parcel: np.ndarray, parcel_leaf: np.ndarray, trans
         polygons.setdefault(int(value), []).append(shapely.geometry.shape(geometry))
     ids = sorted(polygons)
     frame = gpd.GeoDataFrame(
-        {"parcel_id": ids, "level4_id": [int(parcel_leaf[i]) for i in ids], "crop": [names[parcel_leaf[i]] for i in ids]},
+        {
+            "parcel_id": ids,
+            "level4_id": [int(parcel_leaf[i]) for i in ids],
+            "crop": [names[parcel_leaf[i]] for i in ids],
+        },
         geometry=[shapely.union_all(polygons[i]) for i in ids],
         crs=crs,
     ).to_crs(to_crs)
@@ -50,7 +62,9 @@ def write_parcels(path: Path, parcel: np.ndarray, parcel_leaf: np.ndarray, trans
     return path
 
 
-def write_monthly_s2(s2_path: Path, folder: Path, year: int = 2023, bands: int = 10, strip_rows: int = 512) -> list[Path]:
+def write_monthly_s2(
+    s2_path: Path, folder: Path, year: int = 2023, bands: int = 10, strip_rows: int = 512
+) -> list[Path]:
     """Split a month-major S2 stack into one ``S2_<year>-<month>.tif`` of ``bands`` bands per month."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -63,7 +77,9 @@ def write_monthly_s2(s2_path: Path, folder: Path, year: int = 2023, bands: int =
                 dst.descriptions = src.descriptions[month * bands : (month + 1) * bands]
                 for top in range(0, src.height, strip_rows):
                     window = Window(0, top, src.width, min(strip_rows, src.height - top))
-                    dst.write(src.read(list(range(month * bands + 1, (month + 1) * bands + 1)), window=window), window=window)
+                    dst.write(
+                        src.read(list(range(month * bands + 1, (month + 1) * bands + 1)), window=window), window=window
+                    )
             partial.replace(path)
             written.append(path)
     return written
@@ -73,9 +89,19 @@ def reproject_raster(src_path: Path, path: Path, crs: str, resolution: float, re
     """``src_path`` warped into ``crs`` at ``resolution`` (its own grid, covering the whole source), block by
     block through a WarpedVRT."""
     with rasterio.open(src_path) as src:
-        transform, width, height = calculate_default_transform(src.crs, crs, src.width, src.height, *src.bounds, resolution=resolution)
+        transform, width, height = calculate_default_transform(
+            src.crs, crs, src.width, src.height, *src.bounds, resolution=resolution
+        )
         partial = path.with_name(f".{path.name}{PARTIAL}")
-        with WarpedVRT(src, crs=crs, transform=transform, width=width, height=height, resampling=Resampling[resampling], nodata=src.nodata) as vrt:
+        with WarpedVRT(
+            src,
+            crs=crs,
+            transform=transform,
+            width=width,
+            height=height,
+            resampling=Resampling[resampling],
+            nodata=src.nodata,
+        ) as vrt:
             rasterio.shutil.copy(vrt, partial, **TILED)
     partial.replace(path)
     return path
@@ -89,4 +115,9 @@ def write_user_files(region: Path, out: Path, enmap_crs: str = USER_ENMAP_CRS) -
     enmap = reproject_raster(region / "enmap.tif", out / f"enmap_{enmap_crs.replace(':', '')}.tif", enmap_crs, 30.0)
     rasterio.shutil.copy(region / "prior.tif", out / "prior.tif", **TILED)
     (out / PARCELS_FILE).write_bytes((region / PARCELS_FILE).read_bytes())
-    return {"s2": str(out / "s2"), "enmap": str(enmap), "prior": str(out / "prior.tif"), "parcels": str(out / PARCELS_FILE)}
+    return {
+        "s2": str(out / "s2"),
+        "enmap": str(enmap),
+        "prior": str(out / "prior.tif"),
+        "parcels": str(out / PARCELS_FILE),
+    }

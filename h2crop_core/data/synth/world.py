@@ -59,7 +59,17 @@ class SyntheticWorld:
             s2_confused[leaf] = any((k, int(paths[leaf, k - 1])) in faint_groups for k in (2, 3))
         enmap = _enmap_signatures(paths, spec, level1_curve, rng)
         predecessor = _rotations(paths, rng)
-        return cls(taxonomy, spec, frequency, s2, enmap, _transmission(spec.enmap_bands), predecessor, s2_confused, frozenset(faint_groups))
+        return cls(
+            taxonomy,
+            spec,
+            frequency,
+            s2,
+            enmap,
+            _transmission(spec.enmap_bands),
+            predecessor,
+            s2_confused,
+            frozenset(faint_groups),
+        )
 
     def scene(self, height: int, width: int, rng: np.random.Generator, parcel_spacing: float = 22.0) -> dict:
         """Parcels, their crops and last year's crops over a (height, width) S2 grid.
@@ -103,7 +113,9 @@ class SyntheticWorld:
             stack[:, ~scene["labelled"][parcel]] = UNLABELLED
         return stack
 
-    def render(self, scene: dict, rows: slice, rng: np.random.Generator, months: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def render(
+        self, scene: dict, rows: slice, rng: np.random.Generator, months: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """S2 (T, bands, h, W) and EnMAP (bands, h/3, W/3) int16 for the scene rows ``rows`` (multiples of 3)."""
         spec = self.spec
         months = months or spec.months
@@ -146,7 +158,9 @@ def add_clouds(scene: dict, rng: np.random.Generator, months: int, probability: 
     scene["clouds"] = clouds
 
 
-def voronoi_parcels(height: int, width: int, rng: np.random.Generator, spacing: float = 22.0, border: float = 1.2) -> tuple[np.ndarray, int]:
+def voronoi_parcels(
+    height: int, width: int, rng: np.random.Generator, spacing: float = 22.0, border: float = 1.2
+) -> tuple[np.ndarray, int]:
     """Convex polygonal parcels: an anisotropic Voronoi tessellation with a background margin between cells.
 
     Seeds sit on a jittered grid in a randomly rotated and stretched coordinate frame, so each pixel only
@@ -214,7 +228,12 @@ def _s2_node_effects(paths: np.ndarray, spec: SampleSpec, rng: np.random.Generat
                 faint_groups.add((k, parent))
             onset = rng.uniform(low, high)
             ramp = np.clip((t - onset + 1) / 2, 0, 1)
-            node_effect[k][node] = S2_AMPLITUDE[k] * ramp[:, None] * rng.choice([-1, 1], spec.s2_bands) * rng.uniform(0.5, 1, spec.s2_bands)
+            node_effect[k][node] = (
+                S2_AMPLITUDE[k]
+                * ramp[:, None]
+                * rng.choice([-1, 1], spec.s2_bands)
+                * rng.uniform(0.5, 1, spec.s2_bands)
+            )
     # A faint group stays faint all the way down: its members' descendants differ in EnMAP only.
     for k in (2, 3):
         for node in np.unique(paths[1:, k]):

@@ -18,7 +18,9 @@ def _table(num_positions: int, dim: int) -> Tensor:
     return table.float()
 
 
-def sinusoid_table(num_positions: int, dim: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+def sinusoid_table(
+    num_positions: int, dim: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> Tensor:
     """(1, num_positions, dim) fixed sinusoidal position table; computed once per size on the CPU.
 
     Not a parameter or buffer: it is never learned and depends only on the token count, so any tile size

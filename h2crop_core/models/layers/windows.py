@@ -32,9 +32,7 @@ def padded_size(size: Size3, window: Size3) -> Size3:
 
 def partition(x: Tensor, window: Size3) -> Tensor:
     """(B, D, H, W, C) -> (B·nW, wd·wh·ww, C); D, H, W must be multiples of the window."""
-    return rearrange(
-        x, "b (d wd) (h wh) (w ww) c -> (b d h w) (wd wh ww) c", wd=window[0], wh=window[1], ww=window[2]
-    )
+    return rearrange(x, "b (d wd) (h wh) (w ww) c -> (b d h w) (wd wh ww) c", wd=window[0], wh=window[1], ww=window[2])
 
 
 def reverse(windows: Tensor, window: Size3, size: Size3) -> Tensor:
@@ -43,7 +41,12 @@ def reverse(windows: Tensor, window: Size3, size: Size3) -> Tensor:
     return rearrange(
         windows,
         "(b d h w) (wd wh ww) c -> b (d wd) (h wh) (w ww) c",
-        d=d, h=h, w=w, wd=window[0], wh=window[1], ww=window[2],
+        d=d,
+        h=h,
+        w=w,
+        wd=window[0],
+        wh=window[1],
+        ww=window[2],
     )
 
 

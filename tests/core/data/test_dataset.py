@@ -13,7 +13,9 @@ def test_batches_collate_as_with_the_default_collate(synth_root):
     paths = DatasetIndex(synth_root).split_paths("train")[:4]
     loader = DataLoader(H2CropDataset(paths, READER), batch_size=2, num_workers=2, collate_fn=collate_samples)
     batches = list(raise_read_failures(loader))
-    assert len(batches) == 2 and batches[0]["s2"].shape == (2, 6, 10, 192, 192) and batches[0]["s2"].dtype == torch.int16
+    assert (
+        len(batches) == 2 and batches[0]["s2"].shape == (2, 6, 10, 192, 192) and batches[0]["s2"].dtype == torch.int16
+    )
     assert batches[1]["name"] == [p.stem for p in paths[2:]]
 
 
@@ -27,7 +29,11 @@ def test_a_bad_file_in_a_loader_worker_arrives_as_its_own_error(writable_root):
             pass
     assert type(info.value) is SampleError
     message = str(info.value)
-    assert message.startswith(f"{bad}: expected a readable HDF5 file") and "\n" not in message and "Traceback" not in message
+    assert (
+        message.startswith(f"{bad}: expected a readable HDF5 file")
+        and "\n" not in message
+        and "Traceback" not in message
+    )
     assert info.value.path == str(bad) and info.value.key is None
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from h2crop_core.data.index import DatasetIndex
+from h2crop_core.data.normalise import NormStats
 from h2crop_core.data.reader import SampleError, SampleReader, read_sample
 from h2crop_core.data.schema import KEY_SPELLINGS, window_months
-from h2crop_core.data.normalise import NormStats
 from h2crop_core.data.synth import synthesize_dataset
 
 
@@ -59,7 +59,10 @@ def test_only_the_modalities_asked_for_are_read(synth_root):
 
 
 def test_unlabelled_255_is_kept(synth_root, synth_taxonomy):
-    labels = [read_sample(p, modalities=["label"], taxonomy=synth_taxonomy)["label"] for p in DatasetIndex(synth_root).all_paths()]
+    labels = [
+        read_sample(p, modalities=["label"], taxonomy=synth_taxonomy)["label"]
+        for p in DatasetIndex(synth_root).all_paths()
+    ]
     assert any((label == 255).any() for label in labels)
     assert all(label.dtype == np.uint8 and label.shape == (4, 192, 192) for label in labels)
 
@@ -72,7 +75,9 @@ def test_normalisation_z_scores_with_the_given_stats(synth_root):
     assert normed["s2"].dtype == np.float32 and normed["enmap"].dtype == np.float32
     expected = (raw["s2"].astype(np.float64) - stats.s2_mean[None, :, None, None]) / 50.0
     np.testing.assert_allclose(normed["s2"], expected, rtol=1e-5, atol=1e-3)
-    np.testing.assert_allclose(normed["enmap"], (raw["enmap"] - 7.0) / stats.enmap_std[:, None, None], rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(
+        normed["enmap"], (raw["enmap"] - 7.0) / stats.enmap_std[:, None, None], rtol=1e-5, atol=1e-3
+    )
 
 
 # ------------------------------------------------------------------------------------------- bad input
@@ -118,7 +123,9 @@ def test_labels_beyond_the_taxonomy_are_rejected(writable_root):
     label[2, 5, 5] = 200
     _rewrite(path, "label", label)
     read_sample(path, modalities=["label"])  # no taxonomy: no range check
-    with pytest.raises(SampleError, match=r"\[label\]: expected level3 ids 0..82 or 255.*found id\(s\) \[83, 200\] on 10 pixel"):
+    with pytest.raises(
+        SampleError, match=r"\[label\]: expected level3 ids 0..82 or 255.*found id\(s\) \[83, 200\] on 10 pixel"
+    ):
         read_sample(path, modalities=["label"], taxonomy=taxonomy)
     prior = read_sample(path, modalities=["prior"])["prior"]
     prior[0, 0, 0] = 7  # level 1 has ids 0..6

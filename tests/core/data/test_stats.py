@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from h2crop_core.data.index import DatasetIndex
-from h2crop_core.data.reader import read_sample
 from h2crop_core.data.normalise import NormStats
+from h2crop_core.data.reader import read_sample
 from h2crop_core.data.stats import RunningMoments, compute_norm_stats
 
 

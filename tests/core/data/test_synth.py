@@ -97,7 +97,10 @@ def _nearest_centroid_f1(samples, level, months, with_enmap, train=8, per_sample
     keep = np.isin(y_test, classes)
     distances = (x_test[keep] ** 2).sum(1)[:, None] - 2 * x_test[keep] @ centroids.T + (centroids**2).sum(1)
     predicted, truth = classes[distances.argmin(1)], y_test[keep]
-    f1 = [2 * ((predicted == c) & (truth == c)).sum() / ((predicted == c).sum() + (truth == c).sum()) for c in np.unique(truth)]
+    f1 = [
+        2 * ((predicted == c) & (truth == c)).sum() / ((predicted == c).sum() + (truth == c).sum())
+        for c in np.unique(truth)
+    ]
     return float(np.mean(f1))
 
 
@@ -144,7 +147,12 @@ def test_region_is_georeferenced_and_aligned(synth_root):
     region = synth_root / "region"
     manifest = json.loads((region / "region.json").read_text())
     size = manifest["size"]
-    with rasterio.open(region / "s2.tif") as s2, rasterio.open(region / "enmap.tif") as enmap, rasterio.open(region / "label.tif") as label, rasterio.open(region / "prior.tif") as prior:
+    with (
+        rasterio.open(region / "s2.tif") as s2,
+        rasterio.open(region / "enmap.tif") as enmap,
+        rasterio.open(region / "label.tif") as label,
+        rasterio.open(region / "prior.tif") as prior,
+    ):
         assert s2.crs.is_projected and s2.crs == enmap.crs == label.crs == prior.crs
         assert (s2.count, s2.width, s2.height, s2.dtypes[0]) == (120, size, size, "int16")
         assert (enmap.count, enmap.width, enmap.dtypes[0]) == (218, size // 3, "int16")

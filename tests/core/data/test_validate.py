@@ -31,7 +31,11 @@ def test_a_misshaped_file_among_small_tiles_is_still_caught(small_root, synth_ro
     report = validate_dataset(small_root, progress=False)
     assert (report.checked, report.good) == (5, 4)
     [bad] = report.bad
-    assert bad["path"] == str(victim) and bad["expected"] == "shape (12, 10, 96, 96)" and bad["found"] == "shape (12, 10, 192, 192)"
+    assert (
+        bad["path"] == str(victim)
+        and bad["expected"] == "shape (12, 10, 96, 96)"
+        and bad["found"] == "shape (12, 10, 192, 192)"
+    )
 
 
 def test_a_dataset_whose_files_are_all_unreadable_reports_every_file(small_root):

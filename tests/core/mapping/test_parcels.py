@@ -16,7 +16,14 @@ from h2crop_core.mapping.results import TileResult
 
 CRS = "EPSG:32631"
 TRANSFORM = Affine(10, 0, 600_000, 0, -10, 5_000_000)
-COLUMNS = ["fid", *[f"level{k}_{what}" for k in range(1, 5) for what in ("id", "name")], "level4_share", "level4_confidence", "n_pixels", "geometry"]
+COLUMNS = [
+    "fid",
+    *[f"level{k}_{what}" for k in range(1, 5) for what in ("id", "name")],
+    "level4_share",
+    "level4_confidence",
+    "n_pixels",
+    "geometry",
+]
 
 
 def write_map(folder, ids, confidence, taxonomy):
@@ -27,7 +34,9 @@ def write_map(folder, ids, confidence, taxonomy):
     for tile in tiles:
         row0, row1, col0, col1 = tile.core
         store.write(tile, TileResult(ids[:, row0:row1, col0:col1], confidence[:, row0:row1, col0:col1]))
-    write_level_cogs(store, tiles, (1, 2, 3, 4), {"crs": CRS, "transform": TRANSFORM, "height": height, "width": width}, taxonomy)
+    write_level_cogs(
+        store, tiles, (1, 2, 3, 4), {"crs": CRS, "transform": TRANSFORM, "height": height, "width": width}, taxonomy
+    )
     return folder
 
 
@@ -70,18 +79,26 @@ def independent_counts(polygon, ids, confidence):
     return ids[3][inside], confidence[3][inside]
 
 
-def test_parcels_match_an_independent_count_and_round_trip_as_geoparquet(noisy_map, synth_taxonomy, tmp_path, monkeypatch):
+def test_parcels_match_an_independent_count_and_round_trip_as_geoparquet(
+    noisy_map, synth_taxonomy, tmp_path, monkeypatch
+):
     folder, ids, confidence = noisy_map
     monkeypatch.setattr(parcels_module, "BLOCK", 64)  # parcels straddle blocks
     polygons = random_parcels(np.random.default_rng(2), 60)
-    lambert = gpd.GeoDataFrame({"code": [f"P{i:03d}" for i in range(len(polygons))]}, geometry=polygons, crs=CRS).to_crs("EPSG:2154")
+    lambert = gpd.GeoDataFrame(
+        {"code": [f"P{i:03d}" for i in range(len(polygons))]}, geometry=polygons, crs=CRS
+    ).to_crs("EPSG:2154")
     lambert.to_file(tmp_path / "parcels.gpkg", driver="GPKG")
-    result = parcel_statistics(folder, tmp_path / "parcels.gpkg", tmp_path / "out.parquet", id_column="code", batch_size=7, progress=False)
+    result = parcel_statistics(
+        folder, tmp_path / "parcels.gpkg", tmp_path / "out.parquet", id_column="code", batch_size=7, progress=False
+    )
     assert result["parcels"] == len(polygons) and result["crs"] == "EPSG:2154"
     table = gpd.read_parquet(tmp_path / "out.parquet")
     assert table.crs == "EPSG:2154" and list(table.columns) == ["code", *COLUMNS[1:]]
     assert table["code"].tolist() == lambert["code"].tolist()
-    assert table.geometry.geom_equals_exact(lambert.geometry, tolerance=1e-6).all(), "geometries as they came, in their CRS"
+    assert table.geometry.geom_equals_exact(lambert.geometry, tolerance=1e-6).all(), (
+        "geometries as they came, in their CRS"
+    )
     names = [synth_taxonomy.class_names(k) for k in range(1, 5)]
     for polygon, row in zip(polygons, table.itertuples()):
         classes, conf = independent_counts(polygon, ids, confidence)
@@ -97,7 +114,9 @@ def test_parcels_match_an_independent_count_and_round_trip_as_geoparquet(noisy_m
         path = synth_taxonomy.paths[majority]
         assert [row.level1_id, row.level2_id, row.level3_id] == path[:3].tolist(), "levels 1-3 from the leaf's path"
         assert row.level1_name == names[0][path[0]]
-    assert table["n_pixels"].iloc[-2] == 0 and table["n_pixels"].iloc[-1] == 0, "outside / over nodata: nulls, not an error"
+    assert table["n_pixels"].iloc[-2] == 0 and table["n_pixels"].iloc[-1] == 0, (
+        "outside / over nodata: nulls, not an error"
+    )
     assert result["mapped"] == int((table["n_pixels"] > 0).sum()) >= 40
 
 
@@ -116,7 +135,9 @@ def test_synthetic_parcels_get_their_true_crop_from_a_perfect_map(synth_root, sy
     np.testing.assert_array_equal(table.loc[labelled, "level4_id"].astype(int), truth.loc[labelled, "level4_id"])
     assert (table.loc[labelled, "level4_share"] == 1.0).all()
     assert table.loc[labelled, "level4_confidence"].round(6).eq(round(200 / 255, 6)).all()
-    assert synth_taxonomy.valid_path_mask(np.stack([table.loc[labelled, f"level{k}_id"].astype(int) for k in range(1, 5)])[:, None]).all()
+    assert synth_taxonomy.valid_path_mask(
+        np.stack([table.loc[labelled, f"level{k}_id"].astype(int) for k in range(1, 5)])[:, None]
+    ).all()
 
 
 def test_parcels_need_a_finished_map_and_a_readable_file(noisy_map, tmp_path):
@@ -127,10 +148,14 @@ def test_parcels_need_a_finished_map_and_a_readable_file(noisy_map, tmp_path):
 
     with pytest.raises(VectorError, match=r"nope.gpkg: no such file"):
         parcel_statistics(folder, tmp_path / "nope.gpkg", tmp_path / "out.parquet", progress=False)
-    gpd.GeoDataFrame({"a": [1]}, geometry=[shapely.box(600_000, 4_999_000, 600_100, 4_999_100)], crs=CRS).to_parquet(tmp_path / "p.parquet")
+    gpd.GeoDataFrame({"a": [1]}, geometry=[shapely.box(600_000, 4_999_000, 600_100, 4_999_100)], crs=CRS).to_parquet(
+        tmp_path / "p.parquet"
+    )
     with pytest.raises(VectorError, match=r"p.parquet: no column 'ID' \(--id-column\); it has \['a', 'geometry'\]"):
         parcel_statistics(folder, tmp_path / "p.parquet", tmp_path / "out.parquet", id_column="ID", progress=False)
-    parcel_statistics(folder, tmp_path / "p.parquet", tmp_path / "out.parquet", id_column="a", progress=False)  # GeoParquet in
+    parcel_statistics(
+        folder, tmp_path / "p.parquet", tmp_path / "out.parquet", id_column="a", progress=False
+    )  # GeoParquet in
     assert gpd.read_parquet(tmp_path / "out.parquet")["n_pixels"].iloc[0] == 100
     assert not list(tmp_path.glob(".*partial*"))
     assert json.loads((folder / "map.json").read_text())["levels"] == [1, 2, 3, 4]

@@ -13,7 +13,15 @@ def setup(synth_root, synth_taxonomy):
     config = get_preset("tiny_crops_S2_H_P_jun", num_classes=synth_taxonomy.num_classes)
     torch.manual_seed(0)
     model = DualStreamModel(config).eval()
-    reader = RegionReader(inputs_from_region(synth_root / "region"), "jun", config.input_keys, stats, s2_bands=10, enmap_bands=218, factor=3)
+    reader = RegionReader(
+        inputs_from_region(synth_root / "region"),
+        "jun",
+        config.input_keys,
+        stats,
+        s2_bands=10,
+        enmap_bands=218,
+        factor=3,
+    )
     return model, reader, TileGrid(192, 192, tile=96, margin=8).tiles()
 
 
@@ -43,7 +51,9 @@ def test_cores_are_the_tile_predictions_cropped_and_nodata_is_255(setup, synth_t
 
 def test_consistent_decoding_gives_taxonomy_paths(setup, synth_taxonomy):
     model, reader, tiles = setup
-    ((core, confidence),) = predict_tiles(model, [reader.read(tiles[8])], [tiles[8]], decode="consistent", paths=synth_taxonomy.paths)
+    ((core, confidence),) = predict_tiles(
+        model, [reader.read(tiles[8])], [tiles[8]], decode="consistent", paths=synth_taxonomy.paths
+    )
     assert synth_taxonomy.valid_path_mask(core).all()
     assert (confidence[1:] <= confidence[:-1]).all(), "a path is never likelier than its first steps"
     with pytest.raises(ValueError, match="needs a four-level model and the taxonomy's paths"):

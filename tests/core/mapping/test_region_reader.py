@@ -20,7 +20,9 @@ ALL = ("s2", "enmap", "prior")
 @pytest.fixture(scope="module")
 def stats() -> NormStats:
     rng = np.random.default_rng(0)
-    return NormStats(rng.uniform(500, 1500, 10), rng.uniform(100, 300, 10), rng.uniform(500, 1500, 218), rng.uniform(100, 300, 218))
+    return NormStats(
+        rng.uniform(500, 1500, 10), rng.uniform(100, 300, 10), rng.uniform(500, 1500, 218), rng.uniform(100, 300, 218)
+    )
 
 
 def reader_for(inputs, stats, modalities=ALL, resampling="average", **kwargs):
@@ -46,10 +48,21 @@ def rewrite(path, data, like=None, **profile_changes):
 def warp_to(src_path, path, crs, resolution, resampling=Resampling.nearest):
     """``src_path`` reprojected into ``crs`` (independently of the reader: rasterio.warp.reproject)."""
     with rasterio.open(src_path) as src:
-        transform, width, height = calculate_default_transform(src.crs, crs, src.width, src.height, *src.bounds, resolution=resolution)
+        transform, width, height = calculate_default_transform(
+            src.crs, crs, src.width, src.height, *src.bounds, resolution=resolution
+        )
         data = np.full((src.count, height, width), src.nodata, src.dtypes[0])
-        reproject(src.read(), data, src_transform=src.transform, src_crs=src.crs, dst_transform=transform, dst_crs=crs,
-                  resampling=resampling, src_nodata=src.nodata, dst_nodata=src.nodata)
+        reproject(
+            src.read(),
+            data,
+            src_transform=src.transform,
+            src_crs=src.crs,
+            dst_transform=transform,
+            dst_crs=crs,
+            resampling=resampling,
+            src_nodata=src.nodata,
+            dst_nodata=src.nodata,
+        )
         profile = {**src.profile, "crs": crs, "transform": transform, "width": width, "height": height}
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
@@ -72,7 +85,12 @@ def test_tiles_read_the_rasters_under_them_z_scored(synth_root, stats):
         under = src.window(*s2.window_bounds(Window(tile.col, tile.row, 96, 96)))
         coarse = src.read(window=under.round_offsets().round_lengths())
         assert coarse.shape == (218, 32, 32)
-    np.testing.assert_allclose(sample["enmap"], (coarse - stats.enmap_mean[:, None, None]) / stats.enmap_std[:, None, None], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        sample["enmap"],
+        (coarse - stats.enmap_mean[:, None, None]) / stats.enmap_std[:, None, None],
+        rtol=1e-5,
+        atol=1e-5,
+    )
     with rasterio.open(region / "prior.tif") as src:
         np.testing.assert_array_equal(sample["prior"], src.read(window=Window(tile.col, tile.row, 96, 96)))
     assert sample["valid"].all()
@@ -82,7 +100,14 @@ def test_monthly_files_read_as_the_stacked_file(synth_root, stats, tmp_path):
     write_monthly_s2(synth_root / "region" / "s2.tif", tmp_path / "s2")
     (tmp_path / "s2" / "S2_2023-09.tif").unlink()  # months past the window are not needed
     stacked = reader_for(region_inputs(synth_root), stats)
-    monthly = reader_for(region_inputs(synth_root, **MapInputs.from_paths(tmp_path / "s2").__dict__ | {"enmap": stacked.inputs.enmap, "prior": stacked.inputs.prior}), stats)
+    monthly = reader_for(
+        region_inputs(
+            synth_root,
+            **MapInputs.from_paths(tmp_path / "s2").__dict__
+            | {"enmap": stacked.inputs.enmap, "prior": stacked.inputs.prior},
+        ),
+        stats,
+    )
     assert monthly.inputs.s2_months == (1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12)
     for tile in TileGrid(192, 192, tile=96, margin=8).tiles()[::4]:
         a, b = stacked.read(tile), monthly.read(tile)
@@ -117,12 +142,16 @@ def test_enmap_in_another_crs_is_warped_onto_the_s2_grid(synth_root, stats, tmp_
     assert same / total > 0.97, same / total
     # the default (average) on a raster already on the grid: the plain read, offset by whole pixels
     with rasterio.open(synth_root / "region" / "enmap.tif") as src:
-        shifted = rewrite(tmp_path / "shifted.tif", src.read(), like=src.name, transform=src.transform @ Affine.translation(1, 0))
+        shifted = rewrite(
+            tmp_path / "shifted.tif", src.read(), like=src.name, transform=src.transform @ Affine.translation(1, 0)
+        )
     reader = reader_for(region_inputs(synth_root, enmap=str(shifted)), stats)
     assert reader._sources["enmap"].offset == (-1, 0)
     sample = reader.read(tiles[0])
     np.testing.assert_array_equal(sample["enmap"][:, :, 1:], aligned.read(tiles[0])["enmap"][:, :, :-1])
-    assert not sample["valid"][:, :3].any() and sample["valid"][:, 3:].all(), "no EnMAP west of the shifted scene: no map there"
+    assert not sample["valid"][:, :3].any() and sample["valid"][:, 3:].all(), (
+        "no EnMAP west of the shifted scene: no map there"
+    )
 
 
 def test_nodata_in_s2_or_enmap_marks_pixels_invalid(synth_root, stats, tmp_path):
@@ -153,18 +182,40 @@ def test_inputs_the_model_cannot_use_are_refused_naming_the_file(synth_root, sta
     with rasterio.open(enmap_like) as src:
         enmap, far = src.read(), Affine.translation(50_000, 0) @ src.transform
     cases = [
-        (dict(s2=(str(rewrite(tmp_path / "s2_115.tif", s2[:115], s2_like)),)), r"s2_115.tif: 115 bands is not a whole number of months of 10"),
-        (dict(s2=(str(rewrite(tmp_path / "s2_40.tif", s2[:40], s2_like)),)), r"s2_40.tif: 40 bands = 4 months; the model's window needs 6"),
-        (dict(enmap=str(rewrite(tmp_path / "enmap_224.tif", np.concatenate([enmap, enmap[:6]]), enmap_like))), r"enmap_224.tif: 224 bands; the model reads 218: pick them with --enmap-bands"),
-        (dict(enmap=str(tmp_path / "enmap_224.tif"), enmap_bands=tuple(range(1, 100))), r"enmap_224.tif: --enmap-bands picks 99 bands up to 99 of 224"),
-        (dict(prior=str(rewrite(tmp_path / "prior_3.tif", np.zeros((3, 192, 192), np.uint8), prior_like))), r"prior_3.tif: 3 bands; a prior crop map has 4"),
-        (dict(enmap=str(rewrite(tmp_path / "far.tif", enmap, enmap_like, transform=far))), r"far.tif: does not overlap .*s2.tif"),
+        (
+            dict(s2=(str(rewrite(tmp_path / "s2_115.tif", s2[:115], s2_like)),)),
+            r"s2_115.tif: 115 bands is not a whole number of months of 10",
+        ),
+        (
+            dict(s2=(str(rewrite(tmp_path / "s2_40.tif", s2[:40], s2_like)),)),
+            r"s2_40.tif: 40 bands = 4 months; the model's window needs 6",
+        ),
+        (
+            dict(enmap=str(rewrite(tmp_path / "enmap_224.tif", np.concatenate([enmap, enmap[:6]]), enmap_like))),
+            r"enmap_224.tif: 224 bands; the model reads 218: pick them with --enmap-bands",
+        ),
+        (
+            dict(enmap=str(tmp_path / "enmap_224.tif"), enmap_bands=tuple(range(1, 100))),
+            r"enmap_224.tif: --enmap-bands picks 99 bands up to 99 of 224",
+        ),
+        (
+            dict(prior=str(rewrite(tmp_path / "prior_3.tif", np.zeros((3, 192, 192), np.uint8), prior_like))),
+            r"prior_3.tif: 3 bands; a prior crop map has 4",
+        ),
+        (
+            dict(enmap=str(rewrite(tmp_path / "far.tif", enmap, enmap_like, transform=far))),
+            r"far.tif: does not overlap .*s2.tif",
+        ),
         (dict(enmap=str(rewrite(tmp_path / "no_crs.tif", enmap, enmap_like, crs=None))), r"no_crs.tif: has no CRS"),
         (dict(enmap=None), r"the model reads enmap; give it with --enmap"),
     ]
     for changes, message in cases:
         with pytest.raises(RegionError, match=message):
             reader_for(region_inputs(synth_root, **changes), stats)
-    picked = reader_for(region_inputs(synth_root, enmap=str(tmp_path / "enmap_224.tif"), enmap_bands=tuple(range(1, 219))), stats)
+    picked = reader_for(
+        region_inputs(synth_root, enmap=str(tmp_path / "enmap_224.tif"), enmap_bands=tuple(range(1, 219))), stats
+    )
     tile = TileGrid(192, 192, tile=96, margin=8).tiles()[0]
-    np.testing.assert_array_equal(picked.read(tile)["enmap"], reader_for(region_inputs(synth_root), stats).read(tile)["enmap"])
+    np.testing.assert_array_equal(
+        picked.read(tile)["enmap"], reader_for(region_inputs(synth_root), stats).read(tile)["enmap"]
+    )

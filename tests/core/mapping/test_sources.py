@@ -14,14 +14,26 @@ from h2crop_core.mapping.sources import month_in_name, parse_band_list
 
 @pytest.mark.parametrize(
     "name, month",
-    [("S2_2023-03.tif", 3), ("s2_202311.tif", 11), ("T31UGQ_20230715_composite.tif", 7), ("march.tif", 3),
-     ("S2_Sep.tif", 9), ("m02.tif", 2), ("S2_T31UGQ_2022_12.tif", 12), ("month_1.tif", 1), ("tile12_m03.tif", 3)],
+    [
+        ("S2_2023-03.tif", 3),
+        ("s2_202311.tif", 11),
+        ("T31UGQ_20230715_composite.tif", 7),
+        ("march.tif", 3),
+        ("S2_Sep.tif", 9),
+        ("m02.tif", 2),
+        ("S2_T31UGQ_2022_12.tif", 12),
+        ("month_1.tif", 1),
+        ("tile12_m03.tif", 3),
+    ],
 )
 def test_the_month_is_read_from_the_name(name, month):
     assert month_in_name(Path(name)) == month
 
 
-@pytest.mark.parametrize("name, message", [("s2_composite.tif", "no month in the name"), ("s2_06_m03.tif", r"more than one month \(\[3, 6\]\)")])
+@pytest.mark.parametrize(
+    "name, message",
+    [("s2_composite.tif", "no month in the name"), ("s2_06_m03.tif", r"more than one month \(\[3, 6\]\)")],
+)
 def test_names_without_one_month_are_refused(name, message):
     with pytest.raises(RegionError, match=message):
         month_in_name(Path(name))

@@ -6,8 +6,16 @@ from h2crop_core.mapping import TileGrid
 
 @pytest.mark.parametrize(
     "height, width, tile, margin",
-    [(192, 192, 96, 8), (1008, 1008, 192, 16), (288, 600, 96, 0), (96, 300, 96, 20), (195, 384, 192, 30),
-     (301, 200, 96, 8), (50, 70, 96, 8), (97, 1000, 96, 16)],
+    [
+        (192, 192, 96, 8),
+        (1008, 1008, 192, 16),
+        (288, 600, 96, 0),
+        (96, 300, 96, 20),
+        (195, 384, 192, 30),
+        (301, 200, 96, 8),
+        (50, 70, 96, 8),
+        (97, 1000, 96, 16),
+    ],
 )
 def test_cores_partition_the_region_and_stay_inside_their_tiles(height, width, tile, margin):
     """Any raster size: the last tiles may run off the far edges by less than one EnMAP pixel (or, for a
@@ -21,8 +29,12 @@ def test_cores_partition_the_region_and_stay_inside_their_tiles(height, width, t
         row0, row1, col0, col1 = t.core
         assert t.row <= row0 < row1 <= t.row + tile and t.col <= col0 < col1 <= t.col + tile
         # inner edges keep the margin: only region borders may reach the tile edge
-        for inner_edge, distance in ((row0 > 0, row0 - t.row), (col0 > 0, col0 - t.col),
-                                     (row1 < height, t.row + tile - row1), (col1 < width, t.col + tile - col1)):
+        for inner_edge, distance in (
+            (row0 > 0, row0 - t.row),
+            (col0 > 0, col0 - t.col),
+            (row1 < height, t.row + tile - row1),
+            (col1 < width, t.col + tile - col1),
+        ):
             if inner_edge:
                 assert distance >= margin
         owners[row0:row1, col0:col1] += 1

@@ -31,8 +31,10 @@ def test_level_cogs_mosaic_the_owned_cores(synth_taxonomy: Taxonomy, tmp_path):
     manifest = write_level_cogs(store, tiles, (1, 2, 3, 4), {**GRID, "height": 600, "width": 600}, synth_taxonomy)
     assert json.loads((tmp_path / "map" / "map.json").read_text()) == manifest
     assert manifest["files"] == {
-        **{f"level{k}": f"level{k}.tif" for k in range(1, 5)}, **{f"confidence_level{k}": f"confidence_level{k}.tif" for k in range(1, 5)},
-        "summary": "summary.json", "quicklook": "quicklook.png",
+        **{f"level{k}": f"level{k}.tif" for k in range(1, 5)},
+        **{f"confidence_level{k}": f"confidence_level{k}.tif" for k in range(1, 5)},
+        "summary": "summary.json",
+        "quicklook": "quicklook.png",
     }
     from PIL import Image
     from rio_cogeo.cogeo import cog_validate
@@ -44,11 +46,16 @@ def test_level_cogs_mosaic_the_owned_cores(synth_taxonomy: Taxonomy, tmp_path):
         row0, row1, col0, col1 = tile.core
         expected[:, row0:row1, col0:col1], expected_confidence[:, row0:row1, col0:col1] = store.read(tile.index)
     for k in range(1, 5):
-        for name, nodata, values in ((f"level{k}", 255, expected[k - 1]), (f"confidence_level{k}", 0, expected_confidence[k - 1])):
+        for name, nodata, values in (
+            (f"level{k}", 255, expected[k - 1]),
+            (f"confidence_level{k}", 0, expected_confidence[k - 1]),
+        ):
             assert cog_validate(tmp_path / "map" / f"{name}.tif", strict=True) == (True, [], [])
             with rasterio.open(tmp_path / "map" / f"{name}.tif") as src:
                 assert src.overviews(1), "a COG of 600 px with 256-px blocks has overviews"
-                assert src.crs.to_string() == "EPSG:32631" and src.transform == GRID["transform"] and src.nodata == nodata
+                assert (
+                    src.crs.to_string() == "EPSG:32631" and src.transform == GRID["transform"] and src.nodata == nodata
+                )
                 assert src.dtypes[0] == "uint8"
                 np.testing.assert_array_equal(src.read(1), values)
         with rasterio.open(tmp_path / "map" / f"level{k}.tif") as src:
@@ -57,19 +64,28 @@ def test_level_cogs_mosaic_the_owned_cores(synth_taxonomy: Taxonomy, tmp_path):
             assert src.tags(1)["class_1"] == synth_taxonomy.class_names(k)[1]
     # class areas: 10 m pixels are 0.01 ha; the summary's are the mosaic's own pixel counts
     summary = json.loads((tmp_path / "map" / "summary.json").read_text())
-    assert summary["grid_km2"] == pytest.approx(600 * 600 * 100 / 1e6) and summary["mapped_km2"] == pytest.approx(summary["grid_km2"])
+    assert summary["grid_km2"] == pytest.approx(600 * 600 * 100 / 1e6) and summary["mapped_km2"] == pytest.approx(
+        summary["grid_km2"]
+    )
     for k in range(1, 5):
         ids, counts = np.unique(expected[k - 1], return_counts=True)
         names = synth_taxonomy.class_names(k)
         assert summary["class_area_ha"][f"level{k}"] == pytest.approx({names[i]: c * 0.01 for i, c in zip(ids, counts)})
-        assert list(summary["class_area_ha"][f"level{k}"].values()) == sorted(summary["class_area_ha"][f"level{k}"].values(), reverse=True)
+        assert list(summary["class_area_ha"][f"level{k}"].values()) == sorted(
+            summary["class_area_ha"][f"level{k}"].values(), reverse=True
+        )
     assert not list((tmp_path / "map").glob(".*")), "no staging or partial files left behind"
 
 
 def test_a_level_of_more_than_255_classes_is_written_as_uint16(tmp_path):
     """The taxonomy CSV allows ids up to 254, but a checkpoint's taxonomy is not bound to that: the map
     widens to uint16 (nodata 65535) rather than wrapping ids around."""
-    names = (("background", "a"), ("background", "b"), ("background", "c"), ("background", *(f"leaf{i}" for i in range(1, 300))))
+    names = (
+        ("background", "a"),
+        ("background", "b"),
+        ("background", "c"),
+        ("background", *(f"leaf{i}" for i in range(1, 300))),
+    )
     paths = np.array([[0, 0, 0, 0]] + [[1, 1, 1, i] for i in range(1, 300)])
     wide = Taxonomy(names=names, paths=paths, codes=("",) * 300, source="test")
     tiles = TileGrid(192, 192, tile=96, margin=8).tiles()

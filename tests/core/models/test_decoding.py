@@ -47,7 +47,10 @@ def test_consistent_decoding_picks_the_most_probable_path(taxonomy: Taxonomy) ->
 def test_consistent_decoding_keeps_a_confident_consistent_argmax(taxonomy: Taxonomy) -> None:
     leaves = torch.randint(0, len(taxonomy.paths), (1, 8, 8))
     paths = torch.as_tensor(taxonomy.paths)[leaves]  # (1, 8, 8, 4) valid paths
-    logits = [torch.nn.functional.one_hot(paths[..., k], n).permute(0, 3, 1, 2).float() * 20 for k, n in enumerate(taxonomy.num_classes)]
+    logits = [
+        torch.nn.functional.one_hot(paths[..., k], n).permute(0, 3, 1, 2).float() * 20
+        for k, n in enumerate(taxonomy.num_classes)
+    ]
     torch.testing.assert_close(decode_consistent(logits, taxonomy.paths), decode_argmax(logits))
     report = hierarchy_disagreement(logits, taxonomy)
     assert report["invalid_path_fraction"] == 0.0

@@ -93,7 +93,6 @@ def test_window_attention_bias_reaches_the_table() -> None:
     assert attention.relative_position_bias_table.grad.abs().sum() > 0
 
 
-
 def test_constant_tensors_first_built_in_inference_mode_still_train() -> None:
     # Position tables, relative-position indexes and shift masks are cached per size: ones first built
     # while evaluating or mapping (under inference mode) must not break a later training step.

@@ -30,7 +30,9 @@ def test_is_channels_last_ignores_ambiguous_layouts() -> None:
 def test_channels_last_model_matches_nchw_in_values_and_gradients() -> None:
     config = get_preset("tiny_crops_S2_H_P_jun", s2_drop_path=0.0, channels_last=False)
     nchw, nhwc = twins(config, channels_last=True)
-    assert all(is_channels_last(m.weight) for m in nhwc.modules() if isinstance(m, nn.Conv2d) and m.weight.shape[-1] > 1)
+    assert all(
+        is_channels_last(m.weight) for m in nhwc.modules() if isinstance(m, nn.Conv2d) and m.weight.shape[-1] > 1
+    )
     assert not any(is_channels_last(m.weight) for m in nchw.modules() if isinstance(m, nn.Conv2d))
     inputs = random_inputs(config, batch=1)
     outputs = []

@@ -80,9 +80,19 @@ def test_odd_months_last_frame_is_not_diluted_by_padding() -> None:
     before = captured["before"]  # (1, 3, H, W, C): three frames going into the first merging
     assert before.shape[1] == 3
     merging = stage.downsample
-    expected = merging.reduction(merging.norm(torch.cat(
-        [before[:, 2:3, 0::2, 0::2], before[:, 2:3, 1::2, 0::2], before[:, 2:3, 0::2, 1::2], before[:, 2:3, 1::2, 1::2]], dim=-1
-    )))
+    expected = merging.reduction(
+        merging.norm(
+            torch.cat(
+                [
+                    before[:, 2:3, 0::2, 0::2],
+                    before[:, 2:3, 1::2, 0::2],
+                    before[:, 2:3, 0::2, 1::2],
+                    before[:, 2:3, 1::2, 1::2],
+                ],
+                dim=-1,
+            )
+        )
+    )
     torch.testing.assert_close(captured["after"][:, 1:2], expected)
 
 
@@ -104,7 +114,9 @@ def test_s2_takes_any_tile_divisible_by_32(tile: int) -> None:
     assert logits[0].shape[-2:] == (tile, tile)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"enmap_branches": "spatial", "spatial_patch": 2}, {"fusion": "cross_attention"}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"enmap_branches": "spatial", "spatial_patch": 2}, {"fusion": "cross_attention"}]
+)
 def test_enmap_models_take_tiles_divisible_by_32_and_3(overrides: dict) -> None:
     """The EnMAP tile is a third of the S2 tile, so S2 sides are multiples of 96 (EnMAP 32, 64, 96 px)."""
     config = get_preset("tiny_crops_S2_H_P_jun", **overrides)
@@ -118,7 +130,9 @@ def test_bad_tiles_and_missing_inputs_are_clear_errors() -> None:
     model = build(config)
     inputs = random_inputs(config, batch=1)
     with pytest.raises(ValueError, match="multiples of 32"):
-        model(s2=inputs["s2"][..., :81, :81], enmap=inputs["enmap"][..., :27, :27], prior=inputs["prior"][..., :81, :81])
+        model(
+            s2=inputs["s2"][..., :81, :81], enmap=inputs["enmap"][..., :27, :27], prior=inputs["prior"][..., :81, :81]
+        )
     with pytest.raises(ValueError, match="S2 tile"):
         model(s2=inputs["s2"], enmap=inputs["enmap"][..., :16, :16], prior=inputs["prior"])
     with pytest.raises(ValueError, match="T=6"):

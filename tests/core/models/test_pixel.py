@@ -76,16 +76,21 @@ def test_the_pixel_loss_trains_the_branch_classifier_on_its_own_logits():
     expected = hierarchical_loss(logits, label, config.levels) + 0.5 * hierarchical_loss(own, label, config.levels)
     assert torch.allclose(total, expected)
     # the extra term reaches the branch's classifier only through its own logits
-    (grad,) = torch.autograd.grad(0.5 * hierarchical_loss(own, label, config.levels), [model.heads.heads["level1"][0].weight], allow_unused=True)
+    (grad,) = torch.autograd.grad(
+        0.5 * hierarchical_loss(own, label, config.levels), [model.heads.heads["level1"][0].weight], allow_unused=True
+    )
     assert grad is None
     assert isinstance(model.eval()(s2=s2, enmap=enmap), list), "evaluation sees the summed logits alone"
 
 
-@pytest.mark.parametrize("overrides, key", [
-    ({"pixel_loss": 1.0}, "pixel_join=logits"),
-    ({"pixel_join": "logits", "pixel_noise": -1.0}, "pixel_noise"),
-    ({"pixel_join": "logits", "pixel_loss": "high"}, "pixel_loss"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"pixel_loss": 1.0}, "pixel_join=logits"),
+        ({"pixel_join": "logits", "pixel_noise": -1.0}, "pixel_noise"),
+        ({"pixel_join": "logits", "pixel_loss": "high"}, "pixel_loss"),
+    ],
+)
 def test_inconsistent_pixel_settings_are_refused(overrides, key):
     with pytest.raises(SettingError, match=key):
         get_preset("tiny_crops_S2_H_jun", pixel_branch=8, **overrides)

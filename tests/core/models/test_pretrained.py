@@ -31,7 +31,9 @@ def test_import_with_module_prefix_and_renames(tmp_path: Path) -> None:
     report = load_agrifm(model, path)
     encoder = model.s2.encoder.state_dict()
     torch.testing.assert_close(encoder["patch_embed.proj.weight"], state["module.S2_patch_emd.proj.weight"])
-    torch.testing.assert_close(encoder["layers.2.blocks.1.mlp.fc2.bias"], state["module.backbone.layers.2.blocks.1.mlp.fc2.bias"])
+    torch.testing.assert_close(
+        encoder["layers.2.blocks.1.mlp.fc2.bias"], state["module.backbone.layers.2.blocks.1.mlp.fc2.bias"]
+    )
     assert report.missing == []
     assert report.unexpected == ["HLSL30_patch_emd.proj.weight"]
     assert len(report.loaded) == len(encoder)
@@ -58,7 +60,9 @@ def test_mismatched_patch_embedding_is_an_error_not_a_skip(tmp_path: Path) -> No
     path = tmp_path / "agrifm.pth"
     torch.save({"state_dict": state}, path)
     before = model.s2.encoder.state_dict()["layers.0.blocks.0.attn.qkv.weight"].clone()
-    with pytest.raises(WeightImportError, match=r"S2_patch_emd.proj.weight.*\(16, 10, 4, 4, 4\).*\(16, 10, 2, 4, 4\).*patch embedding"):
+    with pytest.raises(
+        WeightImportError, match=r"S2_patch_emd.proj.weight.*\(16, 10, 4, 4, 4\).*\(16, 10, 2, 4, 4\).*patch embedding"
+    ):
         load_agrifm(model, path)
     # nothing was half-loaded
     torch.testing.assert_close(model.s2.encoder.state_dict()["layers.0.blocks.0.attn.qkv.weight"], before)
@@ -72,4 +76,3 @@ def test_unreadable_files_are_clear_errors(tmp_path: Path) -> None:
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightImportError, match="not a readable"):
         load_agrifm(model, broken)
-

@@ -41,13 +41,17 @@ def test_validate_a_split_reports_missing_members(writable_root, capsys):
     names = (writable_root / "data_lists" / "val.txt").read_text().split()
     (writable_root / "h5_data" / f"{names[0]}.h5").unlink()
     report_path = writable_root / "custom.json"
-    assert main(["validate", "--data", str(writable_root), "--split", "val", "--report", str(report_path), "--quiet"]) == 1
+    assert (
+        main(["validate", "--data", str(writable_root), "--split", "val", "--report", str(report_path), "--quiet"]) == 1
+    )
     assert names[0] in capsys.readouterr().out
     assert json.loads(report_path.read_text())["missing"] == [names[0]]
 
 
 def test_reports_go_into_new_folders(writable_root, tmp_path):
-    assert main(["validate", "--data", str(writable_root), "--report", str(tmp_path / "new" / "v.json"), "--quiet"]) == 0
+    assert (
+        main(["validate", "--data", str(writable_root), "--report", str(tmp_path / "new" / "v.json"), "--quiet"]) == 0
+    )
     assert json.loads((tmp_path / "new" / "v.json").read_text())["ok"]
 
 
@@ -85,10 +89,20 @@ def test_console_script_is_installed(tmp_path):
     if not script.exists():
         script = shutil.which("h2crop")
     assert script, "the h2crop console script is not installed"
-    run = subprocess.run([str(script), "synth", "--out", str(tmp_path / "s"), "--samples", "1", "--region-size", "48", "--quiet"], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [str(script), "synth", "--out", str(tmp_path / "s"), "--samples", "1", "--region-size", "48", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "s" / "region" / "region.json").is_file()
-    run = subprocess.run([str(script), "synth", "--out", str(tmp_path / "t"), "--samples", "1", "--region-size", "50"], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [str(script), "synth", "--out", str(tmp_path / "t"), "--samples", "1", "--region-size", "50"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2 and "multiples of 3" in run.stderr
 
 
@@ -107,7 +121,9 @@ def _subcommand(name: str):
     return action.choices[name]
 
 
-@pytest.mark.parametrize("command,cls", [("train", "TrainSettings"), ("evaluate", "EvaluateSettings"), ("map", "MapSettings")])
+@pytest.mark.parametrize(
+    "command,cls", [("train", "TrainSettings"), ("evaluate", "EvaluateSettings"), ("map", "MapSettings")]
+)
 def test_options_are_the_settings_fields_with_their_defaults_help_and_choices(command, cls):
     import dataclasses
 
@@ -128,8 +144,11 @@ def test_options_are_the_settings_fields_with_their_defaults_help_and_choices(co
     # an unchanged command line gives exactly the dataclass's defaults
     from pipelines.cli.options import settings_from_args
 
-    required = {"train": ["--data", "D", "--preset", "P"], "evaluate": ["--checkpoint", "c", "--data", "d", "--output", "o"],
-                "map": ["--checkpoint", "c", "--region", "r", "--output", "o"]}[command]
+    required = {
+        "train": ["--data", "D", "--preset", "P"],
+        "evaluate": ["--checkpoint", "c", "--data", "d", "--output", "o"],
+        "map": ["--checkpoint", "c", "--region", "r", "--output", "o"],
+    }[command]
     args = _subcommand(command).parse_args(required)
     built = settings_from_args(settings_cls, args, **({"data": "D", "preset": "P"} if command == "train" else {}))
     assert built == settings_cls(**({"data": "D", "preset": "P"} if command == "train" else {}))

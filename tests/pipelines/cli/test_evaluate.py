@@ -5,8 +5,8 @@ import torch
 
 from h2crop_core.checkpoint import save_checkpoint
 from h2crop_core.data.index import DatasetIndex
-from h2crop_core.data.reader import infer_spec
 from h2crop_core.data.normalise import NormStats
+from h2crop_core.data.reader import infer_spec
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import get_preset
 from h2crop_core.taxonomy import Taxonomy
@@ -26,10 +26,29 @@ def test_evaluate_with_argmax_and_consistent_decoding(train_data, tmp_path, caps
     checkpoint = _checkpoint(train_data, tmp_path / "m.ckpt")
     for decode in ("argmax", "consistent"):
         out = tmp_path / decode
-        code = main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(train_data), "--split", "test", "--output", str(out), "--decode", decode, "--quiet", "--loader-workers", "0"])
+        code = main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                str(train_data),
+                "--split",
+                "test",
+                "--output",
+                str(out),
+                "--decode",
+                decode,
+                "--quiet",
+                "--loader-workers",
+                "0",
+            ]
+        )
         assert code == 0
         metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["settings"]["decode"] == decode and metrics["n_samples"] == len(DatasetIndex(train_data).split_names("test"))
+        assert metrics["settings"]["decode"] == decode and metrics["n_samples"] == len(
+            DatasetIndex(train_data).split_names("test")
+        )
         assert set(metrics["levels"]) == {"level1", "level2", "level3", "level4"}
         assert 0 <= metrics["settings"]["argmax_invalid_path_fraction"] <= 1
         if decode == "consistent":
@@ -43,10 +62,44 @@ def test_evaluate_with_argmax_and_consistent_decoding(train_data, tmp_path, caps
 def test_evaluate_a_single_level_model_and_bf16(train_data, tmp_path, capsys):
     checkpoint = _checkpoint(train_data, tmp_path / "l3.ckpt", levels=(3,))
     out = tmp_path / "l3"
-    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(train_data), "--output", str(out), "--precision", "bf16", "--quiet", "--loader-workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                str(train_data),
+                "--output",
+                str(out),
+                "--precision",
+                "bf16",
+                "--quiet",
+                "--loader-workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["levels"]) == ["level3"] and np.isnan(metrics["consistency"] or np.nan)
     assert (out / "per_class_level3.csv").is_file() and not (out / "per_class_level1.csv").exists()
     # consistent decoding needs the four levels: a clear error
-    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(train_data), "--output", str(out), "--decode", "consistent", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                str(train_data),
+                "--output",
+                str(out),
+                "--decode",
+                "consistent",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "four-level model" in capsys.readouterr().err

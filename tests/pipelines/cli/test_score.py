@@ -35,7 +35,23 @@ def test_perfect_predictions_score_one_everywhere(synth_root, tmp_path, capsys):
         else:
             np.save(folder / f"{name}.npy", prediction)
     out = tmp_path / "out"
-    assert main(["score", "--data", str(synth_root), "--split", "test", "--predictions", str(folder), "--output", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--data",
+                str(synth_root),
+                "--split",
+                "test",
+                "--predictions",
+                str(folder),
+                "--output",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"split", "n_samples", "n_pixels", "levels", "mean", "changed", "unchanged", "consistency"}
     assert metrics["split"] == "test" and metrics["n_samples"] == len(_labels(synth_root))
@@ -43,7 +59,15 @@ def test_perfect_predictions_score_one_everywhere(synth_root, tmp_path, capsys):
         values = [v for v in _values(metrics, key) if v is not None]
         assert values and all(v == 1.0 for v in values), key
     assert metrics["consistency"] == 1.0
-    assert set(metrics["levels"]["level3"]["per_class"][0]) == {"id", "name", "iou", "precision", "recall", "f1", "support"}
+    assert set(metrics["levels"]["level3"]["per_class"][0]) == {
+        "id",
+        "name",
+        "iou",
+        "precision",
+        "recall",
+        "f1",
+        "support",
+    }
     assert metrics["levels"]["level1"]["per_class"][0]["name"] == "background"
     assert "level4" in capsys.readouterr().out
 
@@ -59,7 +83,9 @@ def test_correct_only_at_level1(synth_root, tmp_path):
             prediction[k] = rng.integers(0, taxonomy.num_classes[k], size=prediction[k].shape)
         np.save(folder / f"{name}.npy", prediction)
     out = tmp_path / "out"
-    assert main(["score", "--data", str(synth_root), "--predictions", str(folder), "--output", str(out), "--quiet"]) == 0
+    assert (
+        main(["score", "--data", str(synth_root), "--predictions", str(folder), "--output", str(out), "--quiet"]) == 0
+    )
     levels = json.loads((out / "metrics.json").read_text())["levels"]
     assert levels["level1"]["mf1"] == 1.0 and levels["level1"]["oa"] == 1.0
     for k in (2, 3, 4):
@@ -84,7 +110,20 @@ def test_missing_and_misshaped_predictions_are_named_in_one_error(synth_root, tm
         handle["prediction"] = np.zeros((4, 192, 192), np.uint8)
     for name in names[2:-1]:
         np.save(folder / f"{name}.npy", np.zeros((4, 192, 192), np.uint8))
-    code = main(["score", "--data", str(synth_root), "--split", "train", "--predictions", str(folder), "--output", str(tmp_path / "o"), "--quiet"])
+    code = main(
+        [
+            "score",
+            "--data",
+            str(synth_root),
+            "--split",
+            "train",
+            "--predictions",
+            str(folder),
+            "--output",
+            str(tmp_path / "o"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "3 of" in err
     assert f"{names[0]}.npy: expected shape (4, 192, 192); found (4, 192, 191)" in err
@@ -100,5 +139,19 @@ def test_predictions_beyond_the_taxonomy_name_the_file(synth_root, tmp_path, cap
         prediction = np.where(label == 255, 0, label).astype(np.uint8)
         prediction[0, 0, 0] = 42
         np.save(folder / f"{name}.npy", prediction)
-    assert main(["score", "--data", str(synth_root), "--predictions", str(folder), "--output", str(tmp_path / "o"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "score",
+                "--data",
+                str(synth_root),
+                "--predictions",
+                str(folder),
+                "--output",
+                str(tmp_path / "o"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "level1 predictions must be ids 0..6; found [42]" in capsys.readouterr().err

@@ -39,7 +39,9 @@ def checkpoint(synth_root, tmp_path_factory):
     stats = compute_norm_stats(DatasetIndex(synth_root).split_paths("train"), progress=False)
     config = get_preset("tiny_crops_S2_H_P_jun", num_classes=taxonomy.num_classes)
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.ckpt", DualStreamModel(config), config, taxonomy, stats)
+    return save_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "model.ckpt", DualStreamModel(config), config, taxonomy, stats
+    )
 
 
 def read_levels(folder, kind=""):
@@ -63,7 +65,11 @@ def test_map_resume_and_refusals(ray_local, synth_root, checkpoint, tmp_path, ca
     assert manifest["tiles_predicted"] == 9 and manifest["tiles_resumed"] == 0
     assert len(manifest["actors_peak_rss_mb"]) == 1 and 100 < next(iter(manifest["actors_peak_rss_mb"].values())) < 4000
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["grid_km2"] == pytest.approx(192 * 192 * 100 / 1e6) and summary["tiles"] == 9 and summary["km2_per_s"] > 0
+    assert (
+        summary["grid_km2"] == pytest.approx(192 * 192 * 100 / 1e6)
+        and summary["tiles"] == 9
+        and summary["km2_per_s"] > 0
+    )
     assert sum(summary["class_area_ha"]["level4"].values()) == pytest.approx(summary["mapped_km2"] * 100)
     maps, confidence = read_levels(out), read_levels(out, "confidence_")
     assert ((confidence >= 1) & (confidence <= 255)).all() and (confidence[1:] <= confidence[:-1]).all()
@@ -77,10 +83,14 @@ def test_map_resume_and_refusals(ray_local, synth_root, checkpoint, tmp_path, ca
     reader = region_reader_for(loaded, inputs_from_region(region))
     tiles = TileGrid(192, 192, tile=96, margin=8).tiles()
     for tile in (tiles[0], tiles[4], tiles[8]):
-        ((core, core_confidence),) = predict_tiles(loaded.model, [reader.read(tile)], [tile], paths=loaded.taxonomy.paths)
+        ((core, core_confidence),) = predict_tiles(
+            loaded.model, [reader.read(tile)], [tile], paths=loaded.taxonomy.paths
+        )
         row0, row1, col0, col1 = tile.core
         np.testing.assert_array_equal(maps[:, row0:row1, col0:col1], core)
-        np.testing.assert_allclose(confidence[:, row0:row1, col0:col1], core_confidence, atol=1)  # batch of 3 vs 1: last-bit differences
+        np.testing.assert_allclose(
+            confidence[:, row0:row1, col0:col1], core_confidence, atol=1
+        )  # batch of 3 vs 1: last-bit differences
 
     # an interrupted run: no map.json, some tiles missing -> the rerun predicts only those
     for name in ("map.json", "level1.tif", "level2.tif"):
@@ -96,7 +106,7 @@ def test_map_resume_and_refusals(ray_local, synth_root, checkpoint, tmp_path, ca
     capsys.readouterr()
     assert main(command) == 0
     assert "this map is complete" in capsys.readouterr().out
-    assert main(command[:-len(ARGS)] + ["--tile", "96", "--overlap", "40", "--quiet"]) == 2
+    assert main(command[: -len(ARGS)] + ["--tile", "96", "--overlap", "40", "--quiet"]) == 2
     assert "different ['grid']" in capsys.readouterr().err
     config = loaded.config
     torch.manual_seed(1)
@@ -107,7 +117,9 @@ def test_map_resume_and_refusals(ray_local, synth_root, checkpoint, tmp_path, ca
     (out / "notes.txt").write_text("mine")
     assert main(map_command(other, out, "--region", region) + ["--overwrite"]) == 0
     assert "--overwrite: deleted the earlier mapping run's tiles and maps" in capsys.readouterr().out
-    assert json.loads((out / "map.json").read_text())["tiles_predicted"] == 9 and (out / "notes.txt").read_text() == "mine"
+    assert (
+        json.loads((out / "map.json").read_text())["tiles_predicted"] == 9 and (out / "notes.txt").read_text() == "mine"
+    )
     assert not np.array_equal(read_levels(out), maps), "the other model's map"
 
 
@@ -116,24 +128,70 @@ def test_map_errors_name_the_problem(ray_local, synth_root, checkpoint, tmp_path
     empty.mkdir()
     assert main(map_command(checkpoint, tmp_path / "m", "--region", empty)) == 2
     assert "region.json: missing" in capsys.readouterr().err
-    assert main(map_command(checkpoint, tmp_path / "m", "--region", synth_root / "region", "--s2", synth_root / "region" / "s2.tif")) == 2
+    assert (
+        main(
+            map_command(
+                checkpoint, tmp_path / "m", "--region", synth_root / "region", "--s2", synth_root / "region" / "s2.tif"
+            )
+        )
+        == 2
+    )
     assert "with --s2 (and --enmap, --prior) or a region folder with --region, not both" in capsys.readouterr().err
     s2 = synth_root / "region" / "s2.tif"
     assert main(map_command(checkpoint, tmp_path / "m", "--s2", s2, "--enmap", tmp_path / "enmap.tif")) == 2
     assert f"{tmp_path / 'enmap.tif'}: no such file (the --enmap input)" in capsys.readouterr().err
-    assert main(map_command(checkpoint, tmp_path / "m", "--s2", s2, "--enmap", synth_root / "region" / "enmap.tif")) == 2
+    assert (
+        main(map_command(checkpoint, tmp_path / "m", "--s2", s2, "--enmap", synth_root / "region" / "enmap.tif")) == 2
+    )
     assert "the model reads prior; give it with --prior" in capsys.readouterr().err
     assert not (tmp_path / "m" / "tiles").exists(), "refused before any work"
-    assert main(["map", "--checkpoint", str(checkpoint), "--region", str(synth_root / "region"), "--output", str(tmp_path / "m"), "--tile", "100", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "map",
+                "--checkpoint",
+                str(checkpoint),
+                "--region",
+                str(synth_root / "region"),
+                "--output",
+                str(tmp_path / "m"),
+                "--tile",
+                "100",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "multiple of 96" in capsys.readouterr().err
     too_many = ["--actors", "3", "--cpus-per-actor", "2"]  # the session's Ray has 4 CPUs
-    assert main(["map", "--checkpoint", str(checkpoint), "--region", str(synth_root / "region"), "--output", str(tmp_path / "m")] + ARGS + too_many) == 2
+    assert (
+        main(
+            [
+                "map",
+                "--checkpoint",
+                str(checkpoint),
+                "--region",
+                str(synth_root / "region"),
+                "--output",
+                str(tmp_path / "m"),
+            ]
+            + ARGS
+            + too_many
+        )
+        == 2
+    )
     assert "needs 6 CPU (the Ray cluster has 4)" in capsys.readouterr().err
     busy = tmp_path / "busy"
     busy.mkdir()
     with open(busy / ".lock", "w") as handle:  # another h2crop map writing into the same folder
         fcntl.flock(handle, fcntl.LOCK_EX)
-        assert main(["map", "--checkpoint", str(checkpoint), "--region", str(synth_root / "region"), "--output", str(busy)] + ARGS) == 2
+        assert (
+            main(
+                ["map", "--checkpoint", str(checkpoint), "--region", str(synth_root / "region"), "--output", str(busy)]
+                + ARGS
+            )
+            == 2
+        )
     assert "another h2crop map is writing here" in capsys.readouterr().err
 
 
@@ -160,7 +218,22 @@ def test_user_rasters_monthly_files_and_enmap_in_another_crs(ray_local, synth_ro
     utm32 = warp_to(region / "enmap.tif", tmp_path / "enmap_32632.tif", "EPSG:32632", 10.0)
     nearest = ["--enmap-resampling", "nearest"]
     assert main(map_command(checkpoint, tmp_path / "aligned", "--region", region) + nearest) == 0
-    assert main(map_command(checkpoint, tmp_path / "monthly", "--s2", tmp_path / "s2", "--enmap", utm32, "--prior", region / "prior.tif") + nearest) == 0
+    assert (
+        main(
+            map_command(
+                checkpoint,
+                tmp_path / "monthly",
+                "--s2",
+                tmp_path / "s2",
+                "--enmap",
+                utm32,
+                "--prior",
+                region / "prior.tif",
+            )
+            + nearest
+        )
+        == 0
+    )
     aligned, warped = read_levels(tmp_path / "aligned"), read_levels(tmp_path / "monthly")
     differ = (aligned != warped).any(axis=0)
     assert differ.mean() < 0.03, differ.mean()
@@ -191,7 +264,9 @@ def test_nodata_holes_become_nodata_in_the_map_and_its_confidence(ray_local, syn
     assert summary["mapped_km2"] == pytest.approx((192 * 192 - hole.sum()) * 100 / 1e6)
 
 
-def test_a_killed_map_into_a_bucket_resumes_from_its_tiles_to_the_same_bytes(ray_local, checkpoint, s3_bucket, tmp_path, capsys):
+def test_a_killed_map_into_a_bucket_resumes_from_its_tiles_to_the_same_bytes(
+    ray_local, checkpoint, s3_bucket, tmp_path, capsys
+):
     """SIGKILL of the driver mid-run (its actors die with it), writing to an S3 bucket; the rerun from another
     staging folder (as on another machine) predicts only the tiles missing from the bucket, and its outputs,
     confidence included, equal an uninterrupted local run's byte for byte."""
@@ -202,7 +277,13 @@ def test_a_killed_map_into_a_bucket_resumes_from_its_tiles_to_the_same_bytes(ray
     command[command.index("--batch-size") + 1] = "1"
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     killed = [*command, "--staging", str(tmp_path / "staging_killed")]
-    driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", *killed], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli.main", *killed],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and driver.poll() is None and len(bucket.names("tiles")) < 3:
@@ -217,11 +298,18 @@ def test_a_killed_map_into_a_bucket_resumes_from_its_tiles_to_the_same_bytes(ray
     assert f"resuming: {done} of 16 tiles already done" in capsys.readouterr().out
     manifest = json.loads(bucket.read_text("map.json"))
     assert manifest["tiles_resumed"] == done and manifest["tiles_predicted"] == 16 - done
-    assert set(OUTPUTS) | {"summary.json", "quicklook.png", "mapping.json"} <= bucket.names() and len(bucket.names("tiles")) == 16
-    whole = [str(tmp_path / "whole") if part == bucket.location else part for part in command]  # same batches, a local folder
+    assert (
+        set(OUTPUTS) | {"summary.json", "quicklook.png", "mapping.json"} <= bucket.names()
+        and len(bucket.names("tiles")) == 16
+    )
+    whole = [
+        str(tmp_path / "whole") if part == bucket.location else part for part in command
+    ]  # same batches, a local folder
     assert main(whole) == 0
     for name in OUTPUTS:
-        assert bucket.fs.open_input_stream(f"{bucket.root}/{name}").read() == (tmp_path / "whole" / name).read_bytes(), name
+        assert (
+            bucket.fs.open_input_stream(f"{bucket.root}/{name}").read() == (tmp_path / "whole" / name).read_bytes()
+        ), name
 
 
 def test_parcels_of_a_map_to_geoparquet(ray_local, synth_root, checkpoint, tmp_path, capsys):
@@ -231,14 +319,49 @@ def test_parcels_of_a_map_to_geoparquet(ray_local, synth_root, checkpoint, tmp_p
     assert main(map_command(checkpoint, out, "--region", synth_root / "region")) == 0
     capsys.readouterr()
     output = tmp_path / "parcels.parquet"
-    assert main(["parcels", "--map", str(out), "--parcels", str(synth_root / "region" / "parcels.gpkg"), "--output", str(output), "--id-column", "parcel_id", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "parcels",
+                "--map",
+                str(out),
+                "--parcels",
+                str(synth_root / "region" / "parcels.gpkg"),
+                "--output",
+                str(output),
+                "--id-column",
+                "parcel_id",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "-> " in capsys.readouterr().out
     table = gpd.read_parquet(output)
     truth = gpd.read_file(synth_root / "region" / "parcels.gpkg")
     assert table.crs == truth.crs and table["parcel_id"].tolist() == truth["parcel_id"].tolist()
     mapped = table[table["n_pixels"] > 0]
-    assert len(mapped) == len(table) and mapped["level4_share"].between(0, 1).all() and mapped["level4_confidence"].between(0, 1).all()
+    assert (
+        len(mapped) == len(table)
+        and mapped["level4_share"].between(0, 1).all()
+        and mapped["level4_confidence"].between(0, 1).all()
+    )
     loaded = load_checkpoint(checkpoint)
-    assert loaded.taxonomy.valid_path_mask(np.stack([mapped[f"level{k}_id"].to_numpy(int) for k in range(1, 5)])[:, None]).all()
-    assert main(["parcels", "--map", str(tmp_path), "--parcels", str(synth_root / "region" / "parcels.gpkg"), "--output", str(output)]) == 2
+    assert loaded.taxonomy.valid_path_mask(
+        np.stack([mapped[f"level{k}_id"].to_numpy(int) for k in range(1, 5)])[:, None]
+    ).all()
+    assert (
+        main(
+            [
+                "parcels",
+                "--map",
+                str(tmp_path),
+                "--parcels",
+                str(synth_root / "region" / "parcels.gpkg"),
+                "--output",
+                str(output),
+            ]
+        )
+        == 2
+    )
     assert "map.json: missing" in capsys.readouterr().err

@@ -31,7 +31,18 @@ REPO = Path(__file__).resolve().parents[3]
 HEAD, NODE2 = "127.0.0.2", "127.0.0.3"
 LOCAL_SH = REPO / "cluster" / "local.sh"
 SNAPSHOT = "checkpoint_manager_snapshot.json"  #: Train's record of its committed checkpoints
-TRAIN = ["--preset", "tiny_crops_S2_H_P_jun", "--lr", "2e-3", "--batch-size", "2", "--loader-workers", "0", "--cpus-per-worker", "2"]
+TRAIN = [
+    "--preset",
+    "tiny_crops_S2_H_P_jun",
+    "--lr",
+    "2e-3",
+    "--batch-size",
+    "2",
+    "--loader-workers",
+    "0",
+    "--cpus-per-worker",
+    "2",
+]
 
 
 @dataclass
@@ -69,7 +80,11 @@ def _driver():
 def _pids_of(session: int) -> list[int]:
     """Live processes of a session (not zombies: those are dead, waiting for a parent to reap them)."""
     listed = subprocess.run(["ps", "-e", "-o", "pid=,sid=,stat="], capture_output=True, text=True).stdout
-    return [int(pid) for pid, sid, stat in (line.split()[:3] for line in listed.splitlines()) if int(sid) == session and not stat.startswith("Z")]
+    return [
+        int(pid)
+        for pid, sid, stat in (line.split()[:3] for line in listed.splitlines())
+        if int(sid) == session and not stat.startswith("Z")
+    ]
 
 
 def _free_port() -> int:
@@ -96,12 +111,31 @@ def local_cluster(s3_server, tmp_path_factory):
     work = tmp_path_factory.mktemp("cluster")
     root = Path(tempfile.mkdtemp(prefix="h2c", dir="/tmp"))  # short: Ray's socket paths have a length limit
     port = _free_port()
-    mlflow_env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", PORT=str(port),
-                      STORE=f"sqlite:///{work / 'mlflow.db'}", ARTIFACTS=str(work / "mlartifacts"))
-    server = subprocess.Popen(["bash", str(REPO / "cluster" / "mlflow_server.sh")], env=mlflow_env, cwd=work,
-                              stdout=open(work / "mlflow.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    env = dict(os.environ, CPUS="3", PORT="6391", DASHBOARD_PORT="8266", H2CROP_CLUSTER_DIR=str(root), VENV=str(Path(sys.executable).parent.parent),
-               RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")  # a lost node is noticed in ~3 s
+    mlflow_env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        PORT=str(port),
+        STORE=f"sqlite:///{work / 'mlflow.db'}",
+        ARTIFACTS=str(work / "mlartifacts"),
+    )
+    server = subprocess.Popen(
+        ["bash", str(REPO / "cluster" / "mlflow_server.sh")],
+        env=mlflow_env,
+        cwd=work,
+        stdout=open(work / "mlflow.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    env = dict(
+        os.environ,
+        CPUS="3",
+        PORT="6391",
+        DASHBOARD_PORT="8266",
+        H2CROP_CLUSTER_DIR=str(root),
+        VENV=str(Path(sys.executable).parent.parent),
+        RAY_health_check_period_ms="1000",
+        RAY_health_check_failure_threshold="3",
+    )  # a lost node is noticed in ~3 s
     cluster = LocalCluster(env, root, f"http://{HEAD}:8266", f"http://127.0.0.1:{port}", work / "mlartifacts")
     try:
         up = subprocess.run(["bash", str(LOCAL_SH), "up"], env=env, capture_output=True, text=True, timeout=240)
@@ -123,17 +157,41 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _job_args(cluster: LocalCluster, data: Path, name: str, storage: str, output: Path, epochs: int, workers: int) -> list[str]:
-    return ["h2crop", "train", "--data", str(data), *TRAIN, "--epochs", str(epochs), "--workers", str(workers), "--run-name", name,
-            "--storage", storage, "--output", str(output), "--tracking-uri", cluster.tracking_uri]
+def _job_args(
+    cluster: LocalCluster, data: Path, name: str, storage: str, output: Path, epochs: int, workers: int
+) -> list[str]:
+    return [
+        "h2crop",
+        "train",
+        "--data",
+        str(data),
+        *TRAIN,
+        "--epochs",
+        str(epochs),
+        "--workers",
+        str(workers),
+        "--run-name",
+        name,
+        "--storage",
+        storage,
+        "--output",
+        str(output),
+        "--tracking-uri",
+        cluster.tracking_uri,
+    ]
 
 
 def _submit(cluster: LocalCluster, args: list[str], *extra: str) -> subprocess.CompletedProcess:
     """`ray job submit` as a user types it."""
     ray_cli = str(Path(sys.executable).parent / "ray")
     for _ in range(30):
-        done = subprocess.run([ray_cli, "job", "submit", "--address", cluster.address, *extra, "--", *args],
-                              env=cluster.env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [ray_cli, "job", "submit", "--address", cluster.address, *extra, "--", *args],
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if "No available agent to submit job" not in done.stderr:  # the head's job agent registers seconds after `up`
             return done
         time.sleep(1)
@@ -152,7 +210,9 @@ def _finished(cluster: LocalCluster, job: str, timeout: float = 300.0) -> str:
 def _keys(bucket: str, prefix: str) -> list[str]:
     import boto3
 
-    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket.removeprefix("s3://"), Prefix=prefix)
+    pages = (
+        boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket.removeprefix("s3://"), Prefix=prefix)
+    )
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
@@ -164,11 +224,20 @@ def _checkpoints(bucket: str, run: str) -> list[str]:
     return sorted(k for k in _keys(bucket, f"runs/{run}/") if k.endswith(f"/{MODEL_FILE}"))
 
 
-def test_the_job_api_reaches_both_nodes_and_a_fixed_cluster_refuses_what_it_cannot_place(local_cluster, train_data, tmp_path):
-    job = _submit(local_cluster, _job_args(local_cluster, train_data, "gpu", str(tmp_path / "runs"), tmp_path / "gpu", 1, 1) + ["--use-gpu"])
+def test_the_job_api_reaches_both_nodes_and_a_fixed_cluster_refuses_what_it_cannot_place(
+    local_cluster, train_data, tmp_path
+):
+    job = _submit(
+        local_cluster,
+        _job_args(local_cluster, train_data, "gpu", str(tmp_path / "runs"), tmp_path / "gpu", 1, 1) + ["--use-gpu"],
+    )
     assert job.returncode != 0
-    assert "one training worker needs 1 GPU; the largest Ray node has 0" in job.stdout + job.stderr  # refused, not retried forever
-    assert not _answers(f"http://{HEAD}:{local_cluster.tracking_uri.rsplit(':', 1)[1]}/health")  # the MLflow server is on 127.0.0.1 only
+    assert (
+        "one training worker needs 1 GPU; the largest Ray node has 0" in job.stdout + job.stderr
+    )  # refused, not retried forever
+    assert not _answers(
+        f"http://{HEAD}:{local_cluster.tracking_uri.rsplit(':', 1)[1]}/health"
+    )  # the MLflow server is on 127.0.0.1 only
     from ray.experimental.internal_kv import _internal_kv_get
 
     from pipelines.runtime.cluster import autoscales, cluster_autoscales
@@ -176,21 +245,31 @@ def test_the_job_api_reaches_both_nodes_and_a_fixed_cluster_refuses_what_it_cann
     with _driver():  # `ray start` nodes: a fixed cluster, told apart from an autoscaling one by the autoscaler's report
         assert not cluster_autoscales()
         report = json.loads(_wait("the autoscaler's report", lambda: _internal_kv_get("__autoscaling_status")))
-    report["autoscaler_report"]["node_type_mapping"] = {ip: "gpu-group" for ip in report["autoscaler_report"]["node_type_mapping"]}
+    report["autoscaler_report"]["node_type_mapping"] = dict.fromkeys(report["autoscaler_report"]["node_type_mapping"], "gpu-group")
     assert autoscales(json.dumps(report).encode()) and autoscales(None)  # a launcher/KubeRay report; none at all
 
 
-def test_a_job_on_two_nodes_checkpoints_to_s3_and_a_second_of_its_name_is_refused(local_cluster, train_data, s3_bucket, tmp_path):
+def test_a_job_on_two_nodes_checkpoints_to_s3_and_a_second_of_its_name_is_refused(
+    local_cluster, train_data, s3_bucket, tmp_path
+):
     from mlflow.tracking import MlflowClient
 
     storage = f"{s3_bucket}/runs"
-    first = _job_args(local_cluster, train_data, "shared", storage, tmp_path / "first", 2, 2) + ["--input-mode", "arrays"]
-    submitted = _submit(local_cluster, first, "--submission-id", "shared-first", "--no-wait", "--working-dir", str(REPO))
+    first = _job_args(local_cluster, train_data, "shared", storage, tmp_path / "first", 2, 2) + [
+        "--input-mode",
+        "arrays",
+    ]
+    submitted = _submit(
+        local_cluster, first, "--submission-id", "shared-first", "--no-wait", "--working-dir", str(REPO)
+    )
     assert submitted.returncode == 0, submitted.stderr
     _wait("the first job's lock", lambda: _lock_entries(s3_bucket, "shared"))
     second = _submit(local_cluster, _job_args(local_cluster, train_data, "shared", storage, tmp_path / "second", 1, 2))
     assert second.returncode != 0
-    assert f"training name 'shared' is in use in {storage}: held by training on host {socket.gethostname()}" in second.stdout
+    assert (
+        f"training name 'shared' is in use in {storage}: held by training on host {socket.gethostname()}"
+        in second.stdout
+    )
     logs = _finished(local_cluster, "shared-first")  # untouched by the refused one
     assert "2 training worker(s) on 2 node(s): " in logs and HEAD in logs and NODE2 in logs
     assert len(_checkpoints(s3_bucket, "shared")) == 2  # both epochs' checkpoints in the bucket (num_to_keep=2)
@@ -203,7 +282,9 @@ def test_a_job_on_two_nodes_checkpoints_to_s3_and_a_second_of_its_name_is_refuse
     index = DatasetIndex(train_data)  # read in Ray Data tasks on both nodes: each split exactly once per epoch
     for key, split in (("train_samples", "train"), ("val_samples", "val")):
         history = client.get_metric_history(runs[0].info.run_id, key)
-        assert sorted(m.step for m in history) == [1, 2] and {m.value for m in history} == {len(index.split_paths(split))}
+        assert sorted(m.step for m in history) == [1, 2] and {m.value for m in history} == {
+            len(index.split_paths(split))
+        }
 
 
 def test_losing_the_worker_node_mid_epoch_resumes_on_the_head(local_cluster, train_data, s3_bucket, tmp_path):
@@ -214,7 +295,11 @@ def test_losing_the_worker_node_mid_epoch_resumes_on_the_head(local_cluster, tra
     args = _job_args(local_cluster, train_data, "nodeloss", storage, tmp_path / "out", epochs, 1)
     with _driver() as ray:  # hold 2 of the head's 3 CPUs, so the training's worker (2 CPUs) starts on node 2
         head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"] == HEAD)
-        hold = ray.remote(num_cpus=2)(_Hold).options(scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False)).remote()
+        hold = (
+            ray.remote(num_cpus=2)(_Hold)
+            .options(scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False))
+            .remote()
+        )
         ray.get(hold.ready.remote())
         assert _submit(local_cluster, args, "--submission-id", "nodeloss", "--no-wait").returncode == 0
         # the first checkpoint is committed once Train has recorded it in its snapshot; epoch 2 runs then
@@ -227,7 +312,9 @@ def test_losing_the_worker_node_mid_epoch_resumes_on_the_head(local_cluster, tra
     assert f"1 training worker(s) on 1 node(s): {NODE2} (1)" in logs and f"on 1 node(s): {HEAD} (1)" in logs
     assert "resuming nodeloss after epoch 1" in logs  # only the interrupted epoch is repeated
     client = MlflowClient(local_cluster.tracking_uri)
-    run = client.search_runs([client.get_experiment_by_name("h2crop").experiment_id], "attributes.run_name = 'nodeloss'")[0]
+    run = client.search_runs(
+        [client.get_experiment_by_name("h2crop").experiment_id], "attributes.run_name = 'nodeloss'"
+    )[0]
     samples = client.get_metric_history(run.info.run_id, "train_samples")
     split = len(DatasetIndex(train_data).split_paths("train"))
     assert sorted(m.step for m in samples) == list(range(1, epochs + 1))  # every epoch logged once
@@ -242,7 +329,9 @@ class _Hold:
 def test_down_leaves_no_process_of_its_own(local_cluster):
     sessions = local_cluster.sessions()
     assert sessions and any(_pids_of(s) for s in sessions)
-    down = subprocess.run(["bash", str(LOCAL_SH), "down"], env=local_cluster.env, capture_output=True, text=True, timeout=120)
+    down = subprocess.run(
+        ["bash", str(LOCAL_SH), "down"], env=local_cluster.env, capture_output=True, text=True, timeout=120
+    )
     assert down.returncode == 0, down.stderr
     assert not any(_pids_of(s) for s in sessions)
     assert not local_cluster.root.exists()

@@ -38,9 +38,15 @@ def test_trial_configs_list_every_grid_point_and_repeat_seed_under_stable_keys()
 
 def test_random_trial_configs_are_the_same_for_the_same_seed_and_stay_in_their_ranges():
     fusion = load_space(SPACES / "fusion.yaml")
-    first, again, other = fusion.trial_configs(5, base_seed=0), fusion.trial_configs(5, base_seed=0), fusion.trial_configs(5, base_seed=1)
+    first, again, other = (
+        fusion.trial_configs(5, base_seed=0),
+        fusion.trial_configs(5, base_seed=0),
+        fusion.trial_configs(5, base_seed=1),
+    )
     assert first == again and first != other and list(first) == ["t00", "t01", "t02", "t03", "t04"]
-    assert all(2e-5 <= c["lr"] <= 3e-4 and c["model.fusion"] in ("concat", "gated", "cross_attention") for c in first.values())
+    assert all(
+        2e-5 <= c["lr"] <= 3e-4 and c["model.fusion"] in ("concat", "gated", "cross_attention") for c in first.values()
+    )
     ints = Range(1, 3, integer=True)
     import numpy as np
 
@@ -52,8 +58,17 @@ def test_random_trial_configs_are_the_same_for_the_same_seed_and_stay_in_their_r
 
 def test_trial_settings_compose_the_benchmark_grid():
     base = TrainSettings(data="d", preset="", lr=1e-3)
-    settings = trial_settings(base, {"preset": "tiny_crops_S2_H_jun", "window": "dec", "modalities": "S2+P", "model.fusion": "gated", "lr": 5e-4}, run_name="r")
-    assert settings.preset == "tiny_crops_S2_P_dec" and settings.overrides == {"fusion": "gated"} and settings.lr == 5e-4 and settings.run_name == "r"
+    settings = trial_settings(
+        base,
+        {"preset": "tiny_crops_S2_H_jun", "window": "dec", "modalities": "S2+P", "model.fusion": "gated", "lr": 5e-4},
+        run_name="r",
+    )
+    assert (
+        settings.preset == "tiny_crops_S2_P_dec"
+        and settings.overrides == {"fusion": "gated"}
+        and settings.lr == 5e-4
+        and settings.run_name == "r"
+    )
     assert compose_preset("crops_S2_H_P_jun", window="aug") == "crops_S2_H_P_aug"
     with pytest.raises(SpaceError, match="level1_crops_S2_H_P_jun"):
         compose_preset("level1_crops_S2_H_P_jun", window="aug")
@@ -70,17 +85,29 @@ def test_trial_settings_compose_the_benchmark_grid():
         ("preset: tiny_crops_S2_H_jun\nlr: {low: 0.1, max: 1}\n", r"lr: a range is \{min"),
         ("preset: tiny_crops_S2_H_jun\nbatch_size: [2, two]\n", r"batch_size: expected int values, got 'two'"),
         ("preset: tiny_crops_S2_H_jun\ncutmix_p: [0.5, 2]\n", r"cutmix_p: .*probability"),
-        ("preset: tiny_crops_S2_H_jun\nworkers: [1, 2]\n", r"workers: not a per-trial setting; set it with --workers-per-trial"),
+        (
+            "preset: tiny_crops_S2_H_jun\nworkers: [1, 2]\n",
+            r"workers: not a per-trial setting; set it with --workers-per-trial",
+        ),
         ("preset: [tiny_crops_S2_H_jun, nope]\n", r"preset: unknown preset 'nope'"),
         ("preset: tiny_crops_S2_H_jun\nwindow: [may]\n", r"window: 'may' is not a benchmark window"),
         ("preset: tiny_crops_S2_H_jun\nmodalities: [S2+X]\n", r"modalities: 'S2\+X' is not allowed"),
         ("preset: level2_crops_S2_H_P_jun\nwindow: [aug]\n", r"window and modalities rewrite"),
-        ("preset: tiny_crops_S2_H_jun\nscheduler: hyperband\n", r"scheduler: 'hyperband' is not allowed; use one of asha, fifo"),
+        (
+            "preset: tiny_crops_S2_H_jun\nscheduler: hyperband\n",
+            r"scheduler: 'hyperband' is not allowed; use one of asha, fifo",
+        ),
         ("preset: tiny_crops_S2_H_jun\nmetric: val_loss\n", r"metric: 'val_loss' is not allowed"),
         ("preset: tiny_crops_S2_H_jun\nmodel.s2_depths: [2, 2]\n", r"model.s2_depths: expected a list per value"),
         ("preset: tiny_crops_S2_H_jun\nsamples: 2\nseed: [0, 1]\n", r"seed: a grid with samples: 2 repeats each point"),
-        ("preset: tiny_crops_S2_H_jun\nmax_epochs: 3\ngrace_period: 5\n", r"grace_period: 5 epochs before ASHA's first decision, but trials run 3"),
-        ("preset: tiny_crops_S2_H_jun\nbatch_size: {min: 1.5, max: 4}\n", r"batch_size: an integer setting's range needs whole-number bounds"),
+        (
+            "preset: tiny_crops_S2_H_jun\nmax_epochs: 3\ngrace_period: 5\n",
+            r"grace_period: 5 epochs before ASHA's first decision, but trials run 3",
+        ),
+        (
+            "preset: tiny_crops_S2_H_jun\nbatch_size: {min: 1.5, max: 4}\n",
+            r"batch_size: an integer setting's range needs whole-number bounds",
+        ),
         ("preset: tiny_crops_S2_H_jun\nmodel.window: [13]\n", r"model.window: .*1-12"),
         ("model.fusion: [concat]\n", r"no preset key"),
         ("preset: [tiny_crops_S2_H_jun\n", r"not valid YAML"),
@@ -102,12 +129,18 @@ def test_malformed_space_is_one_line_exit_2_from_the_cli(tmp_path, capsys):
     path.write_text("preset: tiny_crops_S2_H_jun\nmodel.fuson: [concat]\n")
     assert main(["tune", "--data", str(tmp_path), "--space", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "bad.yaml: model.fuson: the model has no such setting (did you mean model.fusion?)" in err[0]
+    assert (
+        len(err) == 1 and "bad.yaml: model.fuson: the model has no such setting (did you mean model.fusion?)" in err[0]
+    )
 
 
 def test_yaml_exponents_and_month_windows_are_read_as_meant(tmp_path):
     path = tmp_path / "ok.yaml"
-    path.write_text("preset: tiny_crops_S2_H_jun\nlr: [1e-3, 3e-4]\nweight_decay: {min: 1e-5, max: 1e-3, log: true}\nmodel.window: [3, jun]\n")
+    path.write_text(
+        "preset: tiny_crops_S2_H_jun\nlr: [1e-3, 3e-4]\nweight_decay: {min: 1e-5, max: 1e-3, log: true}\nmodel.window: [3, jun]\n"
+    )
     space = load_space(path)  # PyYAML reads 1e-3 as a string; the space reads it as the number it is
     assert space.params["lr"] == Choice((1e-3, 3e-4)) and space.params["weight_decay"] == Range(1e-5, 1e-3, log=True)
-    assert trial_settings(TrainSettings(data="", preset=""), {"preset": "tiny_crops_S2_H_jun", "model.window": 3}).overrides == {"window": 3}
+    assert trial_settings(
+        TrainSettings(data="", preset=""), {"preset": "tiny_crops_S2_H_jun", "model.window": 3}
+    ).overrides == {"window": 3}

@@ -13,8 +13,24 @@ from pipelines.cli.main import main
 def baseline_run(synth_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("baseline")
     uri = f"sqlite:///{work / 'mlruns.db'}"
-    args = ["baseline", "--data", str(synth_root), "--output", str(work / "out"), "--model", "rf", "--max-pixels", "2000",
-            "--window", "jun", "--tracking-uri", uri, "--run-name", "rf-test", "--quiet"]
+    args = [
+        "baseline",
+        "--data",
+        str(synth_root),
+        "--output",
+        str(work / "out"),
+        "--model",
+        "rf",
+        "--max-pixels",
+        "2000",
+        "--window",
+        "jun",
+        "--tracking-uri",
+        uri,
+        "--run-name",
+        "rf-test",
+        "--quiet",
+    ]
     assert main(args) == 0
     return work, uri
 
@@ -28,7 +44,21 @@ def test_metrics_equal_score_on_the_saved_predictions(baseline_run, synth_root, 
     out = work / "out"
     names = DatasetIndex(synth_root).split_names("test")
     assert sorted(p.stem for p in (out / "predictions").glob("*.npy")) == sorted(names)
-    assert main(["score", "--data", str(synth_root), "--predictions", str(out / "predictions"), "--output", str(work / "rescored"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--data",
+                str(synth_root),
+                "--predictions",
+                str(out / "predictions"),
+                "--output",
+                str(work / "rescored"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ours, rescored = (json.loads((folder / "metrics.json").read_text()) for folder in (out, work / "rescored"))
     assert _without_settings(ours) == _without_settings(rescored)
     assert ours["split"] == "test" and ours["settings"]["baseline"] == "rf" and ours["settings"]["train_pixels"] <= 2000
@@ -66,6 +96,17 @@ def test_bad_model_and_unlabelled_train_split_are_one_line_errors(writable_root,
         with h5py.File(path, "r+") as handle:
             key = "label" if "label" in handle else "Label"
             handle[key][...] = 255
-    code = main(["baseline", "--data", str(writable_root), "--output", str(tmp_path / "y"), "--quiet", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    code = main(
+        [
+            "baseline",
+            "--data",
+            str(writable_root),
+            "--output",
+            str(tmp_path / "y"),
+            "--quiet",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'm.db'}",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "train.txt" in err and "no labelled pixel" in err

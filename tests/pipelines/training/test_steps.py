@@ -11,9 +11,9 @@ import torch
 import torch.multiprocessing as mp
 
 from h2crop_core.models.loss import hierarchical_loss
+from h2crop_core.taxonomy import UNLABELLED
 from pipelines.settings import TrainSettings
 from pipelines.training.steps import TrainState, align_optimizer_state, batch_weights, should_stop, train_step
-from h2crop_core.taxonomy import UNLABELLED
 
 
 def _logits(classes=(3, 4), batch=2, size=4, seed=0):
@@ -125,8 +125,16 @@ def _uneven_worker(rank: int, world: int, port: int, out: str) -> None:
     before = {"step": float(optimizer.state_dict()["state"][0]["step"]), "lr": scheduler.get_last_lr()[0]}
     align_optimizer_state(optimizer, scheduler, steps, "cpu")
     state = optimizer.state_dict()["state"]
-    torch.save({"before": before, "moments": [state[i]["exp_avg"] for i in sorted(state)], "step": float(state[0]["step"]),
-                "lr": scheduler.get_last_lr()[0], "weights": [p.detach() for p in model.parameters()]}, Path(out) / f"rank{rank}.pt")
+    torch.save(
+        {
+            "before": before,
+            "moments": [state[i]["exp_avg"] for i in sorted(state)],
+            "step": float(state[0]["step"]),
+            "lr": scheduler.get_last_lr()[0],
+            "weights": [p.detach() for p in model.parameters()],
+        },
+        Path(out) / f"rank{rank}.pt",
+    )
     torch.distributed.destroy_process_group()
 
 

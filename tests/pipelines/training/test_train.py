@@ -16,9 +16,9 @@ from pyarrow.fs import FileSelector
 from h2crop_core.checkpoint import load_checkpoint
 from h2crop_core.errors import SettingError
 from h2crop_core.storage import Remote
+from pipelines.runtime.tracking import RUN_NAME_TAG
 from pipelines.settings import TrainSettings, parse_overrides
 from pipelines.training.steps import lr_factor
-from pipelines.runtime.tracking import RUN_NAME_TAG
 from pipelines.training.train import run_training
 
 pytestmark = pytest.mark.ray
@@ -45,7 +45,12 @@ def _settings(data: Path, tmp_path: Path, run_name: str, **changes) -> TrainSett
 
 
 def _history(settings: TrainSettings, run_id: str, key: str) -> list[float]:
-    return [m.value for m in sorted(MlflowClient(settings.tracking_uri).get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))]
+    return [
+        m.value
+        for m in sorted(
+            MlflowClient(settings.tracking_uri).get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp)
+        )
+    ]
 
 
 def _wait_until_idle(ray, timeout: float = 60) -> None:
@@ -58,12 +63,42 @@ def _wait_until_idle(ray, timeout: float = 60) -> None:
 
 def test_training_learns_into_a_bucket_and_a_killed_run_resumes_from_it(ray_local, train_data, s3_bucket, tmp_path):
     settings = _settings(train_data, tmp_path, "learn", epochs=3, storage=f"{s3_bucket}/runs")
-    argv = ["train", "--data", settings.data, "--preset", settings.preset, "--epochs", "3", "--batch-size", "2", "--lr", "2e-3",
-            "--warmup-iters", "0", "--workers", "2", "--loader-workers", "0", "--run-name", "learn", "--storage", settings.storage,
-            "--output", settings.output, "--tracking-uri", settings.tracking_uri]
+    argv = [
+        "train",
+        "--data",
+        settings.data,
+        "--preset",
+        settings.preset,
+        "--epochs",
+        "3",
+        "--batch-size",
+        "2",
+        "--lr",
+        "2e-3",
+        "--warmup-iters",
+        "0",
+        "--workers",
+        "2",
+        "--loader-workers",
+        "0",
+        "--run-name",
+        "learn",
+        "--storage",
+        settings.storage,
+        "--output",
+        settings.output,
+        "--tracking-uri",
+        settings.tracking_uri,
+    ]
     # `h2crop train` as a user runs it, killed (SIGKILL: no clean-up) once Train has committed a checkpoint
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli.main", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli.main", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
     run_folder, storage = Remote(f"{settings.storage}/learn"), Remote(settings.storage)
     try:
         deadline = time.monotonic() + 240
@@ -76,7 +111,9 @@ def test_training_learns_into_a_bucket_and_a_killed_run_resumes_from_it(ray_loca
     assert storage.names(".h2crop_locks/learn")  # the killed holder's lock is left behind
     _wait_until_idle(ray_local)
 
-    outcome = run_training(settings)  # the same command: the dead holder's lock is stale, the run resumes from the bucket
+    outcome = run_training(
+        settings
+    )  # the same command: the dead holder's lock is stale, the run resumes from the bucket
     assert outcome.epochs_done == 3
     loaded = load_checkpoint(outcome.best_checkpoint)
     assert loaded.config.name == "tiny_crops_S2_H_P_jun" and loaded.spec.size == 96
@@ -84,14 +121,18 @@ def test_training_learns_into_a_bucket_and_a_killed_run_resumes_from_it(ray_loca
     stored = [info.path for info in run_folder.fs.get_file_info(FileSelector(run_folder.root, recursive=True))]
     assert any(path.endswith("/model.ckpt") for path in stored)  # Train's checkpoints are in the bucket
     client = MlflowClient(settings.tracking_uri)
-    run = client.get_run(outcome.mlflow_run_id)  # the killed run's MLflow run, continued (its id travels in the checkpoint)
+    run = client.get_run(
+        outcome.mlflow_run_id
+    )  # the killed run's MLflow run, continued (its id travels in the checkpoint)
     assert run.data.params["settings.preset"] == "tiny_crops_S2_H_P_jun" and run.data.params["model.window"] == "jun"
     assert {"preset", "window", "modalities", "git_commit", "dataset_fingerprint"} <= set(run.data.tags)
     assert len(client.search_runs([run.info.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = 'learn'")) == 1
     resumed = _history(settings, run.info.run_id, "resumed_from_epoch")
     assert len(resumed) == 1 and resumed[0] >= 1
     for level in range(1, 5):
-        assert len(_history(settings, run.info.run_id, f"val_level{level}_mf1")) == 3  # each epoch once, across the kill
+        assert (
+            len(_history(settings, run.info.run_id, f"val_level{level}_mf1")) == 3
+        )  # each epoch once, across the kill
     losses = _history(settings, run.info.run_id, "train_loss")
     assert len(losses) == 3 and losses[-1] < losses[0]  # it learns
     assert "best/best.ckpt" in {a.path for a in client.list_artifacts(run.info.run_id, "best")}
@@ -102,7 +143,10 @@ def test_a_training_whose_name_is_in_use_is_refused_before_it_starts(ray_local, 
     from h2crop_core.runlock import RunInUse, RunLock
 
     settings = _settings(train_data, tmp_path, "taken")
-    with RunLock(settings.storage, "taken", "training"), pytest.raises(RunInUse, match="training name 'taken' is in use"):
+    with (
+        RunLock(settings.storage, "taken", "training"),
+        pytest.raises(RunInUse, match="training name 'taken' is in use"),
+    ):
         run_training(settings)
     assert not (tmp_path / "storage" / "taken").exists() and not (tmp_path / "out" / "taken").exists()
 
@@ -155,9 +199,28 @@ def test_a_bad_file_is_named_from_a_process_pool_and_from_a_ray_worker(ray_local
     bad = index.split_paths("train")[1]
     good = bad.read_bytes()
     bad.write_bytes(good[:5000])  # truncated: found while computing the statistics, in a process pool
-    command = ["train", "--data", str(root), "--preset", "tiny_crops_S2_H_P_jun", "--epochs", "1", "--workers", "2", "--batch-size", "2",
-               "--storage", str(tmp_path / "storage"), "--output", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path / 'ml.db'}",
-               "--max-failures", "0", "--quiet"]
+    command = [
+        "train",
+        "--data",
+        str(root),
+        "--preset",
+        "tiny_crops_S2_H_P_jun",
+        "--epochs",
+        "1",
+        "--workers",
+        "2",
+        "--batch-size",
+        "2",
+        "--storage",
+        str(tmp_path / "storage"),
+        "--output",
+        str(tmp_path / "out"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'ml.db'}",
+        "--max-failures",
+        "0",
+        "--quiet",
+    ]
     assert main(command + ["--run-name", "pool"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"h2crop train: error: {bad}") and "truncated or corrupt" in err and "Traceback" not in err
