@@ -103,7 +103,8 @@ def main() -> int:
         }
         rows.append(row)
         print(
-            f"{name:28s} {forward:9.3f} {backward:10.3f} {row['forward_tflop_per_s']:8.2f} {row['backward_tflop_per_s']:8.2f} {row['per_training_step_s']:14.2f}"
+            f"{name:28s} {forward:9.3f} {backward:10.3f} {row['forward_tflop_per_s']:8.2f} "
+            f"{row['backward_tflop_per_s']:8.2f} {row['per_training_step_s']:14.2f}"
         )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(

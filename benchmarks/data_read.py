@@ -85,7 +85,7 @@ def main() -> None:
                 ours, base = [], []
                 for _ in range(args.repeats):  # interleaved, so machine noise hits both alike
                     ours.append(timed(reader.read, paths))
-                    base.append(timed(lambda p: plain_h5py_read(p, months, modalities), paths))
+                    base.append(timed(lambda p, m=months, mods=modalities: plain_h5py_read(p, m, mods), paths))
                 ours_s = min(t for t, _ in ours)
                 base_s = min(t for t, _ in base)
                 rows.append(

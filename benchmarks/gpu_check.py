@@ -297,7 +297,10 @@ def print_report(result: dict) -> None:
         print(
             f"{result['preset']}, {result['tile']}×{result['tile']}, {rows[0]['forward_gflops_per_sample']:.0f} forward GFLOPs/sample"
         )
-    header = f"{'variant':24s} {'batch':>5s} {'median s':>9s} {'min s':>8s} {'samples/s':>9s} {'TFLOP/s':>8s} {'of matmul':>9s} {'peak GB':>8s} {'speed-up':>8s}"
+    header = (
+        f"{'variant':24s} {'batch':>5s} {'median s':>9s} {'min s':>8s} {'samples/s':>9s} {'TFLOP/s':>8s} "
+        f"{'of matmul':>9s} {'peak GB':>8s} {'speed-up':>8s}"
+    )
     print(header + "\n" + "-" * len(header))
     for r in rows:
         name = f"{r['attention']} {r['precision']}" + (" (baseline)" if r["baseline"] else "")

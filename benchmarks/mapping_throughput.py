@@ -169,7 +169,10 @@ def run_mode(
 
 
 def print_table(rows: list[dict], cores: int) -> None:
-    header = f"{'size':>6s} {'mode':38s} {'tiles':>5s} {'km²/s':>7s} {'predict s':>9s} {'vs plain':>8s} {'write s':>7s} {'driver MB':>9s} {'actor MB':>9s}"
+    header = (
+        f"{'size':>6s} {'mode':38s} {'tiles':>5s} {'km²/s':>7s} {'predict s':>9s} {'vs plain':>8s} "
+        f"{'write s':>7s} {'driver MB':>9s} {'actor MB':>9s}"
+    )
     print(f"{cores} cores; Ray's start-up is not in the rows; km²/s over predicting")
     print(header)
     print("-" * len(header))

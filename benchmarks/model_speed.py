@@ -170,7 +170,10 @@ def run_variant(args: argparse.Namespace, precision: str, attention: str, sets: 
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'variant':40s} {'fwd s/sample':>12s} {'train s/sample':>14s} {'(min)':>7s} {'samples/s':>9s} {'fwd GF/s':>9s} {'train GF/s':>10s} {'peak RSS GB':>11s}"
+    header = (
+        f"{'variant':40s} {'fwd s/sample':>12s} {'train s/sample':>14s} {'(min)':>7s} {'samples/s':>9s} "
+        f"{'fwd GF/s':>9s} {'train GF/s':>10s} {'peak RSS GB':>11s}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:

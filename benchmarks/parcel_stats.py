@@ -143,7 +143,8 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     base_rate = base["parcels"] / base["seconds"]
     print(
-        f"map {args.size}² px; baseline: one rasterio.mask.mask per parcel on {base['parcels']} parcels, {base_rate:.0f} parcels/s (agrees with h2crop on {100 * agree:.1f}%)"
+        f"map {args.size}² px; baseline: one rasterio.mask.mask per parcel on {base['parcels']} parcels, "
+        f"{base_rate:.0f} parcels/s (agrees with h2crop on {100 * agree:.1f}%)"
     )
     header = f"{'cell px':>7s} {'parcels':>9s} {'seconds':>8s} {'parcels/s':>10s} {'vs baseline':>11s} {'peak MB':>8s}"
     print(header)
@@ -151,7 +152,8 @@ def main() -> int:
     for row in rows:
         row["vs_baseline"] = row["parcels_per_s"] / base_rate
         print(
-            f"{row['cell_px']:7d} {row['parcels']:9d} {row['seconds']:8.1f} {row['parcels_per_s']:10.0f} {row['vs_baseline']:10.1f}x {row['peak_rss_mb']:8.0f}"
+            f"{row['cell_px']:7d} {row['parcels']:9d} {row['seconds']:8.1f} {row['parcels_per_s']:10.0f} "
+            f"{row['vs_baseline']:10.1f}x {row['peak_rss_mb']:8.0f}"
         )
     growth = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
     print(f"peak memory with {rows[-1]['parcels']} parcels against {rows[0]['parcels']}: ×{growth:.2f}")

@@ -17,7 +17,8 @@ pixels labelled, unevenly over 32 tiles of 96 px), then, each on this machine wi
 Prints per-level OA and mF1 on the test split and the wall time of each, and checks that the best deep
 variant reaches the SVM's level-4 OA. JSON to ``benchmarks/results/small_data.json``.
 
-    python benchmarks/small_data.py [--tiles 32] [--minutes 15] [--label-fraction 0.1] [--variants faithful pixel pixel-logits pixel-spectrum] [--smoke]
+    python benchmarks/small_data.py [--tiles 32] [--minutes 15] [--label-fraction 0.1] \
+        [--variants faithful pixel pixel-logits pixel-spectrum] [--smoke]
 
 ``--smoke``: 8 tiles, a 20-second budget, the last variant asked for (by default ``pixel-spectrum``: every
 pixel-branch option and the weighted sparse draws), small pixel samples (checks that it runs; the numbers

@@ -72,7 +72,8 @@ def choose_recipe(requested: str, train_samples: int, *, lr_given: bool = False)
     if train_samples < SMALL_SET_SAMPLES:
         why = (
             f"recipe small: {train_samples} training samples (< {SMALL_SET_SAMPLES}): lr {SMALL.lr:g}, {SMALL.warmup_iters} warm-up steps, "
-            f"{SMALL.steps} optimizer steps, early stopping after {SMALL.patience} epochs without a better val mF1 (--recipe benchmark for the paper's)"
+            f"{SMALL.steps} optimizer steps, early stopping after {SMALL.patience} epochs without a better val "
+            "mF1 (--recipe benchmark for the paper's)"
         )
         return SMALL, SMALL.patience, why
     why = (

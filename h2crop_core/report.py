@@ -206,7 +206,8 @@ def format_summary(metrics: dict) -> str:
         )
     mean = metrics["mean"]
     lines.append(
-        f"{'mean':10}{_pct(mean['oa'])}{_pct(mean['miou'])}{_pct(mean['mf1'])}{_pct(metrics['changed']['mean']['mf1'], 13)}{_pct(metrics['unchanged']['mean']['mf1'], 15)}"
+        f"{'mean':10}{_pct(mean['oa'])}{_pct(mean['miou'])}{_pct(mean['mf1'])}"
+        f"{_pct(metrics['changed']['mean']['mf1'], 13)}{_pct(metrics['unchanged']['mean']['mf1'], 15)}"
     )
     lines.append(f"hierarchy consistency of predictions: {_pct(metrics['consistency'], 0).strip()}")
     return "\n".join(lines)

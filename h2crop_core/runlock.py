@@ -83,7 +83,8 @@ class RunLock:
             seen = time.time() - float(holder.get("heartbeat", 0))
             raise RunInUse(
                 f"{self.kind} name {self.name!r} is in use in {self.storage}: held by {holder.get('kind', 'a run')} on host "
-                f"{holder.get('host')} (pid {holder.get('pid')}, started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(holder.get('started', 0))))}, "
+                f"{holder.get('host')} (pid {holder.get('pid')}, started "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(holder.get('started', 0))))}, "
                 f"seen {seen:.0f} s ago); choose another name, or wait for it to finish (a crashed holder's lock {self.where} "
                 f"expires {self.stale_after_s:.0f} s after its last heartbeat)"
             )

@@ -69,12 +69,15 @@ class TrainSettings:
     overrides: dict = setting({}, "model setting overrides (--set key=value)", cli=False)
     recipe: str = setting(
         "auto",
-        "training schedule: benchmark (the paper's: lr 6e-5, 1,000 warm-up steps, cosine over 100 epochs), small (lr 2e-3, 50 warm-up steps, 1,500 optimizer steps, early stopping), or auto: small below 2,000 training samples unless --lr is given, else benchmark (default: auto)",
+        "training schedule: benchmark (the paper's: lr 6e-5, 1,000 warm-up steps, cosine over 100 epochs), "
+        "small (lr 2e-3, 50 warm-up steps, 1,500 optimizer steps, early stopping), or auto: small below 2,000 "
+        "training samples unless --lr is given, else benchmark (default: auto)",
         choices=RECIPE_CHOICES,
     )
     epochs: int | None = setting(
         None,
-        "most epochs (default: the recipe's; the small recipe counts optimizer steps, --steps); the run stops earlier at --time-budget-minutes or --patience",
+        "most epochs (default: the recipe's; the small recipe counts optimizer steps, --steps); the run stops "
+        "earlier at --time-budget-minutes or --patience",
     )
     steps: int | None = setting(
         None,
@@ -82,11 +85,13 @@ class TrainSettings:
     )
     patience: int | None = setting(
         None,
-        "stop after this many epochs without a better validation mF1, keeping the best checkpoint; 0: never (default: the recipe's: 12 for small, 20 for auto's benchmark, 0 for --recipe benchmark)",
+        "stop after this many epochs without a better validation mF1, keeping the best checkpoint; 0: never "
+        "(default: the recipe's: 12 for small, 20 for auto's benchmark, 0 for --recipe benchmark)",
     )
     sampling: str = setting(
         "auto",
-        "how an epoch draws training tiles: uniform (each once, the benchmark's), labelled (in proportion to their labelled pixels; unlabelled tiles left out), auto: labelled when under half the pixels are labelled (default: auto)",
+        "how an epoch draws training tiles: uniform (each once, the benchmark's), labelled (in proportion to "
+        "their labelled pixels; unlabelled tiles left out), auto: labelled when under half the pixels are labelled (default: auto)",
         choices=SAMPLINGS,
     )
     batch_size: int = setting(4, "samples per worker per step")
@@ -158,7 +163,8 @@ class EvaluateSettings:
     split: str = setting("test", "the split to evaluate", choices=("train", "val", "test"))
     decode: str = setting(
         DEFAULT_DECODE,
-        "consistent: the most probable taxonomy path (the four levels always agree); argmax: per level; auto: consistent for four-level models, else argmax",
+        "consistent: the most probable taxonomy path (the four levels always agree); argmax: per level; auto: "
+        "consistent for four-level models, else argmax",
         choices=DECODE_CHOICES,
     )
     batch_size: int = setting(4, "samples per forward pass")
@@ -188,7 +194,8 @@ class BaselineSettings:
     )
     max_pixels: int | None = setting(
         None,
-        "most training pixels, a stratified sample of the train split's labelled pixels (bounds memory and fit time; default: 200,000, 20,000 for svm)",
+        "most training pixels, a stratified sample of the train split's labelled pixels (bounds memory and fit "
+        "time; default: 200,000, 20,000 for svm)",
     )
     window: str = setting(
         "dec",

@@ -123,7 +123,7 @@ def validate_dataset(
         report.missing += [p.stem for p in listed if not p.is_file()]
     existing = [p for p in paths if p.is_file()]
     check = _CheckFile(taxonomy, spec or _layout_of(existing))
-    for path, problem in zip(
+    for _path, problem in zip(
         existing, map_with_progress(check, existing, workers=workers, desc="validate", progress=progress)
     ):
         report.checked += 1

@@ -211,7 +211,8 @@ class RegionReader:
         missing = sorted(set(range(1, self.months + 1)) - set(by_month))
         if missing:
             raise RegionError(
-                f"{Path(self.inputs.s2[0]).parent}: no file for month(s) {missing} (found {list(by_month)}); the model's window needs months 1-{self.months}"
+                f"{Path(self.inputs.s2[0]).parent}: no file for month(s) {missing} (found {list(by_month)}); "
+                f"the model's window needs months 1-{self.months}"
             )
         self._months = tuple(range(1, self.months + 1))
         files = [by_month[m] for m in self._months]
@@ -224,7 +225,8 @@ class RegionReader:
                 first.transform
             ):
                 raise RegionError(
-                    f"{path}: not on the grid of {files[0]} ({handle.crs} {handle.shape} vs {first.crs} {first.shape}); monthly files must share one grid"
+                    f"{path}: not on the grid of {files[0]} ({handle.crs} {handle.shape} vs {first.crs} "
+                    f"{first.shape}); monthly files must share one grid"
                 )
 
     def _open(self, role: str, path: str | None, transform: Affine, resampling: str) -> None:

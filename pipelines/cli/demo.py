@@ -173,14 +173,16 @@ def main(argv: list[str] | None = None) -> None:
         f"  sweep            {out / 'sweep'}  (sweep_summary.csv, trials/<id>/best.ckpt); MLflow parent run demo-quick with 4 children"
     )
     print(
-        f"  compare runs     .venv/bin/h2crop runs compare --tracking-uri sqlite:///{out / 'mlruns.db'} --sweep demo-quick --by window --plot {out / 'sweep' / 'by_window.png'}"
+        f"  compare runs     .venv/bin/h2crop runs compare --tracking-uri sqlite:///{out / 'mlruns.db'} --sweep "
+        f"demo-quick --by window --plot {out / 'sweep' / 'by_window.png'}"
     )
     print(
         f"  MLflow UI        .venv/bin/h2crop runs ui --tracking-uri sqlite:///{out / 'mlruns.db'}   (once: .venv/bin/pip install 'mlflow>=3.10,<4')"
     )
     print(f"  Ray checkpoints  {out / 'ray_results'}  (re-running the demo resumes the finished run)")
     print(
-        f"  region maps      {out / 'map'}  (level1..4.tif, confidence_level1..4.tif COGs, summary.json, quicklook.png, map.json; tiles/ for resuming)"
+        f"  region maps      {out / 'map'}  (level1..4.tif, confidence_level1..4.tif COGs, summary.json, "
+        "quicklook.png, map.json; tiles/ for resuming)"
     )
     print(f"  parcel crops     {out / 'map' / 'parcels.parquet'}  (GeoParquet: geopandas.read_parquet, QGIS)")
 

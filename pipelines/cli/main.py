@@ -58,7 +58,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
             files = write_user_files(Path(result.region["dir"]), Path(args.out) / "user_files")
             print(
-                f"wrote the region as a user has it to {Path(args.out) / 'user_files'}: monthly S2 files, EnMAP in {USER_ENMAP_CRS}, parcels in Lambert-93"
+                f"wrote the region as a user has it to {Path(args.out) / 'user_files'}: monthly S2 files, EnMAP "
+                f"in {USER_ENMAP_CRS}, parcels in Lambert-93"
             )
             print(
                 f"  map it: h2crop map --checkpoint CKPT --s2 {files['s2']} --enmap {files['enmap']} --prior {files['prior']} --output OUT"
@@ -102,7 +103,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         + " ".join(f"{v:.0f}" for v in stats.s2_std)
     )
     print(
-        f"  EnMAP mean {stats.enmap_mean.min():.0f}..{stats.enmap_mean.max():.0f}, std {stats.enmap_std.min():.0f}..{stats.enmap_std.max():.0f} over {len(stats.enmap_mean)} bands"
+        f"  EnMAP mean {stats.enmap_mean.min():.0f}..{stats.enmap_mean.max():.0f}, std "
+        f"{stats.enmap_std.min():.0f}..{stats.enmap_std.max():.0f} over {len(stats.enmap_mean)} bands"
     )
     return 0
 
@@ -227,10 +229,12 @@ def cmd_map(args: argparse.Namespace) -> int:
     summary = json.loads((Path(manifest.get("staging", args.output)) / manifest["files"]["summary"]).read_text())
     print(
         f"mapped {manifest['height']}×{manifest['width']} pixels ({summary['mapped_km2']:.2f} of {summary['grid_km2']:.2f} km² with data) in "
-        f"{manifest['tiles']} tiles ({manifest.get('tiles_predicted', 0)} predicted now, {manifest.get('tiles_resumed', 0)} resumed) to {args.output}:"
+        f"{manifest['tiles']} tiles ({manifest.get('tiles_predicted', 0)} predicted now, "
+        f"{manifest.get('tiles_resumed', 0)} resumed) to {args.output}:"
     )
     print(
-        f"  {', '.join(name for key, name in manifest['files'].items() if key.startswith('level'))} (classes), confidence_level*.tif, summary.json, quicklook.png, map.json"
+        f"  {', '.join(name for key, name in manifest['files'].items() if key.startswith('level'))} (classes), "
+        "confidence_level*.tif, summary.json, quicklook.png, map.json"
     )
     return 0
 
@@ -240,7 +244,8 @@ def cmd_parcels(args: argparse.Namespace) -> int:
 
     result = parcel_statistics(args.map, args.parcels, args.output, id_column=args.id_column, progress=not args.quiet)
     print(
-        f"{result['parcels']} parcels ({result['mapped']} with mapped pixels, {result['parcels'] - result['mapped']} outside the map or without data) "
+        f"{result['parcels']} parcels ({result['mapped']} with mapped pixels, "
+        f"{result['parcels'] - result['mapped']} outside the map or without data) "
         f"-> {args.output} (GeoParquet, {result['crs']})"
     )
     return 0
@@ -259,7 +264,8 @@ def add_mapping_parsers(add) -> None:
         "--s2",
         type=Path,
         metavar="FILE_OR_DIR",
-        help="Sentinel-2 monthly composites: one GeoTIFF of months x 10 bands (month-major, January first) or a folder of monthly 10-band GeoTIFFs named by month; its grid is the map's",
+        help="Sentinel-2 monthly composites: one GeoTIFF of months x 10 bands (month-major, January first) or a "
+        "folder of monthly 10-band GeoTIFFs named by month; its grid is the map's",
     )
     p.add_argument(
         "--enmap",
@@ -284,7 +290,8 @@ def add_mapping_parsers(add) -> None:
     p.add_argument(
         "--output",
         required=True,
-        help="output folder or object-store prefix (s3://bucket/maps/x): level<k>.tif, confidence_level<k>.tif, summary.json, quicklook.png, map.json, tiles/ (rerun to resume)",
+        help="output folder or object-store prefix (s3://bucket/maps/x): level<k>.tif, confidence_level<k>.tif, "
+        "summary.json, quicklook.png, map.json, tiles/ (rerun to resume)",
     )
     add_settings_options(p, MapSettings)
     p.set_defaults(func=cmd_map)
@@ -349,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-fraction",
         type=float,
         default=1.0,
-        help="below 1: sparse labels, as from a field survey (about this fraction of parcels labelled, unevenly over the tiles; default 1: every parcel)",
+        help="below 1: sparse labels, as from a field survey (about this fraction of parcels labelled, unevenly "
+        "over the tiles; default 1: every parcel)",
     )
     p.add_argument(
         "--user-files",

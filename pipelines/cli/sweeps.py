@@ -28,7 +28,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     rows = load_runs(outcome.tracking_uri, outcome.experiment, outcome.name, (outcome.metric,))
     columns, records = compare_records(rows, outcome.metric)
     print(
-        f"\nsweep {outcome.name}: {outcome.trials} trials ({outcome.errors} failed); best {outcome.best_trial} with {outcome.metric} {outcome.best_value:.4f}"
+        f"\nsweep {outcome.name}: {outcome.trials} trials ({outcome.errors} failed); best {outcome.best_trial} "
+        f"with {outcome.metric} {outcome.best_value:.4f}"
     )
     if outcome.errors:
         print(
@@ -109,7 +110,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     uri = _uri(args)
     if not _ui_installed():
         raise SettingError(
-            "the MLflow UI needs the full mlflow package, which this install leaves out: pip install 'h2crop[server]' (or: pip install 'mlflow>=3.10,<4')"
+            "the MLflow UI needs the full mlflow package, which this install leaves out: pip install "
+            "'h2crop[server]' (or: pip install 'mlflow>=3.10,<4')"
         )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(

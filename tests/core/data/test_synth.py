@@ -124,7 +124,7 @@ def test_s2_confused_siblings_differ_in_enmap_fine_features(synth_taxonomy):
     assert 0.1 * len(paths) < len(confused) < 0.9 * len(paths)
     for faint in (True, False):
         gaps_s2, gaps_enmap = [], []
-        for k, parent in {(k, p) for k in (2, 3) for p in np.unique(paths[1:, k - 1])}:
+        for k, parent in {(level, p) for level in (2, 3) for p in np.unique(paths[1:, level - 1])}:
             if ((k, parent) in world.faint_groups) != faint:
                 continue
             children = np.unique(paths[1:, k][paths[1:, k - 1] == parent])

@@ -122,7 +122,7 @@ def local_cluster(s3_server, tmp_path_factory):
         ["bash", str(REPO / "cluster" / "mlflow_server.sh")],
         env=mlflow_env,
         cwd=work,
-        stdout=open(work / "mlflow.log", "w"),
+        stdout=open(work / "mlflow.log", "w"),  # noqa: SIM115 - the server's log, open as long as the server runs
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -245,7 +245,9 @@ def test_the_job_api_reaches_both_nodes_and_a_fixed_cluster_refuses_what_it_cann
     with _driver():  # `ray start` nodes: a fixed cluster, told apart from an autoscaling one by the autoscaler's report
         assert not cluster_autoscales()
         report = json.loads(_wait("the autoscaler's report", lambda: _internal_kv_get("__autoscaling_status")))
-    report["autoscaler_report"]["node_type_mapping"] = dict.fromkeys(report["autoscaler_report"]["node_type_mapping"], "gpu-group")
+    report["autoscaler_report"]["node_type_mapping"] = dict.fromkeys(
+        report["autoscaler_report"]["node_type_mapping"], "gpu-group"
+    )
     assert autoscales(json.dumps(report).encode()) and autoscales(None)  # a launcher/KubeRay report; none at all
 
 

@@ -25,14 +25,16 @@ def test_hierarchical_loss_ignores_unlabelled_pixels():
     logits = _logits()
     label = torch.randint(0, 3, (2, 4, 4, 4), generator=torch.Generator().manual_seed(1))
     full = hierarchical_loss(logits, label, (1, 2))
-    expected = sum(torch.nn.functional.cross_entropy(l, label[:, k].long()) for k, l in enumerate(logits))
+    expected = sum(torch.nn.functional.cross_entropy(lk, label[:, k].long()) for k, lk in enumerate(logits))
     assert torch.allclose(full, expected)
 
     # unlabelled pixels change nothing but the denominator: the loss is the mean over labelled pixels only
     masked = label.clone()
     masked[:, :, :2] = UNLABELLED
     part = hierarchical_loss(logits, masked, (1, 2))
-    expected = sum(torch.nn.functional.cross_entropy(l[:, :, 2:], label[:, k, 2:].long()) for k, l in enumerate(logits))
+    expected = sum(
+        torch.nn.functional.cross_entropy(lk[:, :, 2:], label[:, k, 2:].long()) for k, lk in enumerate(logits)
+    )
     assert torch.allclose(part, expected)
 
 
