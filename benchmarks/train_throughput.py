@@ -36,8 +36,9 @@ from h2crop_core.data.schema import SampleSpec
 from h2crop_core.data.synth import synthesize_dataset
 from pipelines.runtime.cluster import connect_ray, quiet_data_context
 from pipelines.settings import TrainSettings
+from pipelines.training.context import reader_for
 from pipelines.training.steps import augment, make_state, train_step
-from pipelines.training.train import PreparedRun, make_trainer, prepare_run, reader_for
+from pipelines.training.train import PreparedRun, make_trainer, prepare_run
 
 
 def _epoch_stats(times: list[float], samples: list[int]) -> dict:

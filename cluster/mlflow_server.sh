@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# An MLflow tracking server for a team or a cluster (needs Flask: pip install -e ".[server]").
+# An MLflow tracking server for a team or a cluster (mlflow comes with h2crop's install).
 #
 # It listens on 127.0.0.1 unless HOST says otherwise: a tracking server open to the network accepts anyone's
 # runs and serves every artifact. For other machines, put it behind an authenticating reverse proxy (and

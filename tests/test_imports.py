@@ -66,7 +66,7 @@ def test_no_module_imports_itself_through_others():
         "h2crop_core.data.synth.world" in graph
         and "h2crop_core.mapping.region" in graph["h2crop_core.data.synth.region"]
     )
-    assert "pipelines.training.steps" in graph["pipelines.training.train"]
+    assert "pipelines.training.steps" in graph["pipelines.training.worker"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 

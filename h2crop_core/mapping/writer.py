@@ -242,21 +242,7 @@ def write_level_cogs(
     staging = {stem: folder / f".{stem}.staging{PARTIAL}" for stem in stems}
     try:
         area_m2 = _mosaic(store, tiles, levels, grid, taxonomy, profiles, staging)
-        files = {}
-        for stem in stems:
-            partial = folder / f".{stem}.tif{PARTIAL}"
-            overviews = "average" if stem.startswith("confidence") else "mode"
-            rasterio.shutil.copy(
-                staging[stem],
-                partial,
-                driver="COG",
-                compress="deflate",
-                overview_resampling=overviews,
-                blocksize=256,
-                bigtiff="IF_SAFER",
-            )
-            os.replace(partial, folder / f"{stem}.tif")
-            files[stem] = f"{stem}.tif"
+        files = {stem: _to_cog(staging[stem], folder, stem) for stem in stems}
     finally:
         for path in staging.values():
             path.unlink(missing_ok=True)
@@ -286,6 +272,24 @@ def write_level_cogs(
     }
     write_text_atomic(folder / MAP_MANIFEST, json.dumps(manifest, indent=1))
     return manifest
+
+
+def _to_cog(staging: Path, folder: Path, stem: str) -> str:
+    """Copy a staged mosaic to ``<stem>.tif`` as a COG (through a partial name); overviews by the most frequent
+    class, or by average for confidence."""
+    partial = folder / f".{stem}.tif{PARTIAL}"
+    overviews = "average" if stem.startswith("confidence") else "mode"
+    rasterio.shutil.copy(
+        staging,
+        partial,
+        driver="COG",
+        compress="deflate",
+        overview_resampling=overviews,
+        blocksize=256,
+        bigtiff="IF_SAFER",
+    )
+    os.replace(partial, folder / f"{stem}.tif")
+    return f"{stem}.tif"
 
 
 def map_summary(

@@ -15,8 +15,14 @@ import time
 from pathlib import Path
 
 from pipelines.cli.main import main as h2crop
+from pipelines.cli.sweeps import UI_INSTALL
 
-QUICK_SPACE = Path(__file__).resolve().parents[1] / "tune_spaces" / "quick.yaml"
+QUICK_SPACE = Path(__file__).resolve().parents[2] / "tune_spaces" / "quick.yaml"
+
+
+def flags(**options) -> list[str]:
+    """``--name value`` pairs (underscores as dashes), in the order given."""
+    return [item for key, value in options.items() for item in (f"--{key.replace('_', '-')}", str(value))]
 
 
 def step(title: str, argv: list[str], verbose: bool = False) -> None:
@@ -27,6 +33,86 @@ def step(title: str, argv: list[str], verbose: bool = False) -> None:
         print(f"demo: step '{title}' failed with exit code {code}", file=sys.stderr)
         sys.exit(code)
     print(f"({time.perf_counter() - start:.1f} s)", flush=True)
+
+
+def data_steps(args: argparse.Namespace, data: Path) -> None:
+    step(
+        "1/9 synthesise a dataset with the benchmark's layout, and a georeferenced region as a user has it",
+        ["synth", *flags(out=data, samples=args.samples), "--user-files"],
+        args.verbose,
+    )
+    step("2/9 validate every file against the layout and the taxonomy", ["validate", "--data", str(data)], args.verbose)
+    step("3/9 per-band normalisation statistics over the training split", ["stats", "--data", str(data)], args.verbose)
+
+
+def model_steps(args: argparse.Namespace, out: Path, data: Path, run: Path) -> None:
+    user, tracking = data / "user_files", f"sqlite:///{out / 'mlruns.db'}"
+    step(
+        f"4/9 train {args.preset} on a local Ray: 2 workers, MLflow tracking, a checkpoint per epoch",
+        ["train", *flags(data=data, preset=args.preset, epochs=args.epochs, workers=2, batch_size=2, lr="2e-3")]
+        + flags(warmup_iters=0, run_name=f"demo-{args.preset}", storage=out / "ray_results", output=run)
+        + flags(tracking_uri=tracking),
+        args.verbose,
+    )
+    step(
+        "5/9 evaluate the best checkpoint on the test split (hierarchy-consistent decoding)",
+        ["evaluate", *flags(checkpoint=run / "best.ckpt", data=data, split="test", output=out / "test_eval")]
+        + flags(decode="consistent"),
+        args.verbose,
+    )
+    step(
+        "6/9 map the user's rasters (12 monthly S2 files; EnMAP in EPSG:32632, warped on the fly): "
+        "classes and confidence as COGs",
+        ["map", *flags(checkpoint=run / "best.ckpt", s2=user / "s2", enmap=user / "enmap_EPSG32632.tif")]
+        + flags(prior=user / "prior.tif", output=out / "map", actors=2),
+        args.verbose,
+    )
+    step(
+        "7/9 the crop of every parcel (Lambert-93 GeoPackage) from the map: majority class, share, confidence "
+        "-> GeoParquet",
+        ["parcels", *flags(map=out / "map", parcels=user / "parcels.gpkg", id_column="parcel_id")]
+        + flags(output=out / "map" / "parcels.parquet"),
+        args.verbose,
+    )
+
+
+def sweep_steps(args: argparse.Namespace, out: Path) -> None:
+    sweep_data = out / "sweep_data"
+    step(
+        "8/9 synthesise a small dataset for the sweep (32 samples of 96 x 96 px)",
+        ["synth", *flags(out=sweep_data, samples=32, size=96, region_size=0, seed=1)],
+        args.verbose,
+    )
+    step(
+        "9/9 sweep tune_spaces/quick.yaml: two fusions x two windows, ASHA stops trials that are behind after epoch 1",
+        ["tune", *flags(data=sweep_data, space=QUICK_SPACE, name="demo-quick", concurrent=2)]
+        + flags(storage=out / "ray_results", output=out / "sweep", tracking_uri=f"sqlite:///{out / 'mlruns.db'}"),
+        args.verbose,
+    )
+
+
+def where_things_are(out: Path, data: Path, run: Path) -> None:
+    uri = f"sqlite:///{out / 'mlruns.db'}"
+    rows = {
+        "dataset": f"{data}  (h5_data/, data_lists/, cascade_labels.csv, norm_stats.json/.png, validation.json)",
+        "mapping region": f"{data / 'region'}  (s2.tif, enmap.tif, prior.tif, label.tif, parcels.gpkg); "
+        f"as a user has it: {data / 'user_files'}",
+        "best checkpoint": f"{run / 'best.ckpt'}  (self-contained: model, taxonomy, statistics, window)",
+        "validation": f"{run / 'metrics.json'} and plots in {run}",
+        "test evaluation": f"{out / 'test_eval' / 'metrics.json'}, confusion_level*.png, f1_level*.png, "
+        "changed_vs_unchanged.png",
+        "sweep": f"{out / 'sweep'}  (sweep_summary.csv, trials/<id>/best.ckpt); MLflow parent run demo-quick "
+        "with 4 children",
+        "compare runs": f".venv/bin/h2crop runs compare --tracking-uri {uri} --sweep demo-quick --by window "
+        f"--plot {out / 'sweep' / 'by_window.png'}",
+        "MLflow UI": f".venv/bin/h2crop runs ui --tracking-uri {uri}   (once: {UI_INSTALL})",
+        "Ray checkpoints": f"{out / 'ray_results'}  (re-running the demo resumes the finished run)",
+        "region maps": f"{out / 'map'}  (level1..4.tif, confidence_level1..4.tif COGs, summary.json, quicklook.png, "
+        "map.json; tiles/ for resuming)",
+        "parcel crops": f"{out / 'map' / 'parcels.parquet'}  (GeoParquet: geopandas.read_parquet, QGIS)",
+    }
+    for name, where in rows.items():
+        print(f"  {name:16s} {where}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,150 +127,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = args.out.resolve()
     data, run = out / "data", out / "run"
-    user = data / "user_files"
     start = time.perf_counter()
-    step(
-        "1/9 synthesise a dataset with the benchmark's layout, and a georeferenced region as a user has it",
-        ["synth", "--out", str(data), "--samples", str(args.samples), "--user-files"],
-        args.verbose,
-    )
-    step("2/9 validate every file against the layout and the taxonomy", ["validate", "--data", str(data)], args.verbose)
-    step("3/9 per-band normalisation statistics over the training split", ["stats", "--data", str(data)], args.verbose)
-    step(
-        f"4/9 train {args.preset} on a local Ray: 2 workers, MLflow tracking, a checkpoint per epoch",
-        [
-            "train",
-            "--data",
-            str(data),
-            "--preset",
-            args.preset,
-            "--epochs",
-            str(args.epochs),
-            "--workers",
-            "2",
-            "--batch-size",
-            "2",
-            "--lr",
-            "2e-3",
-            "--warmup-iters",
-            "0",
-            "--run-name",
-            f"demo-{args.preset}",
-            "--storage",
-            str(out / "ray_results"),
-            "--output",
-            str(run),
-            "--tracking-uri",
-            f"sqlite:///{out / 'mlruns.db'}",
-        ],
-        args.verbose,
-    )
-    step(
-        "5/9 evaluate the best checkpoint on the test split (hierarchy-consistent decoding)",
-        [
-            "evaluate",
-            "--checkpoint",
-            str(run / "best.ckpt"),
-            "--data",
-            str(data),
-            "--split",
-            "test",
-            "--output",
-            str(out / "test_eval"),
-            "--decode",
-            "consistent",
-        ],
-        args.verbose,
-    )
-    step(
-        "6/9 map the user's rasters (12 monthly S2 files; EnMAP in EPSG:32632, warped on the fly): classes and confidence as COGs",
-        [
-            "map",
-            "--checkpoint",
-            str(run / "best.ckpt"),
-            "--s2",
-            str(user / "s2"),
-            "--enmap",
-            str(user / "enmap_EPSG32632.tif"),
-            "--prior",
-            str(user / "prior.tif"),
-            "--output",
-            str(out / "map"),
-            "--actors",
-            "2",
-        ],
-        args.verbose,
-    )
-    step(
-        "7/9 the crop of every parcel (Lambert-93 GeoPackage) from the map: majority class, share, confidence -> GeoParquet",
-        [
-            "parcels",
-            "--map",
-            str(out / "map"),
-            "--parcels",
-            str(user / "parcels.gpkg"),
-            "--id-column",
-            "parcel_id",
-            "--output",
-            str(out / "map" / "parcels.parquet"),
-        ],
-        args.verbose,
-    )
-    sweep_data = out / "sweep_data"
-    step(
-        "8/9 synthesise a small dataset for the sweep (32 samples of 96 x 96 px)",
-        ["synth", "--out", str(sweep_data), "--samples", "32", "--size", "96", "--region-size", "0", "--seed", "1"],
-        args.verbose,
-    )
-    step(
-        "9/9 sweep tune_spaces/quick.yaml: two fusions x two windows, ASHA stops trials that are behind after epoch 1",
-        [
-            "tune",
-            "--data",
-            str(sweep_data),
-            "--space",
-            str(QUICK_SPACE),
-            "--name",
-            "demo-quick",
-            "--concurrent",
-            "2",
-            "--storage",
-            str(out / "ray_results"),
-            "--output",
-            str(out / "sweep"),
-            "--tracking-uri",
-            f"sqlite:///{out / 'mlruns.db'}",
-        ],
-        args.verbose,
-    )
+    data_steps(args, data)
+    model_steps(args, out, data, run)
+    sweep_steps(args, out)
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s. Where things are:")
-    print(
-        f"  dataset          {data}  (h5_data/, data_lists/, cascade_labels.csv, norm_stats.json/.png, validation.json)"
-    )
-    print(
-        f"  mapping region   {data / 'region'}  (s2.tif, enmap.tif, prior.tif, label.tif, parcels.gpkg); as a user has it: {user}"
-    )
-    print(f"  best checkpoint  {run / 'best.ckpt'}  (self-contained: model, taxonomy, statistics, window)")
-    print(f"  validation       {run / 'metrics.json'} and plots in {run}")
-    print(
-        f"  test evaluation  {out / 'test_eval' / 'metrics.json'}, confusion_level*.png, f1_level*.png, changed_vs_unchanged.png"
-    )
-    print(
-        f"  sweep            {out / 'sweep'}  (sweep_summary.csv, trials/<id>/best.ckpt); MLflow parent run demo-quick with 4 children"
-    )
-    print(
-        f"  compare runs     .venv/bin/h2crop runs compare --tracking-uri sqlite:///{out / 'mlruns.db'} --sweep "
-        f"demo-quick --by window --plot {out / 'sweep' / 'by_window.png'}"
-    )
-    print(
-        f"  MLflow UI        .venv/bin/h2crop runs ui --tracking-uri sqlite:///{out / 'mlruns.db'}   (once: .venv/bin/pip install 'mlflow>=3.10,<4')"
-    )
-    print(f"  Ray checkpoints  {out / 'ray_results'}  (re-running the demo resumes the finished run)")
-    print(
-        f"  region maps      {out / 'map'}  (level1..4.tif, confidence_level1..4.tif COGs, summary.json, "
-        "quicklook.png, map.json; tiles/ for resuming)"
-    )
-    print(f"  parcel crops     {out / 'map' / 'parcels.parquet'}  (GeoParquet: geopandas.read_parquet, QGIS)")
+    where_things_are(out, data, run)
 
 
 if __name__ == "__main__":

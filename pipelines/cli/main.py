@@ -9,7 +9,6 @@ or a Ray worker) is one line and exit code 2; anything else is a bug: its traceb
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
@@ -18,10 +17,11 @@ from pathlib import Path
 from h2crop_core.data.index import DatasetIndex
 from h2crop_core.errors import find_user_error
 from h2crop_core.taxonomy import load_taxonomy
+from pipelines.cli.mapping import add_mapping_parsers
 from pipelines.cli.model_info import add_model_info_parser
 from pipelines.cli.options import add_settings_options, settings_from_args
 from pipelines.cli.sweeps import add_sweep_parsers
-from pipelines.settings import BaselineSettings, EvaluateSettings, MapSettings, TrainSettings
+from pipelines.settings import BaselineSettings, EvaluateSettings, TrainSettings
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -202,131 +202,13 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def map_inputs(args: argparse.Namespace):
-    """``--region DIR``, or ``--s2`` with ``--enmap``/``--prior``/``--enmap-bands``: one of the two."""
-    from h2crop_core.errors import SettingError
-    from h2crop_core.mapping import MapInputs, inputs_from_region
-
-    if bool(args.region) == bool(args.s2):
-        raise SettingError(
-            "give the rasters with --s2 (and --enmap, --prior) or a region folder with --region, not both or neither"
-        )
-    if args.region:
-        if args.enmap or args.prior or args.enmap_bands:
-            raise SettingError(
-                "--enmap, --prior and --enmap-bands go with --s2; a --region folder names its own rasters"
-            )
-        return inputs_from_region(args.region)
-    return MapInputs.from_paths(args.s2, args.enmap, args.prior, args.enmap_bands or "")
-
-
-def cmd_map(args: argparse.Namespace) -> int:
-    settings = settings_from_args(MapSettings, args)  # checked before anything heavy is imported
-    inputs = map_inputs(args)
-    from pipelines.mapping.run import map_region
-
-    manifest = map_region(args.checkpoint, inputs, args.output, settings, progress=not args.quiet)
-    summary = json.loads((Path(manifest.get("staging", args.output)) / manifest["files"]["summary"]).read_text())
-    print(
-        f"mapped {manifest['height']}×{manifest['width']} pixels ({summary['mapped_km2']:.2f} of {summary['grid_km2']:.2f} km² with data) in "
-        f"{manifest['tiles']} tiles ({manifest.get('tiles_predicted', 0)} predicted now, "
-        f"{manifest.get('tiles_resumed', 0)} resumed) to {args.output}:"
-    )
-    print(
-        f"  {', '.join(name for key, name in manifest['files'].items() if key.startswith('level'))} (classes), "
-        "confidence_level*.tif, summary.json, quicklook.png, map.json"
-    )
-    return 0
-
-
-def cmd_parcels(args: argparse.Namespace) -> int:
-    from h2crop_core.mapping.parcels import parcel_statistics
-
-    result = parcel_statistics(args.map, args.parcels, args.output, id_column=args.id_column, progress=not args.quiet)
-    print(
-        f"{result['parcels']} parcels ({result['mapped']} with mapped pixels, "
-        f"{result['parcels'] - result['mapped']} outside the map or without data) "
-        f"-> {args.output} (GeoParquet, {result['crs']})"
-    )
-    return 0
-
-
 # ------------------------------------------------------------------------------------------- parser
 def _default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 1)))
 
 
-def add_mapping_parsers(add) -> None:
-    """``map`` (rasters or a region folder -> class and confidence COGs) and ``parcels`` (map -> GeoParquet)."""
-    p = add("map", "map your rasters with a checkpoint: COGs of each level's classes and confidence; resumes by tile")
-    p.add_argument("--checkpoint", required=True, type=Path, help="an h2crop checkpoint (e.g. runs/<run>/best.ckpt)")
-    p.add_argument(
-        "--s2",
-        type=Path,
-        metavar="FILE_OR_DIR",
-        help="Sentinel-2 monthly composites: one GeoTIFF of months x 10 bands (month-major, January first) or a "
-        "folder of monthly 10-band GeoTIFFs named by month; its grid is the map's",
-    )
-    p.add_argument(
-        "--enmap",
-        type=Path,
-        metavar="FILE",
-        help="EnMAP scene, any CRS and grid (warped on the fly onto the S2 grid coarsened by 3)",
-    )
-    p.add_argument(
-        "--prior", type=Path, metavar="FILE", help="last year's 4-band crop map, any CRS and grid (nearest neighbour)"
-    )
-    p.add_argument(
-        "--enmap-bands",
-        metavar="LIST",
-        help="the EnMAP bands the model reads, 1-based, e.g. 1-126,131-222 (default: all; needed when the scene has more)",
-    )
-    p.add_argument(
-        "--region",
-        type=Path,
-        metavar="DIR",
-        help="instead of --s2/--enmap/--prior: a region folder with region.json (h2crop synth writes one)",
-    )
-    p.add_argument(
-        "--output",
-        required=True,
-        help="output folder or object-store prefix (s3://bucket/maps/x): level<k>.tif, confidence_level<k>.tif, "
-        "summary.json, quicklook.png, map.json, tiles/ (rerun to resume)",
-    )
-    add_settings_options(p, MapSettings)
-    p.set_defaults(func=cmd_map)
-
-    p = add(
-        "parcels",
-        "per parcel of a vector file: the majority class of a finished map, its share and confidence, to GeoParquet",
-    )
-    p.add_argument("--map", required=True, type=Path, help="a finished h2crop map folder (with map.json)")
-    p.add_argument(
-        "--parcels",
-        required=True,
-        type=Path,
-        help="parcels: .gpkg, .parquet (GeoParquet), .shp, .geojson or .fgb; any CRS",
-    )
-    p.add_argument("--output", required=True, type=Path, help="GeoParquet file to write, e.g. parcels_crops.parquet")
-    p.add_argument(
-        "--id-column", help="the parcels' id column to carry over (default: fid, the feature's id or row number)"
-    )
-    p.set_defaults(func=cmd_parcels)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="h2crop",
-        description="Four-level crop type mapping from EnMAP + Sentinel-2 (H2Crop benchmark), at scale on Ray.",
-    )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quiet", action="store_true", help="no progress bars")
-    common.add_argument(
-        "--verbose", action="store_true", help="show Ray's and the libraries' own log lines and warnings"
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add = lambda name, help: sub.add_parser(name, help=help, parents=[common])  # noqa: E731
-
+def add_data_parsers(add) -> None:
+    """``synth``, ``validate``, ``stats`` and ``score``: making, checking and scoring data."""
     p = add("synth", "write a synthetic dataset (and region) with the benchmark's exact layout")
     p.add_argument("--out", required=True, type=Path, help="dataset root to create")
     p.add_argument("--samples", type=int, default=32, help="number of samples (default 32)")
@@ -397,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_options(p, EvaluateSettings, only=("split", "ignore_background", "mmseg_f1"))
     p.set_defaults(func=cmd_score)
 
+
+def add_model_parsers(add) -> None:
+    """``baseline``, ``evaluate`` and ``train``."""
     p = add(
         "baseline",
         "fit a per-pixel classical model (Random Forest, gradient boosting, SVM) on the train split; score val and test like evaluate",
@@ -411,10 +296,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_options(p, BaselineSettings)
     p.set_defaults(func=cmd_baseline)
 
-    model_info = add_model_info_parser(sub)
-    model_info.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
-    model_info.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
-
     checkpoint_help = "an h2crop checkpoint (e.g. runs/<run>/best.ckpt)"
     p = add("evaluate", "run a checkpoint over a split and score it (metrics.json, CSVs, plots)")
     p.add_argument("--checkpoint", required=True, type=Path, help=checkpoint_help)
@@ -422,8 +303,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path, help="folder for metrics.json, per-class CSVs and plots")
     add_settings_options(p, EvaluateSettings)
     p.set_defaults(func=cmd_evaluate)
-
-    add_mapping_parsers(add)
 
     p = add("train", "train a preset on Ray (joins RAY_ADDRESS if set, else a local Ray); resumes by --run-name")
     add_settings_options(p, TrainSettings)
@@ -434,6 +313,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="model setting override, e.g. --set precision=bf16 --set fusion=gated (repeatable)",
     )
     p.set_defaults(func=cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="h2crop",
+        description="Four-level crop type mapping from EnMAP + Sentinel-2 (H2Crop benchmark), at scale on Ray.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument(
+        "--verbose", action="store_true", help="show Ray's and the libraries' own log lines and warnings"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = lambda name, help: sub.add_parser(name, help=help, parents=[common])  # noqa: E731
+
+    add_data_parsers(add)
+    model_info = add_model_info_parser(sub)
+    model_info.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    model_info.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
+
+    add_model_parsers(add)
+    add_mapping_parsers(add)
     add_sweep_parsers(sub, common)
     return parser
 

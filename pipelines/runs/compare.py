@@ -22,8 +22,17 @@ from pipelines.runtime import tracking
 
 LEVELS = ("level1", "level2", "level3", "level4")
 #: params that name or place a run rather than describe what it trains
-IDENTITY_PARAMS = ("settings.run_name", "settings.output", "settings.storage", "settings.tracking_uri", "settings.data",
-                   "settings.experiment", "settings.taxonomy", "model.name", "settings.seed")
+IDENTITY_PARAMS = (
+    "settings.run_name",
+    "settings.output",
+    "settings.storage",
+    "settings.tracking_uri",
+    "settings.data",
+    "settings.experiment",
+    "settings.taxonomy",
+    "model.name",
+    "settings.seed",
+)
 FORMATS = ("table", "csv", "json", "markdown")
 
 
@@ -66,7 +75,9 @@ def metric_key(metric: str) -> str:
     return METRIC_KEYS[metric]
 
 
-def load_runs(tracking_uri: str, experiment: str, sweep: str | None = None, extra_metrics: tuple[str, ...] = ()) -> list[RunRow]:
+def load_runs(
+    tracking_uri: str, experiment: str, sweep: str | None = None, extra_metrics: tuple[str, ...] = ()
+) -> list[RunRow]:
     """The experiment's runs (a sweep's trials and repeats with ``sweep``), each with its best epoch."""
     from mlflow.tracking import MlflowClient
 
@@ -76,12 +87,18 @@ def load_runs(tracking_uri: str, experiment: str, sweep: str | None = None, extr
         known = ", ".join(e.name for e in client.search_experiments()) or "none"
         raise SettingError(f"--experiment {experiment}: no such MLflow experiment in {tracking_uri} (known: {known})")
     query = f"tags.`{tracking.SWEEP_TAG}` = '{sweep}'" if sweep else ""
-    runs = [r for r in client.search_runs([found.experiment_id], filter_string=query, max_results=5000)
-            if r.data.tags.get(tracking.KIND_TAG) != "sweep"]
+    runs = [
+        r
+        for r in client.search_runs([found.experiment_id], filter_string=query, max_results=5000)
+        if r.data.tags.get(tracking.KIND_TAG) != "sweep"
+    ]
     if not runs:
         where = f"sweep {sweep}" if sweep else "any run"
-        raise SettingError(f"--sweep {sweep}: no runs of {where} in experiment {experiment} at {tracking_uri}" if sweep
-                           else f"--experiment {experiment}: no runs in {tracking_uri}")
+        raise SettingError(
+            f"--sweep {sweep}: no runs of {where} in experiment {experiment} at {tracking_uri}"
+            if sweep
+            else f"--experiment {experiment}: no runs in {tracking_uri}"
+        )
     rows = [_row(client, run, extra_metrics) for run in runs]
     _attach_configs(rows)
     return rows
@@ -89,7 +106,14 @@ def load_runs(tracking_uri: str, experiment: str, sweep: str | None = None, extr
 
 def _row(client, run, extra_metrics: tuple[str, ...]) -> RunRow:
     info, data = run.info, run.data
-    row = RunRow(info.run_id, info.run_name or info.run_id[:8], info.status, data.tags.get(tracking.KIND_TAG, "train"), dict(data.params), dict(data.tags))
+    row = RunRow(
+        info.run_id,
+        info.run_name or info.run_id[:8],
+        info.status,
+        data.tags.get(tracking.KIND_TAG, "train"),
+        dict(data.params),
+        dict(data.tags),
+    )
     history = {m.step: m.value for m in client.get_metric_history(info.run_id, "val_mf1") if m.value == m.value}
     row.epochs = len(history)
     end = info.end_time if info.status != "RUNNING" and info.end_time else time.time() * 1000  # a running run: so far
@@ -115,8 +139,15 @@ def _attach_configs(rows: list[RunRow]) -> None:
         return
     for row in rows:
         row.config = {"preset": row.params.get("settings.preset", row.params.get("model.name", ""))}
-        row.config.update({_column(k): v for k, v in row.params.items()
-                           if k.startswith(("settings.", "model.")) and k not in IDENTITY_PARAMS and not k.startswith("settings.overrides.")})
+        row.config.update(
+            {
+                _column(k): v
+                for k, v in row.params.items()
+                if k.startswith(("settings.", "model."))
+                and k not in IDENTITY_PARAMS
+                and not k.startswith("settings.overrides.")
+            }
+        )
         row.config["seed"] = row.params.get("settings.seed", "")
         row.config.pop("model.window", None)  # the preset names it
 
@@ -165,7 +196,7 @@ def group_runs(rows: list[RunRow], keys: list[str], metric: str) -> list[Group]:
     # a sweep's own trial names its group, before the repeats of it
     ordered = [Group(sorted(members, key=lambda r: r.kind == "repeat"), key) for key, members in groups.items()]
     score = lambda g: g.mean_std(lambda r: r.values.get(metric, math.nan))[0]  # noqa: E731
-    return sorted(ordered, key=lambda g: (not score(g) == score(g), -score(g) if score(g) == score(g) else 0))
+    return sorted(ordered, key=lambda g: (score(g) != score(g), -score(g) if score(g) == score(g) else 0))  # NaN last
 
 
 def compare_records(rows: list[RunRow], metric: str) -> tuple[list[str], list[dict]]:
@@ -178,11 +209,17 @@ def compare_records(rows: list[RunRow], metric: str) -> tuple[list[str], list[di
     records = []
     for group in groups:
         first = group.rows[0]
-        record = {"name": first.name + (f" (+{len(group.rows) - 1})" if len(group.rows) > 1 else ""),
-                  "status": "/".join(sorted({r.status for r in group.rows})), **{k: first.config.get(k, "") for k in keys}}
+        record = {
+            "name": first.name + (f" (+{len(group.rows) - 1})" if len(group.rows) > 1 else ""),
+            "status": "/".join(sorted({r.status for r in group.rows})),
+            **{k: first.config.get(k, "") for k in keys},
+        }
         if repeated:
             record["n"] = len(group.rows)
-        for column, get in [*((lv, lambda r, lv=lv: r.level(lv)) for lv in LEVELS), (metric, lambda r: r.values.get(metric, math.nan))]:
+        for column, get in [
+            *((lv, lambda r, lv=lv: r.level(lv)) for lv in LEVELS),
+            (metric, lambda r: r.values.get(metric, math.nan)),
+        ]:
             record[column], record[f"{column}_std"] = group.mean_std(get)
         record["epochs"] = max(r.epochs for r in group.rows)
         record["minutes"] = group.mean_std(lambda r: r.minutes)[0]
@@ -195,7 +232,14 @@ def format_records(columns: list[str], records: list[dict], fmt: str = "table") 
     if fmt == "json":
         return json.dumps([{k: _json_number(v) for k, v in r.items()} for r in records], indent=1)
     if fmt == "csv":
-        return records_csv(records, [c for col in columns for c in ([col, f"{col}_std"] if f"{col}_std" in (records[0] if records else {}) else [col])])
+        return records_csv(
+            records,
+            [
+                c
+                for col in columns
+                for c in ([col, f"{col}_std"] if f"{col}_std" in (records[0] if records else {}) else [col])
+            ],
+        )
     cells = [[_cell(r, c) for c in columns] for r in records]
     if fmt == "markdown":
         lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
@@ -255,7 +299,9 @@ def plot_compare(rows: list[RunRow], by: str, out: str | Path) -> Path:
     """Per-level mF1 (mean ± std over the runs sharing a value) across the values of the setting ``by``."""
     keys = varied_keys(rows)
     if by not in keys:
-        raise SettingError(f"--by {by}: not a setting that varies between these runs; use one of {', '.join(keys) or '(none vary)'}")
+        raise SettingError(
+            f"--by {by}: not a setting that varies between these runs; use one of {', '.join(keys) or '(none vary)'}"
+        )
     finished = [row for row in rows if row.status == "FINISHED"]
     label = f"{len(finished)} finished runs" if finished else f"{len(rows)} runs"
     rows = finished or rows  # a trial stopped early trained less: not averaged with the others
@@ -263,8 +309,13 @@ def plot_compare(rows: list[RunRow], by: str, out: str | Path) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(values) + 2), 4))
     for level in LEVELS:
-        stats = [Group([r for r in rows if r.config.get(by, "") == v], ()).mean_std(lambda r: r.level(level)) for v in values]
-        ax.errorbar(range(len(values)), [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3, label=level)
+        stats = [
+            Group([r for r in rows if r.config.get(by, "") == v], ()).mean_std(lambda r, k=level: r.level(k))
+            for v in values
+        ]
+        ax.errorbar(
+            range(len(values)), [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3, label=level
+        )
     ax.set_xticks(range(len(values)), values, rotation=20)
     ax.set_xlabel(by)
     ax.set_ylabel("validation mF1 (best epoch)")

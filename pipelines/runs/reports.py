@@ -57,9 +57,20 @@ def designs(rows: list[RunRow]) -> list[tuple[RunRow, Design]]:
             continue
         window = row.params["model.window"]
         items = [(k, row.config.get(k, "")) for k in keys]
-        out.append((row, Design(window, window_months(window), row.params.get("model.use_enmap") == "True", row.params.get("model.use_prior") == "True",
-                                row.seed, tuple(i for i in items if not i[0].startswith(ENMAP_ONLY_PREFIXES)),
-                                tuple(i for i in items if i[0].startswith(ENMAP_ONLY_PREFIXES)))))
+        out.append(
+            (
+                row,
+                Design(
+                    window,
+                    window_months(window),
+                    row.params.get("model.use_enmap") == "True",
+                    row.params.get("model.use_prior") == "True",
+                    row.seed,
+                    tuple(i for i in items if not i[0].startswith(ENMAP_ONLY_PREFIXES)),
+                    tuple(i for i in items if i[0].startswith(ENMAP_ONLY_PREFIXES)),
+                ),
+            )
+        )
     return out
 
 
@@ -87,8 +98,16 @@ def gain_records(rows: list[RunRow]) -> list[dict]:
         if partners:
             groups.setdefault((d.months, d.window, d.prior, d.others, d.enmap_settings), []).append((row, partners))
     records = []
-    for (months, window, prior, others, enmap_settings), pairs in sorted(groups.items(), key=lambda item: (item[0][0], item[0][2], str(item[0][3:]))):
-        record = {"window": window, "months": months, "prior": prior, "settings": _label(others + enmap_settings), "pairs": len(pairs)}
+    for (months, window, prior, others, enmap_settings), pairs in sorted(
+        groups.items(), key=lambda item: (item[0][0], item[0][2], str(item[0][3:]))
+    ):
+        record = {
+            "window": window,
+            "months": months,
+            "prior": prior,
+            "settings": _label(others + enmap_settings),
+            "pairs": len(pairs),
+        }
         for level in LEVELS:
             with_h = [row.level(level) for row, _ in pairs]
             without_h = [_mean(p.level(level) for p in partners) for _, partners in pairs]
@@ -97,7 +116,10 @@ def gain_records(rows: list[RunRow]) -> list[dict]:
         record["mean_gain"] = _mean(record[f"{lv}_gain"] for lv in LEVELS)
         records.append(record)
     if not records:
-        raise SettingError("no pair of finished runs with and without EnMAP (same window, priors, settings and seed): sweep `modalities` (e.g. tune_spaces/temporal_window.yaml)")
+        raise SettingError(
+            "no pair of finished runs with and without EnMAP (same window, priors, settings and seed): sweep "
+            "`modalities` (e.g. tune_spaces/temporal_window.yaml)"
+        )
     return records
 
 
@@ -105,19 +127,31 @@ def gain_summary(records: list[dict]) -> dict:
     """Mean gain over every row and level, and the best one, in F1 points."""
     cells = [(r[f"{lv}_gain"], r, lv) for r in records for lv in LEVELS if r[f"{lv}_gain"] == r[f"{lv}_gain"]]
     best = max(cells, key=lambda cell: cell[0])
-    return {"mean_gain_points": 100 * _mean(c[0] for c in cells), "best_gain_points": 100 * best[0],
-            "best_at": f"{best[2]}, window {best[1]['window']}{' +P' if best[1]['prior'] else ''}", "pairs": sum(r["pairs"] for r in records)}
+    return {
+        "mean_gain_points": 100 * _mean(c[0] for c in cells),
+        "best_gain_points": 100 * best[0],
+        "best_at": f"{best[2]}, window {best[1]['window']}{' +P' if best[1]['prior'] else ''}",
+        "pairs": sum(r["pairs"] for r in records),
+    }
 
 
 def format_gain(records: list[dict]) -> str:
-    header = f"{'window':<8}{'priors':<8}{'pairs':>6}" + "".join(f"{lv + ' gain':>13}" for lv in LEVELS) + f"{'mean':>9}  settings"
+    header = (
+        f"{'window':<8}{'priors':<8}{'pairs':>6}"
+        + "".join(f"{lv + ' gain':>13}" for lv in LEVELS)
+        + f"{'mean':>9}  settings"
+    )
     lines = [header]
     for r in records:
         gains = "".join(f"{100 * r[f'{lv}_gain']:>+13.1f}" for lv in LEVELS)
-        lines.append(f"{r['window']:<8}{'yes' if r['prior'] else 'no':<8}{r['pairs']:>6}{gains}{100 * r['mean_gain']:>+9.1f}  {r['settings']}")
+        lines.append(
+            f"{r['window']:<8}{'yes' if r['prior'] else 'no':<8}{r['pairs']:>6}{gains}{100 * r['mean_gain']:>+9.1f}  {r['settings']}"
+        )
     summary = gain_summary(records)
-    lines.append(f"mean gain {summary['mean_gain_points']:+.1f} F1 points, best {summary['best_gain_points']:+.1f} ({summary['best_at']}); "
-                 f"{summary['pairs']} pairs (the paper: +4.2 on average, +6.3 at best)")
+    lines.append(
+        f"mean gain {summary['mean_gain_points']:+.1f} F1 points, best {summary['best_gain_points']:+.1f} ({summary['best_at']}); "
+        f"{summary['pairs']} pairs (the paper: +4.2 on average, +6.3 at best)"
+    )
     return "\n".join(lines)
 
 
@@ -138,7 +172,11 @@ def _plot_gain(records: list[dict], path: Path) -> Path:
         values = [100 * r[f"{level}_gain"] for r in records]
         ax.bar([x + (i - 1.5) * width for x in range(len(records))], values, width, label=level)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(records)), [f"{r['window']}{' +P' if r['prior'] else ''}\n{r['settings']}".strip() for r in records], fontsize=7)
+    ax.set_xticks(
+        range(len(records)),
+        [f"{r['window']}{' +P' if r['prior'] else ''}\n{r['settings']}".strip() for r in records],
+        fontsize=7,
+    )
     ax.set_ylabel("mF1 with EnMAP - without (F1 points)")
     ax.set_title("hyperspectral gain per window (validation, best epoch)", fontsize=9)
     ax.legend(fontsize=8)
@@ -159,9 +197,21 @@ def level_records(rows: list[RunRow]) -> list[dict]:
         for level in LEVELS:
             cells.setdefault((series_of(d), d.months, d.window, level), []).append(row.level(level))
     if len({key[1] for key in cells}) < 2:
-        raise SettingError("fewer than two windows among the finished runs: sweep `window` (e.g. tune_spaces/temporal_window.yaml)")
-    return [{"series": s, "window": w, "months": m, "level": lv, "mf1": _mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
-            for (s, m, w, lv), v in sorted(cells.items())]
+        raise SettingError(
+            "fewer than two windows among the finished runs: sweep `window` (e.g. tune_spaces/temporal_window.yaml)"
+        )
+    return [
+        {
+            "series": s,
+            "window": w,
+            "months": m,
+            "level": lv,
+            "mf1": _mean(v),
+            "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+            "n": len(v),
+        }
+        for (s, m, w, lv), v in sorted(cells.items())
+    ]
 
 
 def class_records(rows: list[RunRow], tracking_uri: str) -> list[dict]:
@@ -177,8 +227,19 @@ def class_records(rows: list[RunRow], tracking_uri: str) -> list[dict]:
                 key = (series_of(d), level, class_id, d.months, d.window)
                 cells.setdefault(key, []).append(f1)
                 names[key[:3]] = name
-    return [{"series": s, "level": lv, "class_id": c, "class_name": names[(s, lv, c)], "window": w, "months": m, "f1": _mean(v), "n": len(v)}
-            for (s, lv, c, m, w), v in sorted(cells.items())]
+    return [
+        {
+            "series": s,
+            "level": lv,
+            "class_id": c,
+            "class_name": names[(s, lv, c)],
+            "window": w,
+            "months": m,
+            "f1": _mean(v),
+            "n": len(v),
+        }
+        for (s, lv, c, m, w), v in sorted(cells.items())
+    ]
 
 
 def _per_class(client, run_id: str) -> dict[str, list[tuple[int, str, float]]]:
@@ -193,8 +254,11 @@ def _per_class(client, run_id: str) -> dict[str, list[tuple[int, str, float]]]:
             except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
                 continue
             with open(path, newline="") as handle:
-                out[level] = [(int(r["id"]), r["name"], float(r["f1"]) if r["f1"] not in ("", "nan") else math.nan)
-                              for r in csv.DictReader(handle) if int(r["support"] or 0) > 0 and int(r["id"]) != 0]
+                out[level] = [
+                    (int(r["id"]), r["name"], float(r["f1"]) if r["f1"] not in ("", "nan") else math.nan)
+                    for r in csv.DictReader(handle)
+                    if int(r["support"] or 0) > 0 and int(r["id"]) != 0
+                ]
     return out
 
 
@@ -213,9 +277,19 @@ def earliest_records(classes: list[dict], target: float | None = None) -> list[d
         goal = target if target is not None else 0.8 * best["f1"]
         # a class never recognised (F1 0 in every window) reaches no target, however low
         first = next((r for r in scored if r["f1"] >= goal and r["f1"] > 0), None)
-        out.append({"series": series, "level": level, "class_id": class_id, "class_name": records[0]["class_name"], "best_f1": best["f1"],
-                    "best_window": best["window"], "target_f1": goal, "earliest_window": first["window"] if first else "",
-                    "earliest_months": first["months"] if first else ""})
+        out.append(
+            {
+                "series": series,
+                "level": level,
+                "class_id": class_id,
+                "class_name": records[0]["class_name"],
+                "best_f1": best["f1"],
+                "best_window": best["window"],
+                "target_f1": goal,
+                "earliest_window": first["window"] if first else "",
+                "earliest_months": first["months"] if first else "",
+            }
+        )
     return out
 
 
@@ -225,10 +299,12 @@ def write_early_season(rows: list[RunRow], tracking_uri: str, output: str | Path
     levels = level_records(rows)
     classes = class_records(rows, tracking_uri)
     earliest = earliest_records(classes, target)
-    written = {"levels_csv": write_text_atomic(out / "early_season_levels.csv", records_csv(levels)),
-               "classes_csv": write_text_atomic(out / "early_season_classes.csv", records_csv(classes)),
-               "earliest_csv": write_text_atomic(out / "earliest_window.csv", records_csv(earliest)),
-               "levels_png": _plot_levels(levels, out / "early_season.png")}
+    written = {
+        "levels_csv": write_text_atomic(out / "early_season_levels.csv", records_csv(levels)),
+        "classes_csv": write_text_atomic(out / "early_season_classes.csv", records_csv(classes)),
+        "earliest_csv": write_text_atomic(out / "earliest_window.csv", records_csv(earliest)),
+        "levels_png": _plot_levels(levels, out / "early_season.png"),
+    }
     if classes:
         written["classes_png"] = _plot_classes(classes, out / "early_season_classes.png")
     return {"levels": levels, "classes": classes, "earliest": earliest, **written}
@@ -240,7 +316,14 @@ def _plot_levels(levels: list[dict], path: Path) -> Path:
     for ax, level in zip(axes, LEVELS):
         for series in dict.fromkeys(r["series"] for r in levels):
             points = [r for r in levels if r["series"] == series and r["level"] == level]
-            ax.errorbar([r["months"] for r in points], [r["mf1"] for r in points], yerr=[r["std"] for r in points], marker="o", capsize=3, label=series)
+            ax.errorbar(
+                [r["months"] for r in points],
+                [r["mf1"] for r in points],
+                yerr=[r["std"] for r in points],
+                marker="o",
+                capsize=3,
+                label=series,
+            )
         ax.set_title(level, fontsize=9)
         ax.set_xlabel("months of S2 data")
         ax.set_ylim(0, 1)
@@ -259,7 +342,9 @@ def _plot_classes(classes: list[dict], path: Path, top: int = 30) -> Path:
     plt = pyplot()
     level = "level4" if any(r["level"] == "level4" for r in classes) else classes[0]["level"]
     chosen = [r for r in classes if r["level"] == level]
-    series = max(dict.fromkeys(r["series"] for r in chosen), key=lambda s: _mean(r["f1"] for r in chosen if r["series"] == s))
+    series = max(
+        dict.fromkeys(r["series"] for r in chosen), key=lambda s: _mean(r["f1"] for r in chosen if r["series"] == s)
+    )
     chosen = [r for r in chosen if r["series"] == series]
     months = sorted({r["months"] for r in chosen})
     best = {}

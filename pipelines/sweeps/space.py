@@ -1,4 +1,4 @@
-"""Search spaces as data: ``tune_spaces/*.yaml`` loaded, checked and turned into Tune's ``param_space``.
+"""Search spaces as data: ``tune_spaces/*.yaml`` loaded, checked and turned into the sweep's list of trials.
 
 A space file is one flat mapping. Reserved words say how to search (``search``, ``samples``, ``scheduler``,
 ``metric``, ``grace_period``, ``reduction_factor``, ``max_epochs``); every other key is something a trial
@@ -12,6 +12,9 @@ sets:
 A value is a list (a categorical: every value in a grid search, one drawn per trial in a random search), a
 ``{min, max, log}`` mapping (a range, drawn per trial) or a single value (the same in every trial). Errors
 name the file, the key and what is allowed.
+
+One module: the file's grammar, its checks (each naming the file and key) and the trials it gives are one
+concept; split, each half would have to know the other's rules.
 """
 
 from __future__ import annotations

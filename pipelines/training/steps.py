@@ -1,6 +1,6 @@
 """The training recipe as named steps: state, one optimizer step, a train epoch, validation, the epoch report.
 
-Nothing here touches Ray: the Ray Train worker loop (:mod:`pipelines.training.train`) calls these, and so do the
+Nothing here touches Ray: the Ray Train worker loop (:mod:`pipelines.training.worker`) calls these, and so do the
 throughput benchmark and a sweep's trials, so the step is written once. ``torch.distributed`` is used only
 when a process group is up (several workers).
 """

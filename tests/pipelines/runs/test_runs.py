@@ -14,10 +14,10 @@ from mlflow.tracking import MlflowClient
 from h2crop_core.data.schema import WINDOWS
 from h2crop_core.errors import SettingError
 from h2crop_core.models.presets import get_preset
-from pipelines.runtime import tracking
 from pipelines.cli.main import main
-from pipelines.runs.reports import earliest_records, gain_records, gain_summary
 from pipelines.runs.compare import compare_records, format_records, load_runs, metric_key
+from pipelines.runs.reports import earliest_records, gain_records, gain_summary
+from pipelines.runtime import tracking
 from pipelines.settings import TrainSettings
 
 SWEEP = "windows"
@@ -33,13 +33,23 @@ def _levels(window: str, enmap: bool, seed: int) -> list[float]:
     return [b + (g if enmap else 0.0) + noise for b, g in zip(BASE[window], GAIN[window])]
 
 
-def _log_trial(client, experiment_id, tmp_path, window: str, modalities: str, seed: int, status: str = "FINISHED", epochs: int = 2) -> str:
+def _log_trial(
+    client, experiment_id, tmp_path, window: str, modalities: str, seed: int, status: str = "FINISHED", epochs: int = 2
+) -> str:
     config = {"preset": "tiny_crops_S2_H_jun", "window": window, "modalities": modalities, "seed": seed}
     preset = f"tiny_crops_{modalities.replace('+', '_')}_{window}"
     settings = TrainSettings(data="d", preset=preset, seed=seed, run_name=f"{SWEEP}-{window}-{modalities}-{seed}")
     params = tracking.flatten({"settings": settings.to_dict(), "model": get_preset(preset).to_dict()})
-    run = client.create_run(experiment_id, run_name=settings.run_name, tags={
-        tracking.KIND_TAG: "trial", tracking.SWEEP_TAG: SWEEP, tracking.CONFIG_TAG: json.dumps(config), tracking.RUN_NAME_TAG: settings.run_name})
+    run = client.create_run(
+        experiment_id,
+        run_name=settings.run_name,
+        tags={
+            tracking.KIND_TAG: "trial",
+            tracking.SWEEP_TAG: SWEEP,
+            tracking.CONFIG_TAG: json.dumps(config),
+            tracking.RUN_NAME_TAG: settings.run_name,
+        },
+    )
     run_id = run.info.run_id
     for key, value in params.items():
         client.log_param(run_id, key, value)
@@ -53,7 +63,10 @@ def _log_trial(client, experiment_id, tmp_path, window: str, modalities: str, se
     report.mkdir(parents=True)
     for k in range(1, 5):
         f1 = CLASS_F1[window] if k == 4 else (0.5, 0.5)
-        rows = [["id", "name", "iou", "precision", "recall", "f1", "support"], [0, "background", 0.1, 0.1, 0.1, 0.1, 50]]
+        rows = [
+            ["id", "name", "iou", "precision", "recall", "f1", "support"],
+            [0, "background", 0.1, 0.1, 0.1, 0.1, 50],
+        ]
         rows += [[c, f"crop {c}", 0.5, 0.5, 0.5, f1[c - 1], 100] for c in (1, 2)]
         (report / f"per_class_level{k}.csv").write_text("\n".join(",".join(map(str, r)) for r in rows) + "\n")
         client.log_artifact(run_id, str(report / f"per_class_level{k}.csv"), artifact_path="best_report")
@@ -119,8 +132,18 @@ def test_early_season_levels_classes_and_earliest_window(store, tmp_path, capsys
 
 
 def test_earliest_with_an_absolute_target():
-    classes = [{"series": "S2", "level": "level4", "class_id": 1, "class_name": "a", "window": w, "months": WINDOWS[w], "f1": f}
-               for w, f in (("jun", 0.6), ("aug", 0.7), ("oct", 0.75))]
+    classes = [
+        {
+            "series": "S2",
+            "level": "level4",
+            "class_id": 1,
+            "class_name": "a",
+            "window": w,
+            "months": WINDOWS[w],
+            "f1": f,
+        }
+        for w, f in (("jun", 0.6), ("aug", 0.7), ("oct", 0.75))
+    ]
     assert earliest_records(classes, target=0.7)[0]["earliest_window"] == "aug"
     assert earliest_records(classes, target=0.9)[0]["earliest_window"] == ""
 
@@ -131,13 +154,20 @@ def test_compare_groups_seeds_best_first_in_every_format(store, capsys):
     assert columns[:5] == ["name", "status", "window", "modalities", "n"]
     finished = [(r["window"], r["modalities"], r["n"]) for r in records if r["status"] == "FINISHED"]
     assert finished == [("oct", "S2+H", 2), ("oct", "S2", 2), ("jun", "S2+H", 2), ("jun", "S2", 2)]
-    assert records[0]["level4"] == pytest.approx(0.24) and records[0]["level4_std"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert records[0]["level4"] == pytest.approx(0.24) and records[0]["level4_std"] == pytest.approx(
+        math.sqrt(2) * 0.01
+    )
     killed = [r for r in records if r["status"] == "KILLED"]  # not averaged with the finished seeds
     assert len(killed) == 1 and killed[0]["n"] == 1 and killed[0]["epochs"] == 1
     values = [r["val_mf1"] for r in records]
     assert values == sorted(values, reverse=True)
     assert "0.2400 ± 0.0141" in format_records(columns, records)
-    assert main(["runs", "compare", "--sweep", SWEEP, "--tracking-uri", store, "--format", "json", "--metric", "level4.mf1"]) == 0
+    assert (
+        main(
+            ["runs", "compare", "--sweep", SWEEP, "--tracking-uri", store, "--format", "json", "--metric", "level4.mf1"]
+        )
+        == 0
+    )
     parsed = json.loads(capsys.readouterr().out)
     assert parsed[0]["val_level4_mf1"] == pytest.approx(0.24) and parsed[0]["epochs"] == 2
     assert main(["runs", "compare", "--sweep", SWEEP, "--tracking-uri", store, "--format", "csv"]) == 0
@@ -149,10 +179,15 @@ def test_compare_groups_seeds_best_first_in_every_format(store, capsys):
 
 def test_compare_plot_and_refusals(store, tmp_path, capsys):
     plot = tmp_path / "by_window.png"
-    assert main(["runs", "compare", "--sweep", SWEEP, "--tracking-uri", store, "--by", "window", "--plot", str(plot)]) == 0
+    assert (
+        main(["runs", "compare", "--sweep", SWEEP, "--tracking-uri", store, "--by", "window", "--plot", str(plot)]) == 0
+    )
     assert plot.stat().st_size > 10_000
     assert main(["runs", "compare", "--sweep", SWEEP, "--tracking-uri", store, "--by", "lr", "--plot", str(plot)]) == 2
-    assert "--by lr: not a setting that varies between these runs; use one of window, modalities" in capsys.readouterr().err
+    assert (
+        "--by lr: not a setting that varies between these runs; use one of window, modalities"
+        in capsys.readouterr().err
+    )
     assert main(["runs", "compare", "--sweep", "nope", "--tracking-uri", store]) == 2
     assert "--sweep nope: no runs" in capsys.readouterr().err
     assert main(["runs", "compare", "--tracking-uri", str(tmp_path / "missing.db")]) == 2

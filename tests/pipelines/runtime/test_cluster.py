@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from h2crop_core.data.index import DatasetIndex
-from pipelines.training.train import MODEL_FILE
+from pipelines.training.worker import MODEL_FILE
 
 from .conftest import RAY_STATE, release_ray
 
