@@ -56,6 +56,20 @@ def write_figure_atomic(path: str | Path, figure: object, *, dpi: int = 100) -> 
     return write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=dpi))
 
 
+def cached_digest(path: str | Path, cache: dict) -> str:
+    """:func:`file_digest`, reused from ``cache`` (absolute path -> size, mtime, digest) while the file's size
+    and modification time are unchanged; a touched file is read once more, a rewritten one gets its new digest.
+    ``cache`` is updated in place (its owner saves it)."""
+    stat = Path(path).stat()
+    key = str(Path(path).resolve())
+    entry = cache.get(key) or {}
+    if entry.get("bytes") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns and entry.get("sha256"):
+        return entry["sha256"]
+    digest = file_digest(path)
+    cache[key] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    return digest
+
+
 def file_digest(path: str | Path) -> str:
     """SHA-256 (hex) of a file's content, read in 4 MiB chunks so memory stays flat for any file size."""
     digest = hashlib.sha256()

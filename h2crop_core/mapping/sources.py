@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from h2crop_core.errors import SettingError
+from h2crop_core.files import cached_digest
 from h2crop_core.mapping.region import RegionError, read_manifest
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt")
@@ -153,13 +154,16 @@ class MapInputs:
         named = {"s2": s2, "enmap": [self.enmap] if self.enmap else [], "prior": [self.prior] if self.prior else []}
         return {role: named[role] for role in ("s2", "enmap", "prior") if role in modalities}
 
-    def identity(self, modalities: tuple[str, ...], months: int = 12) -> dict:
-        """What identifies the inputs' content in a resume record: each file's name, size and modification
-        time (not its folder: moved inputs still resume; not a digest: hashing gigabytes on every start
-        would cost more than the check is worth), the months read and the EnMAP bands."""
+    def identity(self, modalities: tuple[str, ...], months: int = 12, digests: dict | None = None) -> dict:
+        """What identifies the inputs' content in a resume record: each file's name, size and SHA-256 (not its
+        folder: moved inputs still resume; not its modification time: a rewritten or touched file with the
+        same content still resumes), the months read and the EnMAP bands. ``digests`` caches the digests by
+        size and modification time (:func:`~h2crop_core.files.cached_digest`), so a resume hashes only the
+        files that changed on disk."""
+        cache = {} if digests is None else digests
         rasters = {
             role: [
-                {"name": Path(p).name, "bytes": Path(p).stat().st_size, "mtime_ns": Path(p).stat().st_mtime_ns}
+                {"name": Path(p).name, "bytes": Path(p).stat().st_size, "sha256": cached_digest(p, cache)}
                 for p in paths
             ]
             for role, paths in self.files(modalities, months).items()

@@ -45,6 +45,27 @@ class MappingRecordError(H2CropError):
     """The output folder belongs to a different mapping run."""
 
 
+def record_differences(stored, now, where: str = "") -> list[str]:
+    """What differs between two resume records, one ``key.path (file name).field: then -> now`` per leaf."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        found: list[str] = []
+        for key in sorted(set(stored) | set(now), key=str):
+            found += record_differences(stored.get(key), now.get(key), f"{where}.{key}" if where else str(key))
+        return found
+    if isinstance(stored, list) and isinstance(now, list) and len(stored) == len(now) and stored != now:
+        found = []
+        for index, (a, b) in enumerate(zip(stored, now)):
+            named = f" ({a['name']})" if isinstance(a, dict) and a.get("name") == (b or {}).get("name") else ""
+            found += record_differences(a, b, f"{where}[{index}]{named}")
+        return found
+    return [] if stored == now else [f"{where}: {_short(stored)} then, {_short(now)} now"]
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else f"{text[:18]}…{text[-18:]}"
+
+
 class TileStore:
     """The tiles of one mapping run under ``out_dir``.
 
@@ -69,12 +90,12 @@ class TileStore:
                 stored = json.loads(record_path.read_text())
             except json.JSONDecodeError:
                 raise MappingRecordError(f"{record_path}: unreadable; delete the output folder to start over") from None
-            differing = sorted(k for k in set(stored) | set(record) if stored.get(k) != record.get(k))
+            differing = record_differences(stored, record)
             if differing:
+                more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
                 raise MappingRecordError(
-                    f"{record_path}: this folder holds a mapping run with different {differing} "
-                    f"(stored {[stored.get(k) for k in differing]}, now {[record.get(k) for k in differing]}); "
-                    "choose another output folder, or --overwrite to start over"
+                    f"{record_path}: this folder holds a mapping run made with other inputs or settings: "
+                    f"{'; '.join(differing[:3])}{more}; choose another output folder, or --overwrite to start over"
                 )
         elif self.finished():
             raise MappingRecordError(

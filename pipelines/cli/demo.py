@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from pipelines.cli.main import main as h2crop
-from pipelines.cli.sweeps import UI_INSTALL
 
 QUICK_SPACE = Path(__file__).resolve().parents[2] / "tune_spaces" / "quick.yaml"
 
@@ -105,7 +104,7 @@ def where_things_are(out: Path, data: Path, run: Path) -> None:
         "with 4 children",
         "compare runs": f".venv/bin/h2crop runs compare --tracking-uri {uri} --sweep demo-quick --by window "
         f"--plot {out / 'sweep' / 'by_window.png'}",
-        "MLflow UI": f".venv/bin/h2crop runs ui --tracking-uri {uri}   (once: {UI_INSTALL})",
+        "MLflow UI": f".venv/bin/h2crop runs ui --tracking-uri {uri}   (http://127.0.0.1:5000)",
         "Ray checkpoints": f"{out / 'ray_results'}  (re-running the demo resumes the finished run)",
         "region maps": f"{out / 'map'}  (level1..4.tif, confidence_level1..4.tif COGs, summary.json, quicklook.png, "
         "map.json; tiles/ for resuming)",

@@ -15,6 +15,8 @@ from pipelines.cli.options import add_settings_options, settings_from_args
 from pipelines.settings import TUNE_BASE_SETTINGS, TrainSettings, TuneSettings, parse_overrides
 
 UI_HOST, UI_PORT = "127.0.0.1", 5000
+#: h2crop's install brings the whole mlflow, UI included, at the version that writes the runs
+UI_INSTALL = "make install, or pip install -e ."
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -110,8 +112,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     uri = _uri(args)
     if not _ui_installed():
         raise SettingError(
-            "the MLflow UI needs the full mlflow package, which this install leaves out: pip install "
-            "'h2crop[server]' (or: pip install 'mlflow>=3.10,<4')"
+            f"the MLflow UI's pages are missing from this environment's mlflow: reinstall h2crop ({UI_INSTALL})"
         )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
@@ -136,7 +137,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _ui_installed() -> bool:
-    """The UI's web pages ship with the full mlflow package only (mlflow-skinny plus Flask serves the API)."""
+    """The UI's web pages ship with the full mlflow package only (mlflow-skinny serves the API alone)."""
     spec = importlib.util.find_spec("mlflow")
     return (
         importlib.util.find_spec("flask") is not None
@@ -224,7 +225,7 @@ def add_sweep_parsers(sub, common: argparse.ArgumentParser) -> None:
     p = commands.add_parser(
         "ui",
         parents=[common],
-        help="serve the MLflow UI for a tracking store (needs the server extra: pip install 'h2crop[server]')",
+        help="serve the MLflow UI for a tracking store (on this machine only unless --host says otherwise)",
     )
     p.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: sqlite:///./mlruns.db)")
     p.add_argument("--host", default=UI_HOST, help=f"address to listen on (default: {UI_HOST}, this machine only)")

@@ -36,6 +36,8 @@ from pipelines.settings import MapSettings
 #: GDAL's block cache (MB) in the driver and each actor: its default, 5% of RAM, lets memory grow with the
 #: region for no gain (every window is read once)
 GDAL_CACHE_MB = "128"
+#: the inputs' SHA-256, cached in the output folder by size and modification time
+DIGESTS = ".input_digests.json"
 
 
 def region_reader_for(loaded: LoadedCheckpoint, inputs: MapInputs, settings: MapSettings | None = None) -> RegionReader:
@@ -283,7 +285,7 @@ def _map_locked(
     tiles = grid.tiles()
     record = {
         "checkpoint_sha256": file_digest(checkpoint),
-        "inputs": inputs.identity(loaded.config.input_keys, reader.months),
+        "inputs": input_identity(inputs, loaded.config.input_keys, reader.months, output),
         "grid": grid.to_dict(),
         "decode": settings.decode,
         "precision": settings.precision or loaded.config.precision,
@@ -328,3 +330,18 @@ def _map_locked(
     )
     manifest["total_s"] = round(time.perf_counter() - started, 2)
     return manifest
+
+
+def input_identity(inputs: MapInputs, modalities: tuple[str, ...], months: int, output: Path) -> dict:
+    """The inputs' content in the resume record, their digests cached in the output folder by size and
+    modification time (a rerun hashes only what changed on disk; a touched or rewritten file with the same
+    content still resumes)."""
+    path = Path(output) / DIGESTS
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    identity = inputs.identity(modalities, months, digests=cache)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(cache, indent=1))
+    return identity

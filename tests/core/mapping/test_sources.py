@@ -83,8 +83,28 @@ def test_a_region_names_its_rasters_and_its_identity_follows_content_not_path(sy
     moved = Path(shutil.copytree(region, tmp_path / "moved", copy_function=shutil.copy2))  # same bytes and times
     assert inputs_from_region(moved).identity(modalities) == identity
     stat = (moved / "prior.tif").stat()
-    os.utime(moved / "prior.tif", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a rewritten raster
-    assert inputs_from_region(moved).identity(modalities)["rasters"]["prior"] != identity["rasters"]["prior"]
+    os.utime(moved / "prior.tif", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: the same content
+    assert inputs_from_region(moved).identity(modalities) == identity
+    data = bytearray((moved / "prior.tif").read_bytes())
+    data[-1] ^= 0xFF  # one byte of content changed, size kept
+    (moved / "prior.tif").write_bytes(bytes(data))
+    changed = inputs_from_region(moved).identity(modalities)["rasters"]["prior"]
+    assert changed != identity["rasters"]["prior"] and changed[0]["bytes"] == identity["rasters"]["prior"][0]["bytes"]
+
     (moved / "region.json").unlink()
     with pytest.raises(RegionError, match="region.json: missing"):
         inputs_from_region(moved)
+
+
+def test_input_digests_are_cached_by_size_and_time_and_recomputed_when_either_changes(tmp_path):
+    from h2crop_core.files import cached_digest, file_digest
+
+    path = tmp_path / "a.tif"
+    path.write_bytes(b"x" * 1000)
+    cache: dict = {}
+    assert cached_digest(path, cache) == file_digest(path) and len(cache) == 1
+    cache[str(path.resolve())]["sha256"] = "stale"  # what a cached entry returns while the file is unchanged
+    assert cached_digest(path, cache) == "stale"
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cached_digest(path, cache) == file_digest(path)  # touched: read again

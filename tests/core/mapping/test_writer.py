@@ -121,8 +121,25 @@ def test_unfinished_tiles_never_give_a_map(synth_taxonomy, tmp_path):
 def test_a_different_run_is_refused_not_mixed_in(tmp_path):
     TileStore(tmp_path / "map", {"checkpoint": "a", "grid": {"tile": 96}})
     TileStore(tmp_path / "map", {"checkpoint": "a", "grid": {"tile": 96}})  # the same run resumes
-    with pytest.raises(MappingRecordError, match=r"different \['grid'\]"):
+    with pytest.raises(MappingRecordError, match=r"other inputs or settings: grid.tile: 96 then, 192 now; choose"):
         TileStore(tmp_path / "map", {"checkpoint": "a", "grid": {"tile": 192}})
+
+
+def test_record_differences_name_the_file_and_the_field_not_the_whole_record():
+    from h2crop_core.mapping.writer import record_differences
+
+    raster = {"name": "S2_2023-03.tif", "bytes": 10, "sha256": "a" * 64}
+    stored = {"inputs": {"rasters": {"s2": [dict(raster, name="S2_2023-01.tif"), raster]}}, "decode": "consistent"}
+    now = {
+        "inputs": {"rasters": {"s2": [dict(raster, name="S2_2023-01.tif"), dict(raster, sha256="b" * 64)]}},
+        "decode": "argmax",
+    }
+    found = record_differences(stored, now)
+    assert found == [
+        'decode: "consistent" then, "argmax" now',
+        f'inputs.rasters.s2[1] (S2_2023-03.tif).sha256: "{"a" * 17}…{"a" * 17}" then, "{"b" * 17}…{"b" * 17}" now',
+    ]
+    assert record_differences(stored, stored) == [] and all(len(line) < 160 for line in found)
 
 
 def test_tile_writes_check_the_core_shape(tmp_path):

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,17 +103,26 @@ def test_map_resume_and_refusals(ray_local, synth_root, checkpoint, tmp_path, ca
     assert (manifest["tiles_predicted"], manifest["tiles_resumed"]) == (3, 6)
     np.testing.assert_array_equal(read_levels(out), maps)
 
-    # a complete map is not redone; other settings into the same folder are refused, not mixed in
+    # a complete map is not redone, also once an input was rewritten with the same content (a second
+    # `make demo`); other settings or content into the same folder are refused, naming what differs
     capsys.readouterr()
+    stat = (region / "s2.tif").stat()
+    os.utime(region / "s2.tif", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert main(command) == 0
     assert "this map is complete" in capsys.readouterr().out
     assert main(command[: -len(ARGS)] + ["--tile", "96", "--overlap", "40", "--quiet"]) == 2
-    assert "different ['grid']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "made with other inputs or settings: grid." in err and len(err.strip().splitlines()) == 1
+    changed = Path(shutil.copytree(region, tmp_path / "changed"))
+    with rasterio.open(changed / "prior.tif", "r+") as prior:
+        prior.write(np.roll(prior.read(), 1, axis=-1))  # the same classes, moved by one pixel
+    assert main(map_command(checkpoint, out, "--region", changed)) == 2
+    assert "inputs.rasters.prior[0] (prior.tif).sha256: " in capsys.readouterr().err
     config = loaded.config
     torch.manual_seed(1)
     other = save_checkpoint(tmp_path / "other.ckpt", DualStreamModel(config), config, loaded.taxonomy, loaded.stats)
     assert main(map_command(other, out, "--region", region)) == 2
-    assert "different ['checkpoint_sha256']" in capsys.readouterr().err
+    assert "other inputs or settings: checkpoint_sha256: " in capsys.readouterr().err
     # --overwrite starts over: the earlier run's tiles and maps go, the user's other files stay
     (out / "notes.txt").write_text("mine")
     assert main(map_command(other, out, "--region", region) + ["--overwrite"]) == 0

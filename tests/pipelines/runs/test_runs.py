@@ -202,10 +202,63 @@ def test_gain_needs_pairs(store):
         gain_records(rows)
 
 
-def test_ui_names_the_extra_it_needs(store, capsys):
-    from pipelines.cli.sweeps import _ui_installed
+def _free_port() -> int:
+    import socket
 
-    if _ui_installed():
-        pytest.skip("the full mlflow package is installed here: the UI would start")
-    assert main(["runs", "ui", "--tracking-uri", store]) == 2
-    assert "pip install 'h2crop[server]'" in capsys.readouterr().err
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _http(url: str, body: dict | None = None, timeout: float = 5) -> str:
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.read().decode()
+
+
+def test_runs_ui_serves_its_page_and_lists_the_runs_over_http(store):
+    """`h2crop runs ui` from the install `make install` gives: the page is served on loopback, and its REST
+    API lists the store's runs (an MLflow older than the store refuses it; a missing UI never serves)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    command = [sys.executable, "-m", "pipelines.cli", "runs", "ui", "--tracking-uri", store, "--port", str(port)]
+    ui = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline, page = time.monotonic() + 120, None
+        while page is None and time.monotonic() < deadline and ui.poll() is None:
+            try:
+                page = _http(base + "/")
+            except OSError:
+                time.sleep(0.5)
+        assert page is not None, f"the UI never answered: {ui.poll()=}"
+        assert "<html" in page.lower() and "mlflow" in page.lower()
+        experiments = json.loads(_http(base + "/api/2.0/mlflow/experiments/search", {"max_results": 10}))
+        (experiment,) = [e for e in experiments["experiments"] if e["name"] == "h2crop"]
+        found = json.loads(
+            _http(
+                base + "/api/2.0/mlflow/runs/search",
+                {"experiment_ids": [experiment["experiment_id"]], "max_results": 100},
+            )
+        )
+        names = sorted(run["info"]["run_name"] for run in found["runs"])
+        client = MlflowClient(store)
+        expected = sorted(r.info.run_name for r in client.search_runs([experiment["experiment_id"]], max_results=100))
+        assert names == expected and len(names) == 9  # 2 windows x 2 modalities x 2 seeds, and the stopped one
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)  # the UI and the server processes it started (its own session)
+        try:
+            ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+            ui.wait(timeout=30)
+        if ui.stdout:
+            ui.stdout.close()
