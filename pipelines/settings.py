@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from h2crop_core.baseline import MODELS, TARGETS
+from h2crop_core.baseline import MODELS, PREDICT_MODES, TARGETS
 from h2crop_core.data.schema import WINDOWS
 from h2crop_core.errors import SettingError
 from h2crop_core.mapping.sources import RESAMPLING_CHOICES
@@ -207,6 +206,13 @@ class BaselineSettings:
         "levels: one model per level; leaf: one level-4 model, levels 1-3 from its taxonomy path (the levels always agree)",
         choices=TARGETS,
     )
+    predict: str = setting(
+        "scored",
+        "which val/test pixels are classified: scored: only those labelled at some level, the only ones the metrics "
+        "read (fast; the others hold 0 in predictions/); all: every pixel, in batches, for full prediction maps "
+        "(same metrics, slower: an SVM's time grows with the pixels)",
+        choices=PREDICT_MODES,
+    )
     threads: int = setting(-1, "CPU threads for the Random Forest (-1: every core)")
     seed: int = setting(0, "seed of the pixel sample and the model")
     run_name: str = setting("", "MLflow run name (default: baseline-<model>-<time>)")
@@ -240,7 +246,9 @@ class MapSettings:
     batch_size: int = setting(2, "tiles per forward pass")
     actors: int = setting(1, "model replicas working in parallel (Ray actors)")
     cpus_per_actor: float | None = setting(
-        None, "CPUs (and torch threads) per actor (default: this machine's cores shared among the actors)"
+        None,
+        "CPUs (and torch threads, at most the node's cores) per actor (default: the Ray cluster's CPUs shared "
+        "among the actors, at most the largest node's)",
     )
     use_gpu: bool = setting(False, "one GPU per actor")
     decode: str = setting(
@@ -258,11 +266,9 @@ class MapSettings:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if self.cpus_per_actor is None:
-            self.cpus_per_actor = max(1.0, (os.cpu_count() or 1) / max(1, self.actors))
         check_positive(self, ("batch_size", "actors"))
         check_positive(self, ("overlap",), minimum=0)
-        if self.cpus_per_actor <= 0:
+        if self.cpus_per_actor is not None and self.cpus_per_actor <= 0:
             raise SettingError(f"cpus_per_actor must be positive; got {self.cpus_per_actor!r}")
 
 

@@ -77,7 +77,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(report.summary())
     print(f"taxonomy: {taxonomy.summary()}")
     print(f"report: {output}")
-    return 0 if report.ok else 1
+    if not report.ok:  # bad data is the user's to fix (exit 2); exit 1 is kept for h2crop's own bugs
+        print(f"h2crop validate: error: {args.data} has problems (listed above and in {output})", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -141,7 +144,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"  best checkpoint  {outcome.best_checkpoint}")
     print(f"  best report      {outcome.output / 'metrics.json'} (+ per-class CSVs and plots)")
     print(
-        f"  MLflow           {outcome.tracking_uri}  run {outcome.mlflow_run_id}  (mlflow ui --backend-store-uri {outcome.tracking_uri})"
+        f"  MLflow           {outcome.tracking_uri}  run {outcome.mlflow_run_id}  "
+        f"(h2crop runs ui --tracking-uri {outcome.tracking_uri})"
     )
     return 0
 
@@ -249,7 +253,7 @@ def add_data_parsers(add) -> None:
     p.set_defaults(func=cmd_synth)
 
     for name, help_text, func in (
-        ("validate", "check every sample file; write validation.json; exit 1 if any is bad", cmd_validate),
+        ("validate", "check every sample file; write validation.json; exit 2 if any is bad", cmd_validate),
         ("stats", "per-band mean/std over the training split, written to <data>/norm_stats.json", cmd_stats),
     ):
         p = add(name, help_text)

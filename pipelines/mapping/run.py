@@ -67,7 +67,8 @@ class TilePredictor:
     ) -> None:
         os.environ["GDAL_CACHEMAX"] = GDAL_CACHE_MB
         self.settings = MapSettings(**settings)
-        torch.set_num_threads(max(1, int(self.settings.cpus_per_actor)))
+        # the actor's own node's cores, not the driver's: on a cluster they differ
+        torch.set_num_threads(max(1, min(int(self.settings.cpus_per_actor), os.cpu_count() or 1)))
         self.device = "cuda" if self.settings.use_gpu else "cpu"
         overrides = {"precision": self.settings.precision} if self.settings.precision else {}
         if file_digest(Path(checkpoint)) != record["checkpoint_sha256"]:  # e.g. a training run replaced best.ckpt
@@ -235,14 +236,11 @@ def _predict_remaining(
     import ray
     from tqdm.auto import tqdm
 
-    from pipelines.runtime.cluster import check_resources, connect_ray, quiet_data_context
+    from pipelines.runtime.cluster import connect_ray, quiet_data_context
 
     connect_ray()
     quiet_data_context()
-    per_actor = {"CPU": settings.cpus_per_actor, "GPU": 1 if settings.use_gpu else 0}
-    check_resources(
-        per_actor, settings.actors, "actor", "actor pool", "lower --actors or --cpus-per-actor, or drop --use-gpu"
-    )
+    settings = check_actor_pool(settings)
     items = ray.data.from_items(
         [{"index": index} for index in todo], override_num_blocks=max(1, len(todo) // settings.batch_size)
     )
@@ -345,3 +343,23 @@ def input_identity(inputs: MapInputs, modalities: tuple[str, ...], months: int, 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(cache, indent=1))
     return identity
+
+
+def check_actor_pool(settings: MapSettings, autoscaling: bool | None = None) -> MapSettings:
+    """The settings with ``cpus_per_actor`` resolved from the cluster (its CPUs shared among the actors, at
+    most the largest node's: the driver's own cores say nothing on a cluster), after checking that the pool
+    can be placed: refused on a fixed cluster, waited for on an autoscaling one (``autoscaling``: None reads
+    the autoscaler's report)."""
+    import ray
+
+    from pipelines.runtime.cluster import check_placement
+
+    if settings.cpus_per_actor is None:
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        largest = max((node.get("CPU", 0) for node in nodes), default=1)
+        share = sum(node.get("CPU", 0) for node in nodes) // settings.actors
+        settings = replace(settings, cpus_per_actor=float(max(1, min(largest, share))))
+    per_actor = {"CPU": settings.cpus_per_actor, "GPU": 1 if settings.use_gpu else 0}
+    hint = "lower --actors or --cpus-per-actor, or drop --use-gpu"
+    check_placement(per_actor, settings.actors, "actor", "actor pool", hint, autoscaling=autoscaling)
+    return settings

@@ -119,13 +119,16 @@ def autoscales(report: bytes | None) -> bool:
     return not types or not all(str(kind).startswith("node_") for kind in types)
 
 
-def check_placement(per_unit: dict[str, float], count: int, unit: str, group: str, hint: str) -> None:
+def check_placement(
+    per_unit: dict[str, float], count: int, unit: str, group: str, hint: str, *, autoscaling: bool | None = None
+) -> None:
     """:func:`check_resources` where the cluster is fixed (a local Ray, ``ray start`` nodes); on an
-    autoscaling cluster a request nothing fits yet waits for nodes, and says so."""
+    autoscaling cluster a request nothing fits yet waits for nodes, and says so. ``autoscaling``: None reads
+    the autoscaler's report (:func:`cluster_autoscales`)."""
     try:
         check_resources(per_unit, count, unit, group, hint)
     except SettingError:
-        if not cluster_autoscales():
+        if not (cluster_autoscales() if autoscaling is None else autoscaling):
             raise
         wanted = ", ".join(f"{v:g} {k}" for k, v in per_unit.items() if v)
         print(

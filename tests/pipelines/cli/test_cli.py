@@ -27,8 +27,12 @@ def test_synth_then_validate_32_samples_then_break_two(tmp_path, capsys):
     with h5py.File(misshaped, "a") as handle:
         del handle["EnMAP_data"]
         handle.create_dataset("EnMAP_data", data=np.zeros((218, 63, 64), np.int16))
-    assert main(["validate", "--data", str(root), "--quiet"]) == 1
-    out = capsys.readouterr().out
+    assert main(["validate", "--data", str(root), "--quiet"]) == 2  # the user's data: exit 2, as every bad input
+    captured = capsys.readouterr()
+    out = captured.out
+    assert captured.err.strip().splitlines() == [
+        f"h2crop validate: error: {root} has problems (listed above and in {root / 'validation.json'})"
+    ]
     assert "30 good, 2 bad of 32 checked" in out
     assert str(truncated) in out and "truncated" in out
     assert f"{misshaped} [EnMAP_data]: expected shape (218, 64, 64); found shape (218, 63, 64)" in out
@@ -42,7 +46,7 @@ def test_validate_a_split_reports_missing_members(writable_root, capsys):
     (writable_root / "h5_data" / f"{names[0]}.h5").unlink()
     report_path = writable_root / "custom.json"
     assert (
-        main(["validate", "--data", str(writable_root), "--split", "val", "--report", str(report_path), "--quiet"]) == 1
+        main(["validate", "--data", str(writable_root), "--split", "val", "--report", str(report_path), "--quiet"]) == 2
     )
     assert names[0] in capsys.readouterr().out
     assert json.loads(report_path.read_text())["missing"] == [names[0]]
@@ -59,7 +63,7 @@ def test_validate_with_a_taxonomy_that_does_not_fit_the_labels(writable_root, tm
     from h2crop_core.data.synth import generate_taxonomy
 
     small = generate_taxonomy((2, 3, 4, 5), seed=0).to_csv(tmp_path / "small.csv")
-    assert main(["validate", "--data", str(writable_root), "--taxonomy", str(small), "--quiet"]) == 1
+    assert main(["validate", "--data", str(writable_root), "--taxonomy", str(small), "--quiet"]) == 2
     assert "level1 ids 0..2 or 255" in capsys.readouterr().out
 
 

@@ -205,6 +205,29 @@ def test_map_errors_name_the_problem(ray_local, synth_root, checkpoint, tmp_path
     assert "another h2crop map is writing here" in capsys.readouterr().err
 
 
+def test_an_actor_pool_waits_for_an_autoscaling_cluster_and_is_refused_by_a_fixed_one(ray_local, capsys):
+    """The shipped KubeRay and launcher clusters start their GPU group at zero nodes: a GPU map waits for the
+    autoscaler there (as training and sweeps do) instead of refusing because no node has a GPU yet."""
+    from h2crop_core.errors import SettingError
+    from pipelines.mapping.run import check_actor_pool
+    from pipelines.runtime.cluster import autoscales
+    from pipelines.settings import MapSettings
+
+    def report(kind: str) -> bytes:  # the autoscaler's status report, as the cluster tests read it from Ray
+        return json.dumps({"autoscaler_report": {"node_type_mapping": {"127.0.0.1": kind}}}).encode()
+
+    gpu = MapSettings(use_gpu=True)
+    with pytest.raises(SettingError, match="one actor needs 1 GPU; the largest Ray node has 0"):
+        check_actor_pool(gpu, autoscaling=autoscales(report("node_7f3a")))  # `ray start` nodes: fixed
+    capsys.readouterr()
+    assert check_actor_pool(gpu, autoscaling=autoscales(report("gpu-group"))).use_gpu  # KubeRay: waits
+    assert "waiting for the autoscaler: 1 x actor (4 CPU, 1 GPU)" in capsys.readouterr().out
+    # the default CPUs per actor come from the cluster (4 CPUs in the session's Ray), not the driver's cores
+    assert check_actor_pool(MapSettings(actors=2), autoscaling=False).cpus_per_actor == 2.0
+    assert check_actor_pool(MapSettings(actors=1), autoscaling=False).cpus_per_actor == 4.0
+    assert check_actor_pool(MapSettings(actors=1, cpus_per_actor=1.5), autoscaling=False).cpus_per_actor == 1.5
+
+
 def test_auto_decoding_is_consistent_for_four_levels_and_argmax_for_one():
     from h2crop_core.errors import SettingError
     from h2crop_core.models.heads import resolve_decode
