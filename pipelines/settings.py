@@ -58,6 +58,12 @@ def check_positive(settings: object, names: tuple[str, ...], minimum: float = 1)
             raise SettingError(f"{name} must be at least {minimum:g}; got {getattr(settings, name)!r}")
 
 
+DECODE_HELP = (
+    "consistent: the most probable taxonomy path (the four levels always agree); argmax: per level (the research "
+    "code's); auto: consistent for four-level models, else argmax"
+)
+
+
 @dataclass
 class TrainSettings:
     """Everything a training run needs; recorded whole as MLflow params (as resolved: the recipe's values
@@ -106,6 +112,12 @@ class TrainSettings:
         "bf16",
         "autocast precision unless --set precision= says otherwise (the benchmark trained in mixed precision)",
         choices=PRECISIONS,
+    )
+    decode: str = setting(
+        DEFAULT_DECODE,
+        "how validation decodes the levels (it ranks epochs and writes metrics.json), as evaluate and map do: "
+        + DECODE_HELP,
+        choices=DECODE_CHOICES,
     )
     cutmix_p: float = setting(0.5, "CutMix probability per sample (0 disables)", flags=("--cutmix",))
     flip_rotate: bool = setting(True, "random flips and 90° rotations")
@@ -160,12 +172,7 @@ class EvaluateSettings:
     """How ``h2crop evaluate`` runs a checkpoint over a split (the checkpoint and data are its inputs)."""
 
     split: str = setting("test", "the split to evaluate", choices=("train", "val", "test"))
-    decode: str = setting(
-        DEFAULT_DECODE,
-        "consistent: the most probable taxonomy path (the four levels always agree); argmax: per level; auto: "
-        "consistent for four-level models, else argmax",
-        choices=DECODE_CHOICES,
-    )
+    decode: str = setting(DEFAULT_DECODE, DECODE_HELP, choices=DECODE_CHOICES)
     batch_size: int = setting(4, "samples per forward pass")
     precision: str | None = setting(None, "override the checkpoint's precision", choices=PRECISIONS)
     loader_workers: int = setting(1, "reader processes")
@@ -251,9 +258,7 @@ class MapSettings:
         "among the actors, at most the largest node's)",
     )
     use_gpu: bool = setting(False, "one GPU per actor")
-    decode: str = setting(
-        DEFAULT_DECODE, EvaluateSettings.__dataclass_fields__["decode"].metadata["help"], choices=DECODE_CHOICES
-    )
+    decode: str = setting(DEFAULT_DECODE, DECODE_HELP, choices=DECODE_CHOICES)
     precision: str | None = setting(None, "override the checkpoint's precision", choices=PRECISIONS)
     overwrite: bool = setting(
         False,

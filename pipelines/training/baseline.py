@@ -4,7 +4,9 @@ with the code ``evaluate`` uses, and log an MLflow run (``h2crop.kind=baseline``
 Outputs in ``--output``: ``metrics.json`` (test; the layout of ``h2crop evaluate``) with its CSVs and plots,
 ``predictions/<sample>.npy`` (test), ``val/`` (the same for the validation split, whose numbers are the
 run's ``val_*`` metrics, the ones ``h2crop runs compare`` ranks every run by), and ``baseline.json``: what
-was fitted on how many pixels, and the time each step took.
+was fitted on how many pixels, and the time each step took. With ``--predict scored`` (the default) only the
+labelled pixels are classified, the only ones a metric reads, and the others of ``predictions/`` hold 0;
+``--predict all`` classifies every pixel, for full prediction maps, with the same metrics.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def run_baseline(
     for split, folder in [*splits, ("test", out)]:
         predictions = folder / "predictions"
         timings[f"predict_{split}_seconds"] = predict_split(
-            baseline, index.split_paths(split), reader, predictions, progress=progress
+            baseline, index.split_paths(split), reader, predictions, mode=settings.predict, progress=progress
         )
         extra = {
             "baseline": settings.model,
@@ -92,6 +94,7 @@ def run_baseline(
             "window": settings.window,
             "train_pixels": len(pixels.labels),
             "predictions": str(predictions),
+            "predicted_pixels": settings.predict,
         }
         metrics[split] = score_split(root, split, predictions, folder, taxonomy, extra, progress)
     summary.update(timings, total_seconds=time.perf_counter() - started)

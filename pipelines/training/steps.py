@@ -18,7 +18,7 @@ from torch import nn
 
 from h2crop_core.data.augment import batch_cutmix, random_flip_rotate
 from h2crop_core.metrics import HierarchicalConfusion
-from h2crop_core.models.heads import decode_argmax
+from h2crop_core.models.heads import decode_argmax, decode_consistent
 from h2crop_core.models.loss import model_loss
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import ModelConfig
@@ -39,9 +39,12 @@ def lr_factor(step: int, total: int, warmup: int, warmup_start: float, min_ratio
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def predict(model: nn.Module, batch: dict) -> torch.Tensor:
-    """(B, L, H, W) uint8 per-level argmax (validation ranks epochs by it, as the benchmark does)."""
-    return decode_argmax(model(**model.inputs(batch))).to(torch.uint8)
+def predict(model: nn.Module, batch: dict, decode: str = "argmax", paths=None) -> torch.Tensor:
+    """(B, L, H, W) uint8 class ids: per-level argmax, or (``consistent``) the most probable taxonomy path
+    (``paths``: the taxonomy's), the decode ``evaluate`` and ``map`` use by default."""
+    logits = model(**model.inputs(batch))
+    ids = decode_consistent(logits, paths) if decode == "consistent" else decode_argmax(logits)
+    return ids.to(torch.uint8)
 
 
 def world_size() -> int:
@@ -224,28 +227,36 @@ def validate(
     taxonomy: Taxonomy,
     levels: tuple[int, ...],
     device: torch.device | str,
+    decode: str = "argmax",
 ) -> HierarchicalConfusion:
-    """Confusion matrices of the (unwrapped) model over this rank's batches, summed across ranks. No DDP
-    collectives in the forward pass, so uneven shards cannot hang."""
+    """Confusion matrices of the (unwrapped) model over this rank's batches, summed across ranks, decoded as
+    ``decode`` (resolved: ``argmax`` or ``consistent``). No DDP collectives in the forward pass, so uneven
+    shards cannot hang."""
     model.eval()
     confusion = HierarchicalConfusion(taxonomy.num_classes, taxonomy, device=device, levels=levels)
+    paths = torch.as_tensor(taxonomy.paths, device=device) if decode == "consistent" else None
     with torch.no_grad():
         for batch in batches:
-            confusion.update(predict(model, batch), batch["label"], batch["prior"])
+            confusion.update(predict(model, batch, decode, paths), batch["label"], batch["prior"])
     if world_size() > 1:
         confusion.all_reduce()
     return confusion
 
 
 def epoch_report(
-    state: TrainState, totals: EpochTotals, confusion: HierarchicalConfusion, epoch_seconds: float, device
+    state: TrainState,
+    totals: EpochTotals,
+    confusion: HierarchicalConfusion,
+    epoch_seconds: float,
+    device,
+    decode: str = "argmax",
 ) -> tuple[dict, dict]:
     """The epoch's metrics (summed over ranks) as reported to Train and MLflow, and the full validation
     metrics; updates ``state.best_score``."""
     summed = torch.tensor([totals.loss_sum, float(totals.samples)], dtype=torch.float64, device=device)
     if world_size() > 1:
         torch.distributed.all_reduce(summed)
-    metrics = build_metrics(confusion, "val", extra={"epoch": state.epoch + 1})
+    metrics = build_metrics(confusion, "val", extra={"epoch": state.epoch + 1, "decode": decode})
     report = {
         "epoch": state.epoch + 1,
         "train_loss": float(summed[0] / max(summed[1], 1)),

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from h2crop_core.errors import SettingError
 from h2crop_core.files import write_atomic, write_text_atomic
+from h2crop_core.models.heads import resolve_decode
 from h2crop_core.models.presets import ModelConfig, get_preset
 from h2crop_core.runlock import RunLock
 from pipelines.runtime.progress import ProgressSender
@@ -81,6 +82,8 @@ def prepare_run(
     planned = resolve_schedule(settings, data.train_paths)
     settings, data = planned.settings, replace(data, train_paths=planned.train_paths)
     config = model_config_for(settings, data.taxonomy, data.spec)
+    # validation decodes as evaluate and map do by default, so a checkpoint has one set of numbers
+    settings = replace(settings, decode=resolve_decode(settings.decode, config.levels))
     if not settings.run_name:
         settings = replace(settings, run_name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     loop = LoopConfig(

@@ -170,8 +170,11 @@ def train_loop_per_worker(config: dict) -> None:
             on_step = progress.step if rank == 0 else None
             steps = dict(factor=factor, generator=generator, started=started, on_step=on_step, weights=weights)
             totals = train_epoch(state, batches, settings, levels, **steps)
-            confusion = validate(state.core, val_data.epoch(prefetch_next=more), loop.data.taxonomy, levels, device)
-            report, metrics = epoch_report(state, totals, confusion, time.perf_counter() - started, device)
+            val_batches = val_data.epoch(prefetch_next=more)
+            confusion = validate(state.core, val_batches, loop.data.taxonomy, levels, device, settings.decode)
+            report, metrics = epoch_report(
+                state, totals, confusion, time.perf_counter() - started, device, settings.decode
+            )
             state.epoch, state.last_epoch_s = state.epoch + 1, report["epoch_seconds"]
             state.spent_s += state.last_epoch_s
             save_epoch(loop, state, report, metrics, confusion, rank)

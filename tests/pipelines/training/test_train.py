@@ -164,7 +164,19 @@ def test_early_stopping_ends_a_run_that_stops_improving_and_keeps_its_best_check
     kept = load_checkpoint(outcome.best_checkpoint)
     assert kept.meta["epoch"] == best_epoch  # the best epoch's weights, not the last epoch's
     assert kept.meta["val"]["val_mf1"] == pytest.approx(max(history))
-    assert json.loads((outcome.output / "metrics.json").read_text())["settings"]["epoch"] == best_epoch
+    reported = json.loads((outcome.output / "metrics.json").read_text())
+    assert reported["settings"]["epoch"] == best_epoch and reported["settings"]["decode"] == "consistent"
+    # the run's numbers are evaluate's on the same split with its default decode: one set of numbers
+    from h2crop_core.evaluation import evaluate_checkpoint
+    from h2crop_core.report import build_metrics
+
+    evaluation = evaluate_checkpoint(outcome.best_checkpoint, train_data, "val", batch_size=2, progress=False)
+    evaluated = build_metrics(evaluation.confusion, "val", extra=evaluation.extra)
+    assert evaluation.extra["decode"] == "consistent"
+    for level, values in reported["levels"].items():
+        assert {k: evaluated["levels"][level][k] for k in ("oa", "mf1", "miou")} == pytest.approx(
+            {k: values[k] for k in ("oa", "mf1", "miou")}, abs=1e-12
+        ), level
 
 
 def test_learning_rate_schedule_warms_up_then_decays():
