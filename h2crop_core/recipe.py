@@ -1,4 +1,4 @@
-"""Training recipes: the schedule a run follows, picked to fit the training set.
+"""Training recipes: the schedule a run follows, picked to fit the training set, and its learning rate.
 
 The benchmark's recipe (lr 6e-5, 1,000 warm-up steps, cosine over 100 epochs) is made for 12,016 samples,
 about 300k optimizer steps. On a user's few dozen tiles the same settings give a few hundred steps at a
@@ -7,6 +7,11 @@ instead: a higher learning rate, a short warm-up, at least ``steps`` steps howev
 epochs of at least ``epoch_samples`` draws (so validation, checkpoints and early stopping come every few
 dozen steps rather than every step) and early stopping on validation mF1. ``auto`` chooses between the two
 by the number of training samples alone, so the choice is known before anything is read.
+
+The learning rate warms up linearly, then decays on a cosine to ``min_lr`` at the schedule's last step
+(:class:`WarmupCosine`); the warm-up is at most a tenth of the steps (:func:`capped_warmup`). With a time
+budget the schedule is fitted, after the first epoch, to the epochs that fit in it (:func:`budget_steps`), so
+that the cosine ends within the budget instead of being cut off near its peak.
 """
 
 from __future__ import annotations
@@ -90,3 +95,41 @@ def schedule(recipe_steps: int | None, epochs: int, steps_per_epoch: int) -> tup
         return epochs, epochs * steps_per_epoch
     run_epochs = min(epochs, max(1, math.ceil(recipe_steps / steps_per_epoch)))
     return run_epochs, min(recipe_steps, run_epochs * steps_per_epoch)
+
+
+#: the warm-up is at most this share of the schedule's steps
+WARMUP_SHARE = 0.1
+
+
+def capped_warmup(warmup_iters: int, total_steps: int) -> int:
+    """The warm-up a schedule of ``total_steps`` runs: at most a tenth of its steps."""
+    return min(warmup_iters, int(total_steps * WARMUP_SHARE))
+
+
+def lr_factor(step: int, total: int, warmup: int, warmup_start: float, min_ratio: float) -> float:
+    """Multiplier of the base lr: linear warm-up from ``warmup_start`` over ``warmup`` steps, then cosine
+    decay to ``min_ratio`` at ``total`` (and after it)."""
+    if warmup > 0 and step < warmup:
+        return warmup_start + (1 - warmup_start) * step / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class WarmupCosine:
+    """:func:`lr_factor` as an object for ``torch.optim.lr_scheduler.LambdaLR``: LambdaLR saves a callable
+    object's attributes with its state, so a schedule fitted to a time budget is restored as fitted."""
+
+    def __init__(self, total: int, warmup: int, warmup_start: float, min_ratio: float) -> None:
+        self.total, self.warmup, self.warmup_start, self.min_ratio = total, warmup, warmup_start, min_ratio
+
+    def __call__(self, step: int) -> float:
+        return lr_factor(step, self.total, self.warmup, self.warmup_start, self.min_ratio)
+
+
+def budget_steps(budget_s: float, epoch_s: float, steps_per_epoch: int, epochs: int, total: int) -> tuple[int, int]:
+    """(epochs, schedule steps) that fit a time budget at the pace of a first epoch of ``epoch_s`` seconds and
+    ``steps_per_epoch`` optimizer steps; (``epochs``, ``total``) when the whole schedule fits."""
+    fit = max(1, int(budget_s // max(epoch_s, 1e-9)))
+    if fit >= epochs or fit * steps_per_epoch >= total:
+        return epochs, total
+    return fit, fit * steps_per_epoch

@@ -39,7 +39,8 @@ class ProgressSender:
             self.queue.actor.put_nowait.remote(event)  # not awaited: a step never waits for the console
 
     def message(self, text: str) -> None:
-        self._send({"kind": "message", "text": text})
+        if text:  # nothing to say: nothing sent
+            self._send({"kind": "message", "text": text})
 
     def epoch_start(self, epoch: int, epochs: int, steps: int | None) -> None:
         self._start = self._sent = time.perf_counter()

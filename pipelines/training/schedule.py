@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from h2crop_core.data.sampling import count_labelled, describe_plan, epoch_plan, is_sparse, probe_paths
-from h2crop_core.recipe import Recipe, choose_recipe, schedule
+from h2crop_core.recipe import Recipe, capped_warmup, choose_recipe, schedule
 from pipelines.settings import TrainSettings
 from pipelines.training.steps import steps_per_epoch
 
@@ -30,6 +30,11 @@ class Schedule:
             f"schedule: {s.epochs} epoch(s) of {len(self.train_paths)} draws, {s.steps} optimizer steps, lr {s.lr:g} "
             f"({s.warmup_iters} warm-up steps, cosine to {s.min_lr:g})"
             + (f", patience {s.patience} epochs" if s.patience else "")
+            + (
+                f"; a {s.time_budget_minutes:g}-minute budget: the cosine is fitted to the epochs that fit after epoch 1"
+                if s.time_budget_minutes
+                else ""
+            )
         )
 
 
@@ -54,7 +59,7 @@ def resolve_schedule(settings: TrainSettings, train_paths: tuple[str, ...], *, p
     resolved = fill_from_recipe(settings, recipe, patience)
     per_epoch = steps_per_epoch(len(plan), resolved.workers, resolved)
     epochs, steps = schedule(settings.steps or recipe.steps, settings.epochs or recipe.epochs, per_epoch)
-    resolved = replace(resolved, epochs=epochs, steps=steps)
+    resolved = replace(resolved, epochs=epochs, steps=steps, warmup_iters=capped_warmup(resolved.warmup_iters, steps))
     return Schedule(resolved, plan, recipe_line, describe_plan(train_paths, plan, counts))
 
 

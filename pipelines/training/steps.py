@@ -22,21 +22,13 @@ from h2crop_core.models.heads import decode_argmax, decode_consistent
 from h2crop_core.models.loss import model_loss
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import ModelConfig
+from h2crop_core.recipe import WarmupCosine, budget_steps, capped_warmup
 from h2crop_core.report import build_metrics, metric_values
 from h2crop_core.taxonomy import Taxonomy
 from pipelines.settings import TrainSettings
 
 #: the validation metric that ranks checkpoints and epochs
 SCORE = "val_mf1"
-
-
-def lr_factor(step: int, total: int, warmup: int, warmup_start: float, min_ratio: float) -> float:
-    """Multiplier of the base lr: linear warm-up from ``warmup_start`` over ``warmup`` steps, then cosine
-    decay to ``min_ratio`` at ``total``."""
-    if warmup > 0 and step < warmup:
-        return warmup_start + (1 - warmup_start) * step / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def predict(model: nn.Module, batch: dict, decode: str = "argmax", paths=None) -> torch.Tensor:
@@ -69,6 +61,7 @@ class TrainState:
     spent_s: float = 0.0  #: train + validation seconds used so far (the time budget)
     last_epoch_s: float = 0.0
     mlflow_run_id: str | None = None
+    fitted_epochs: int = 0  #: epochs the schedule was fitted to a time budget after epoch 1 (0: not fitted)
 
     @property
     def core(self) -> DualStreamModel:
@@ -85,6 +78,7 @@ class TrainState:
             "mlflow_run_id": self.mlflow_run_id,
             "spent_s": self.spent_s,
             "last_epoch_s": self.last_epoch_s,
+            "fitted_epochs": self.fitted_epochs,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -94,6 +88,7 @@ class TrainState:
         self.best_epoch = int(state.get("best_epoch", self.epoch))
         self.mlflow_run_id, self.spent_s = state.get("mlflow_run_id"), float(state.get("spent_s", 0.0))
         self.last_epoch_s = float(state.get("last_epoch_s", 0.0))  # the budget check right after a restart
+        self.fitted_epochs = int(state.get("fitted_epochs", 0))
 
 
 def steps_per_epoch(n_train: int, world: int, settings: TrainSettings) -> int:
@@ -107,15 +102,35 @@ def make_state(
     torch.manual_seed(settings.seed)
     model = DualStreamModel(config).to(device)  # before the optimizer: restored moments land on the same device
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    total_steps = max(
-        1, settings.steps or steps_per_epoch(n_train, world, settings) * settings.epochs
-    )  # steps: resolved by the recipe
-    warmup = min(settings.warmup_iters, total_steps // 10)
-    min_ratio = settings.min_lr / settings.lr
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup, settings.warmup_start, min_ratio)
+    # steps: resolved by the recipe (schedule.py); a direct caller gets every step of its epochs
+    total_steps = max(1, settings.steps or steps_per_epoch(n_train, world, settings) * settings.epochs)
+    warmup = capped_warmup(settings.warmup_iters, total_steps)
+    schedule = WarmupCosine(total_steps, warmup, settings.warmup_start, settings.min_lr / settings.lr)
+    return TrainState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule))
+
+
+def fit_to_budget(state: TrainState, settings: TrainSettings, device) -> str:
+    """After the first epoch of a run with a time budget: shorten the cosine to the epochs that fit in the
+    budget at that epoch's pace (rank 0's clock, broadcast), so the learning rate reaches its end within the
+    budget instead of the run being cut off near its peak. Returns the console line ("" when unchanged)."""
+    if not settings.time_budget_s or state.epoch != 1 or state.fitted_epochs:
+        return ""
+    seconds = torch.tensor([state.last_epoch_s], dtype=torch.float64, device=device)
+    if world_size() > 1:
+        torch.distributed.broadcast(seconds, src=0)
+    schedule: WarmupCosine = state.scheduler.lr_lambdas[0]
+    per_epoch = max(1, state.scheduler.last_epoch)  # the optimizer steps the first epoch took
+    before = schedule.total
+    epochs, total = budget_steps(settings.time_budget_s, float(seconds), per_epoch, settings.epochs, before)
+    if total == before:
+        return ""
+    for fitted in state.scheduler.lr_lambdas:
+        fitted.total, fitted.warmup = total, min(fitted.warmup, capped_warmup(fitted.warmup, total))
+    state.fitted_epochs = epochs
+    return (
+        f"time budget: epoch 1 took {float(seconds):.0f} s, so {epochs} epoch{'s' if epochs > 1 else ''} fit in "
+        f"{settings.time_budget_minutes:g} min: the cosine now ends at step {total} (was {before})"
     )
-    return TrainState(model, optimizer, scheduler)
 
 
 # ------------------------------------------------------------------------------------------- the steps
@@ -263,6 +278,7 @@ def epoch_report(
         "train_samples": int(summed[1]),
         "val_samples": confusion.samples,
         "lr": state.scheduler.get_last_lr()[0],
+        "schedule_steps": state.scheduler.lr_lambdas[0].total,  # changes once if fitted to a time budget
         "epoch_seconds": epoch_seconds,
         "train_samples_per_s": float(summed[1]) / max(totals.seconds, 1e-9),
         **metric_values(metrics, "val"),  # SCORE (val_mf1) among them
@@ -311,6 +327,8 @@ def should_stop(settings: TrainSettings, state: TrainState, device) -> tuple[boo
     With a time budget, stop when it is used up or the next epoch (as long as the last one) would overrun
     it. Rank 0's clock decides, broadcast so that every rank stops together.
     """
+    if state.fitted_epochs and state.epoch >= state.fitted_epochs:
+        return True, f"time budget: the schedule fitted to it ended after epoch {state.epoch}"
     if state.epoch >= settings.epochs:
         return True, ""
     if (

@@ -22,6 +22,7 @@ from pipelines.training.context import LoopConfig, reader_for
 from pipelines.training.steps import (
     TrainState,
     epoch_report,
+    fit_to_budget,
     make_state,
     should_stop,
     summary_line,
@@ -177,6 +178,7 @@ def train_loop_per_worker(config: dict) -> None:
             )
             state.epoch, state.last_epoch_s = state.epoch + 1, report["epoch_seconds"]
             state.spent_s += state.last_epoch_s
+            progress.message(fit_to_budget(state, settings, device))
             save_epoch(loop, state, report, metrics, confusion, rank)
             progress.epoch_end(summary_line(report, metrics, settings.epochs))
             stop, why = should_stop(settings, state, device)

@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -80,6 +81,40 @@ def test_should_stop_by_epochs_and_by_time_budget():
     assert not should_stop(settings, state, "cpu")[0]
     state.epoch = 3
     assert should_stop(settings, state, "cpu") == (True, "")
+
+
+def test_a_time_budget_fits_the_cosine_to_the_epochs_that_fit_and_a_restore_keeps_it():
+    from h2crop_core.recipe import WarmupCosine
+    from pipelines.training.steps import fit_to_budget
+
+    settings = TrainSettings(data="d", preset="p", epochs=47, steps=1500, lr=0.1, min_lr=0.001, time_budget_minutes=2.0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
+    state = TrainState(
+        model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(1500, 50, 0.01, 0.01))
+    )
+    for _ in range(32):  # the first epoch: 32 optimizer steps in 30 s
+        optimizer.step()
+        state.scheduler.step()
+    state.epoch, state.last_epoch_s, state.spent_s = 1, 30.0, 30.0
+    line = fit_to_budget(state, settings, "cpu")
+    assert (
+        line == "time budget: epoch 1 took 30 s, so 4 epochs fit in 2 min: the cosine now ends at step 128 (was 1500)"
+    )
+    assert state.fitted_epochs == 4 and fit_to_budget(state, settings, "cpu") == ""  # once
+    for _ in range(128 - 32):
+        optimizer.step()
+        state.scheduler.step()
+    assert state.scheduler.get_last_lr()[0] == pytest.approx(settings.min_lr)  # the cosine ended within the budget
+    state.epoch = 4
+    assert should_stop(settings, state, "cpu") == (True, "time budget: the schedule fitted to it ended after epoch 4")
+    restored = _state(lr=0.1)
+    restored.scheduler = torch.optim.lr_scheduler.LambdaLR(restored.optimizer, WarmupCosine(1500, 50, 0.01, 0.01))
+    restored.load_state_dict(state.state_dict())
+    assert restored.scheduler.lr_lambdas[0].total == 128 and restored.fitted_epochs == 4
+    unhurried = TrainSettings(data="d", preset="p", epochs=47, steps=1500, lr=0.1, time_budget_minutes=60.0)
+    state.fitted_epochs, state.epoch = 0, 1
+    assert fit_to_budget(state, unhurried, "cpu") == ""  # the whole schedule fits: unchanged
 
 
 def test_gradient_accumulation_steps_every_kth_batch():

@@ -15,10 +15,10 @@ from pyarrow.fs import FileSelector
 
 from h2crop_core.checkpoint import load_checkpoint
 from h2crop_core.errors import SettingError
+from h2crop_core.recipe import lr_factor
 from h2crop_core.storage import Remote
 from pipelines.runtime.tracking import RUN_NAME_TAG
 from pipelines.settings import TrainSettings, parse_overrides
-from pipelines.training.steps import lr_factor
 from pipelines.training.train import run_training
 
 pytestmark = pytest.mark.ray
@@ -177,6 +177,20 @@ def test_early_stopping_ends_a_run_that_stops_improving_and_keeps_its_best_check
         assert {k: evaluated["levels"][level][k] for k in ("oa", "mf1", "miou")} == pytest.approx(
             {k: values[k] for k in ("oa", "mf1", "miou")}, abs=1e-12
         ), level
+
+
+def test_a_budgeted_run_ends_its_cosine_within_the_budget(ray_local, train_data, tmp_path):
+    # 40 epochs of 5 steps planned, 30 s hold a few: after epoch 1 the cosine is fitted to them, so the run
+    # ends at the schedule's last step (min_lr) instead of being cut off near its peak
+    settings = _settings(
+        train_data, tmp_path, "budget", epochs=40, recipe="benchmark", workers=1, time_budget_minutes=0.5, cutmix_p=0.0
+    )
+    outcome = run_training(settings, progress=False)
+    steps, lrs = (_history(settings, outcome.mlflow_run_id, key) for key in ("schedule_steps", "lr"))
+    seconds = _history(settings, outcome.mlflow_run_id, "epoch_seconds")
+    assert steps[0] == 200 and steps[-1] == 5 * outcome.epochs_done < 200  # fitted after epoch 1
+    assert lrs[-1] == pytest.approx(6e-6, rel=1e-6)  # the cosine's end (the recipe's min_lr), reached
+    assert sum(seconds) <= 30 and 2 <= outcome.epochs_done < 40
 
 
 def test_learning_rate_schedule_warms_up_then_decays():
