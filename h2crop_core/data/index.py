@@ -105,11 +105,33 @@ class DatasetIndex:
             return []
         return [s for s in SPLITS if (folder / f"{s}.txt").is_file()]
 
-    def fingerprint(self) -> str:
-        """A short hash of the split lists and file sizes: changes when the data does."""
+    def fingerprint(self, splits: tuple[str, ...] | None = None) -> str:
+        """A short hash of the split lists and each sample file's name, size and modification time (of the
+        ``splits``, default every file): changes when the data does. Fixed-shape HDF5 files keep their size
+        when their content changes, so the time counts too: a copy that does not keep the times (``cp``
+        without ``-p``) reads as other data."""
         digest = hashlib.sha256()
-        for split in self.available_splits():
+        for split in splits or self.available_splits():
             digest.update(self.split_file(split).read_bytes())
-        for path in self.all_paths():
-            digest.update(f"{path.name}:{path.stat().st_size}".encode())
+        paths = (
+            sorted({p for s in splits for p in self.split_paths(s, check_exists=False)}) if splits else self.all_paths()
+        )
+        for path in paths:
+            stat = path.stat() if path.is_file() else None
+            digest.update(f"{path.name}:{stat and stat.st_size}:{stat and stat.st_mtime_ns}".encode())
         return digest.hexdigest()[:16]
+
+    def summary(self) -> dict:
+        """Per split: files, bytes and the latest modification (UTC): what a changed fingerprint changed."""
+        import datetime
+
+        found = {}
+        for split in self.available_splits():
+            stats = [p.stat() for p in self.split_paths(split, check_exists=False) if p.is_file()]
+            newest = max((s.st_mtime for s in stats), default=0.0)
+            found[split] = {
+                "files": len(stats),
+                "bytes": sum(s.st_size for s in stats),
+                "latest_change": datetime.datetime.fromtimestamp(newest, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            }
+        return found

@@ -124,12 +124,23 @@ def compute_norm_stats(
 def ensure_norm_stats(
     index: DatasetIndex, spec: SampleSpec, *, workers: int | None = None, progress: bool = True
 ) -> NormStats:
-    """The root's ``norm_stats.json``, computed over the training split (and written) first if it is missing."""
-    if not index.norm_stats_path.is_file():
-        print(f"[h2crop] {index.norm_stats_path} not found: computing it over the training split", flush=True)
+    """The root's ``norm_stats.json``, computed over the training split (and written) first if it is missing,
+    or if the training split changed since it was computed (its ``train_fingerprint``; statistics without
+    one, such as the published ones, are used as they are)."""
+    current = index.fingerprint(("train",))
+    stored = NormStats.from_json(index.norm_stats_path) if index.norm_stats_path.is_file() else None
+    if stored is not None and stored.meta.get("train_fingerprint", current) != current:
+        print(
+            f"[h2crop] the training split changed since {index.norm_stats_path} was computed: recomputing it",
+            flush=True,
+        )
+        stored = None
+    if stored is None:
+        if not index.norm_stats_path.is_file():
+            print(f"[h2crop] {index.norm_stats_path} not found: computing it over the training split", flush=True)
         paths = index.split_paths("train")
         workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-        meta = {"split": "train", "dataset_fingerprint": index.fingerprint()}
+        meta = {"split": "train", "dataset_fingerprint": index.fingerprint(), "train_fingerprint": current}
         compute_norm_stats(paths, workers=workers, spec=spec, progress=progress, meta=meta).to_json(
             index.norm_stats_path
         )

@@ -29,6 +29,7 @@ from h2crop_core.mapping.area import row_areas_m2
 from h2crop_core.mapping.quicklook import write_quicklook
 from h2crop_core.mapping.results import CONFIDENCE_NODATA, TileResult, ids_dtype, ids_nodata
 from h2crop_core.mapping.tiling import Tile
+from h2crop_core.records import record_differences
 from h2crop_core.storage import Remote
 from h2crop_core.taxonomy import Taxonomy
 
@@ -43,27 +44,6 @@ OUTPUT_PATTERNS = (RECORD, MAP_MANIFEST, SUMMARY, "quicklook.png", "level[0-9].t
 
 class MappingRecordError(H2CropError):
     """The output folder belongs to a different mapping run."""
-
-
-def record_differences(stored, now, where: str = "") -> list[str]:
-    """What differs between two resume records, one ``key.path (file name).field: then -> now`` per leaf."""
-    if isinstance(stored, dict) and isinstance(now, dict):
-        found: list[str] = []
-        for key in sorted(set(stored) | set(now), key=str):
-            found += record_differences(stored.get(key), now.get(key), f"{where}.{key}" if where else str(key))
-        return found
-    if isinstance(stored, list) and isinstance(now, list) and len(stored) == len(now) and stored != now:
-        found = []
-        for index, (a, b) in enumerate(zip(stored, now)):
-            named = f" ({a['name']})" if isinstance(a, dict) and a.get("name") == (b or {}).get("name") else ""
-            found += record_differences(a, b, f"{where}[{index}]{named}")
-        return found
-    return [] if stored == now else [f"{where}: {_short(stored)} then, {_short(now)} now"]
-
-
-def _short(value) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 40 else f"{text[:18]}…{text[-18:]}"
 
 
 class TileStore:

@@ -92,7 +92,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         paths,
         workers=args.workers,
         progress=not args.quiet,
-        meta={"split": args.split, "dataset_fingerprint": index.fingerprint()},
+        meta={
+            "split": args.split,
+            "dataset_fingerprint": index.fingerprint(),
+            **({"train_fingerprint": index.fingerprint(("train",))} if args.split == "train" else {}),
+        },
     )
     output = Path(args.output) if args.output else index.norm_stats_path
     stats.to_json(output)

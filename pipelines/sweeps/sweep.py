@@ -87,7 +87,7 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
     from mlflow.tracking import MlflowClient
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from pipelines.training.train import collect_outcome, make_trainer, prepare_run
+    from pipelines.training.train import check_run_record, collect_outcome, make_trainer, prepare_run
 
     key = config[TRIAL_KEY]
     values = plan.configs[key]
@@ -112,6 +112,7 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
     run = replace(
         run, loop=replace(run.loop, tags={**run.loop.tags, **tags})
     )  # keep prepare_run's (the recipe's reason)
+    check_run_record(run)
     result = make_trainer(run, callbacks=[TuneReportCallback()]).fit()
     if result.error:
         raise result.error

@@ -176,6 +176,7 @@ def run_training(settings: TrainSettings, *, progress: bool = True) -> TrainOutc
         for line in (run.schedule.recipe_line, run.schedule.sampling_line, run.schedule.summary):
             print(f"[h2crop] {line}", flush=True)
         with RunLock(run.storage, run.settings.run_name, "training"):
+            check_run_record(run)
             result = make_trainer(run).fit()
             if not result.error:
                 return collect_outcome(run, result)
@@ -186,6 +187,46 @@ def run_training(settings: TrainSettings, *, progress: bool = True) -> TrainOutc
         if refused is not None:
             raise refused from result.error
         raise result.error
+
+
+#: the run's own record beside Train's checkpoints: what it was started with
+RUN_RECORD = "h2crop_run.json"
+#: settings a resumed run may change: where and on what it runs, and for how long; not what it learns
+RESUMABLE = (
+    "workers", "use_gpu", "cpus_per_worker", "loader_workers", "input_mode", "storage", "output", "tracking_uri",
+    "experiment", "max_failures", "time_budget_minutes", "epochs", "steps", "patience",
+    "data",  # the folder may move: its content is compared by fingerprint
+)  # fmt: skip
+
+
+def run_record(run: PreparedRun) -> dict:
+    """What a run is: its settings (but :data:`RESUMABLE`), its model and its data (fingerprint and what it
+    summarises), as JSON."""
+    from h2crop_core.data.index import DatasetIndex
+
+    settings = {k: v for k, v in run.settings.to_dict().items() if k not in RESUMABLE}
+    data = {"fingerprint": run.loop.data.fingerprint, "splits": DatasetIndex(run.loop.data.root).summary()}
+    return json.loads(json.dumps({"settings": settings, "model": run.config.to_dict(), "data": data}, default=str))
+
+
+def check_run_record(run: PreparedRun) -> None:
+    """A new run writes its record; a resumed one (the same name and storage) must match it: another preset,
+    learning rate or data would continue the old run's weights and MLflow run under params that no longer
+    say what it did. Refused in one line naming what differs."""
+    from h2crop_core.records import record_differences
+    from h2crop_core.storage import Remote
+
+    folder, now = Remote(f"{run.storage.rstrip('/')}/{run.settings.run_name}"), run_record(run)
+    if not folder.exists(RUN_RECORD):
+        folder.write(RUN_RECORD, lambda file: file.write(json.dumps(now, indent=1).encode()))
+        return
+    differing = record_differences(json.loads(folder.read_text(RUN_RECORD)), now)
+    if differing:
+        more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
+        raise SettingError(
+            f"run {run.settings.run_name} in {run.storage} was started with other settings or data: "
+            f"{'; '.join(differing[:3])}{more}; resume it as it started, or choose another --run-name"
+        )
 
 
 def _refused_resources(error: BaseException) -> SettingError | None:

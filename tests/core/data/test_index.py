@@ -1,3 +1,6 @@
+import os
+
+import numpy as np
 import pytest
 
 from h2crop_core.data.index import DatasetError, DatasetIndex
@@ -56,3 +59,44 @@ def test_fingerprint_changes_with_the_data(writable_root):
     assert before == index.fingerprint()
     index.all_paths()[0].unlink()
     assert index.fingerprint() != before
+
+
+def test_fingerprint_sees_a_same_size_rewrite_and_names_its_split(writable_root):
+    import h5py
+
+    index = DatasetIndex(writable_root)
+    before, train, summary = index.fingerprint(), index.fingerprint(("train",)), index.summary()
+    (val,) = index.split_paths("val")[:1]
+    size = val.stat().st_size
+    with h5py.File(val, "r+") as sample:  # fixed-shape datasets: the file keeps its size
+        key = next(k for k in sample if "label" in k.lower())
+        sample[key][0, 0, 0] = (int(sample[key][0, 0, 0]) + 1) % 2
+    os.utime(val, ns=(val.stat().st_atime_ns, val.stat().st_mtime_ns + 10**9))  # past the clock's resolution
+    assert val.stat().st_size == size and index.fingerprint() != before
+    assert index.fingerprint(("train",)) == train  # the training split (its statistics) is unchanged
+    changed = index.summary()
+    assert changed["val"]["latest_change"] != summary["val"]["latest_change"] and changed["train"] == summary["train"]
+
+
+def test_norm_stats_are_recomputed_when_the_training_split_changed(writable_root, capsys):
+    import h5py
+
+    from h2crop_core.data.reader import infer_dataset_spec
+    from h2crop_core.data.stats import ensure_norm_stats
+
+    index = DatasetIndex(writable_root)
+    index.norm_stats_path.unlink(missing_ok=True)
+    spec = infer_dataset_spec(index.split_paths("train"))
+    first = ensure_norm_stats(index, spec, workers=1, progress=False)
+    assert first.meta["train_fingerprint"] == index.fingerprint(("train",))
+    assert ensure_norm_stats(index, spec, workers=1, progress=False).meta == first.meta  # reused
+    path = index.split_paths("train")[0]
+    with h5py.File(path, "r+") as sample:
+        key = next(k for k in sample if k.lower().startswith("s2"))
+        sample[key][...] = sample[key][...] // 2  # other reflectances, the same size
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    capsys.readouterr()
+    again = ensure_norm_stats(index, spec, workers=1, progress=False)
+    assert "the training split changed since" in capsys.readouterr().out
+    assert again.meta["train_fingerprint"] == index.fingerprint(("train",)) != first.meta["train_fingerprint"]
+    assert not np.allclose(again.s2_mean, first.s2_mean)

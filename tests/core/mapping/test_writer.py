@@ -126,7 +126,7 @@ def test_a_different_run_is_refused_not_mixed_in(tmp_path):
 
 
 def test_record_differences_name_the_file_and_the_field_not_the_whole_record():
-    from h2crop_core.mapping.writer import record_differences
+    from h2crop_core.records import record_differences
 
     raster = {"name": "S2_2023-03.tif", "bytes": 10, "sha256": "a" * 64}
     stored = {"inputs": {"rasters": {"s2": [dict(raster, name="S2_2023-01.tif"), raster]}}, "decode": "consistent"}

@@ -179,11 +179,20 @@ def test_early_stopping_ends_a_run_that_stops_improving_and_keeps_its_best_check
         ), level
 
 
-def test_a_budgeted_run_ends_its_cosine_within_the_budget(ray_local, train_data, tmp_path):
+def test_a_budgeted_run_ends_its_cosine_within_the_budget_and_resumes_only_as_it_started(
+    ray_local, train_data, tmp_path, capsys
+):
+    import shutil
+
+    import h5py
+
+    from pipelines.cli.main import main
+
     # 40 epochs of 5 steps planned, 30 s hold a few: after epoch 1 the cosine is fitted to them, so the run
     # ends at the schedule's last step (min_lr) instead of being cut off near its peak
+    data = Path(shutil.copytree(train_data, tmp_path / "data", copy_function=shutil.copy2))
     settings = _settings(
-        train_data, tmp_path, "budget", epochs=40, recipe="benchmark", workers=1, time_budget_minutes=0.5, cutmix_p=0.0
+        data, tmp_path, "budget", epochs=40, recipe="benchmark", workers=1, time_budget_minutes=0.5, cutmix_p=0.0
     )
     outcome = run_training(settings, progress=False)
     steps, lrs = (_history(settings, outcome.mlflow_run_id, key) for key in ("schedule_steps", "lr"))
@@ -191,6 +200,31 @@ def test_a_budgeted_run_ends_its_cosine_within_the_budget(ray_local, train_data,
     assert steps[0] == 200 and steps[-1] == 5 * outcome.epochs_done < 200  # fitted after epoch 1
     assert lrs[-1] == pytest.approx(6e-6, rel=1e-6)  # the cosine's end (the recipe's min_lr), reached
     assert sum(seconds) <= 30 and 2 <= outcome.epochs_done < 40
+
+    # resuming it with another preset, another lr or changed data is refused, naming what differs (exit 2)
+    argv = ["train", "--data", str(data), "--preset", settings.preset, "--recipe", "benchmark", "--lr", "2e-3"]
+    argv += ["--epochs", "40", "--batch-size", "2", "--warmup-iters", "0", "--workers", "1", "--cutmix", "0"]
+    argv += ["--run-name", "budget", "--storage", settings.storage, "--output", settings.output]
+    argv += ["--tracking-uri", settings.tracking_uri, "--loader-workers", "0", "--quiet"]
+
+    def refusal(changed: list[str]) -> str:
+        capsys.readouterr()
+        assert main(changed) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert (
+            line.startswith("h2crop train: error: run budget in ") and "was started with other settings or data" in line
+        )
+        return line
+
+    assert 'settings.preset: "tiny_crops_S2_H_P_jun" then, "tiny_crops_S2_H_jun" now' in refusal(
+        [a if a != settings.preset else "tiny_crops_S2_H_jun" for a in argv]
+    )
+    assert "settings.lr: 0.002 then, 0.001 now" in refusal([a if a != "2e-3" else "1e-3" for a in argv])
+    last = sorted((data / "h5_data").glob("*.h5"))[-1]
+    with h5py.File(last, "r+") as sample:  # the same size, other content
+        key = next(k for k in sample if "label" in k.lower())
+        sample[key][0, 0, 0] = (int(sample[key][0, 0, 0]) + 1) % 2
+    assert "data.fingerprint: " in refusal(argv)
 
 
 def test_learning_rate_schedule_warms_up_then_decays():
