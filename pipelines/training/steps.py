@@ -231,7 +231,7 @@ def train_epoch(
         if totals.steps % settings.grad_accum:  # flush a partial accumulation at the end of the epoch
             optimizer_step(state)
     if world > 1:
-        align_optimizer_state(state.optimizer, state.scheduler, math.ceil(totals.steps / settings.grad_accum), device)
+        align_optimizer_state(state.optimizer, state.scheduler, totals.steps, device)  # by batches, not steps
     totals.loss_sum, totals.seconds = float(loss_sum), time.perf_counter() - started
     return totals
 
@@ -299,17 +299,19 @@ def summary_line(report: dict, metrics: dict, epochs: int) -> str:
     )
 
 
-def align_optimizer_state(optimizer: torch.optim.Optimizer, scheduler, steps: int, device) -> None:
-    """After uneven shards, give every rank the optimizer and LR state of the rank that stepped most.
+def align_optimizer_state(optimizer: torch.optim.Optimizer, scheduler, batches: int, device) -> None:
+    """After uneven shards, give every rank the optimizer and LR state of the rank that ran the most batches.
 
-    Under ``Join`` the ranks that ran out of batches skip the others' last optimizer steps; DDP's join hook
-    then broadcasts the parameters of the last rank to join, but not the optimizer moments, step counts or
-    learning-rate schedule. Only when step counts differ is the state sent (it is as large as the model x2).
+    Under ``Join`` the ranks that ran out of batches skip the others' last optimizer steps, or (with gradient
+    accumulation) flush a shorter accumulation at the end: their step counts can be equal while their Adam
+    moments differ. DDP's join hook broadcasts the parameters of the last rank to join, the one with the most
+    batches, but not the optimizer moments, step counts or learning-rate schedule: those are sent from the
+    same rank whenever the batch counts differ (the state is as large as the model x2).
     """
     import torch.distributed as dist
 
     counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())]
-    dist.all_gather(counts, torch.tensor([steps], dtype=torch.int64, device=device))
+    dist.all_gather(counts, torch.tensor([batches], dtype=torch.int64, device=device))
     counts = [int(c) for c in counts]
     if len(set(counts)) == 1:
         return

@@ -188,6 +188,66 @@ def test_replicas_are_identical_after_uneven_shards(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+class _PixelModel(torch.nn.Module):
+    """A per-pixel linear model with the real model's calling convention (``inputs(batch)``, level logits)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 2)
+
+    def inputs(self, batch):
+        return {"x": batch["x"]}
+
+    def forward(self, x):
+        return [self.linear(x.movedim(1, -1)).movedim(-1, 1)]
+
+
+def _accumulating_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One rank of a 2-rank DDP epoch through ``train_epoch`` with ``grad_accum`` 2: rank 0 has 4 batches,
+    rank 1 has 3 (it flushes a 1-batch accumulation while rank 0 still accumulates two)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from pipelines.training.steps import train_epoch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    core = _PixelModel()
+    optimizer = torch.optim.AdamW(core.parameters(), lr=0.1)
+    state = TrainState(
+        DistributedDataParallel(core), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    )
+    settings = TrainSettings(data="d", preset="p", grad_accum=2, flip_rotate=False, cutmix_p=0.0)
+    batches = []
+    for i in range(4 if rank == 0 else 3):
+        generator = torch.Generator().manual_seed(10 * rank + i)
+        label = torch.randint(0, 2, (2, 4, 4, 4), generator=generator).to(torch.uint8)
+        batches.append({"x": torch.randn(2, 3, 4, 4, generator=generator), "label": label, "name": ["a", "b"]})
+    train_epoch(state, batches, settings, (1,), factor=3, generator=torch.Generator().manual_seed(0))
+    moments = optimizer.state_dict()["state"]
+    torch.save(
+        {
+            "moments": [moments[i][k] for i in sorted(moments) for k in ("exp_avg", "exp_avg_sq")],
+            "weights": [p.detach() for p in core.parameters()],
+            "lr": state.scheduler.get_last_lr()[0],
+            "step": float(moments[0]["step"]),
+        },
+        Path(out) / f"rank{rank}.pt",
+    )
+    torch.distributed.destroy_process_group()
+
+
+def test_replicas_are_identical_after_uneven_shards_with_gradient_accumulation(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_accumulating_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 2.0  # both stepped twice: equal counts hid the difference
+    for a, b in zip(ranks[0]["moments"] + ranks[0]["weights"], ranks[1]["moments"] + ranks[1]["weights"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # bit-identical
+
+
 def test_early_stopping_counts_epochs_since_the_best_validation_score():
     settings = TrainSettings(data="d", preset="p", epochs=50, patience=3)
     state = _state()
