@@ -14,8 +14,11 @@ def hierarchical_loss(
     """Sum over levels of the pixel cross-entropy (label 255 ignored; a level with no labelled pixel adds 0).
 
     Args:
-        weight: (B,) weight of each sample's pixels (:func:`h2crop_core.data.sampling.draw_weights`): the
-            level's loss is then the weighted mean over labelled pixels. None: the plain mean.
+        weight: (B, 4) weight of each sample's labelled pixels at levels 1..4
+            (:func:`h2crop_core.data.sampling.draw_weights`): a level's loss is then the weighted sum of its
+            pixel losses over the batch size, so that averaged over an epoch's batches it is the mean over
+            the epoch's labelled pixels (a batch of copies of one tile keeps its weights). None: the plain
+            mean over the batch's labelled pixels (the benchmark's).
     """
     total = logits[0].new_zeros(())
     for level, level_logits in zip(levels, logits):
@@ -25,9 +28,10 @@ def hierarchical_loss(
             loss = F.cross_entropy(level_logits, target, ignore_index=UNLABELLED, reduction="sum")
             total = total + loss / labelled.clamp(min=1)
             continue
-        pixel_weight = weight.to(level_logits.dtype).view(-1, 1, 1) * (target != UNLABELLED)  # target: (B, H, W)
+        sample_weight = weight[:, level - 1].to(level_logits.dtype)  # (B,): one number per sample of the batch
+        pixel_weight = sample_weight[:, None, None] * (target != UNLABELLED)  # target: (B, H, W)
         loss = F.cross_entropy(level_logits, target, ignore_index=UNLABELLED, reduction="none")
-        total = total + (loss * pixel_weight).sum() / pixel_weight.sum().clamp(min=1e-12)
+        total = total + (loss * pixel_weight).sum() / len(target)
     return total
 
 

@@ -63,6 +63,8 @@ class LoopConfig:
     git_commit: str
     progress: ProgressSender = field(default_factory=ProgressSender)
     tags: dict = field(default_factory=dict)  #: extra MLflow tags (a sweep's trial: its parent run, its config)
+    #: the plan's per-sample, per-level loss weights (None: each tile drawn equally often)
+    draw_weights: dict | None = None
 
 
 def model_config_for(settings: TrainSettings, taxonomy: Taxonomy, spec: SampleSpec) -> ModelConfig:

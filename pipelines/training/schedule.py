@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from h2crop_core.data.sampling import count_labelled, describe_plan, epoch_plan, is_sparse, probe_paths
+from h2crop_core.data.reader import sample_name
+from h2crop_core.data.sampling import count_labelled, describe_plan, draw_weights, epoch_plan, is_sparse, probe_paths
 from h2crop_core.recipe import Recipe, capped_warmup, choose_recipe, schedule
 from pipelines.settings import TrainSettings
 from pipelines.training.steps import steps_per_epoch
@@ -22,6 +23,9 @@ class Schedule:
     train_paths: tuple[str, ...]  #: one epoch's draws (tiles repeat)
     recipe_line: str
     sampling_line: str
+    #: per sample name, its pixels' loss weight at levels 1..4 (:func:`~h2crop_core.data.sampling.draw_weights`);
+    #: None when every tile is drawn equally often
+    weights: dict | None = None
 
     @property
     def summary(self) -> str:
@@ -60,7 +64,9 @@ def resolve_schedule(settings: TrainSettings, train_paths: tuple[str, ...], *, p
     per_epoch = steps_per_epoch(len(plan), resolved.workers, resolved)
     epochs, steps = schedule(settings.steps or recipe.steps, settings.epochs or recipe.epochs, per_epoch)
     resolved = replace(resolved, epochs=epochs, steps=steps, warmup_iters=capped_warmup(resolved.warmup_iters, steps))
-    return Schedule(resolved, plan, recipe_line, describe_plan(train_paths, plan, counts))
+    by_name = None if counts is None else {sample_name(p): row[2:] for p, row in zip(train_paths, counts.tolist())}
+    weights = None if by_name is None else draw_weights(plan, by_name)
+    return Schedule(resolved, plan, recipe_line, describe_plan(train_paths, plan, counts), weights)
 
 
 def fill_from_recipe(settings: TrainSettings, recipe: Recipe, patience: int) -> TrainSettings:

@@ -149,14 +149,13 @@ def optimizer_step(state: TrainState) -> None:
     state.scheduler.step()
 
 
-def batch_weights(batch: dict, weights: Mapping[str, float] | None) -> torch.Tensor | None:
-    """(B,) loss weights of a batch's samples by name (:func:`~h2crop_core.data.sampling.draw_weights`);
+def batch_weights(batch: dict, weights: Mapping[str, list[float]] | None) -> torch.Tensor | None:
+    """(B, 4) per-level loss weights of a batch's samples by name (:func:`~h2crop_core.data.sampling.draw_weights`);
     None without weights. A CutMix box takes its host sample's weight (the box is at most the tile)."""
     if weights is None:
         return None
-    return torch.tensor(
-        [weights.get(name, 1.0) for name in batch["name"]], dtype=torch.float32, device=batch["label"].device
-    )
+    rows = [weights[name] for name in batch["name"]]  # every name of the plan has its weights
+    return torch.tensor(rows, dtype=torch.float32, device=batch["label"].device)
 
 
 def train_step(

@@ -94,6 +94,7 @@ def prepare_run(
         tracking.git_commit(Path(__file__).parent),
         progress or ProgressSender(),
         tags={"recipe_reason": planned.recipe_line},
+        draw_weights=planned.weights,
     )
     output = Path(settings.output or Path("runs") / settings.run_name).resolve()
     return PreparedRun(loop, resolve_storage(settings.storage), output, planned)

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from h2crop_core.checkpoint import load_checkpoint, save_checkpoint
-from h2crop_core.data.sampling import draw_weights
 from h2crop_core.report import write_report
 from pipelines.runtime.progress import ProgressSender
 from pipelines.training.context import LoopConfig, reader_for
@@ -160,7 +159,7 @@ def train_loop_per_worker(config: dict) -> None:
     if rank == 0:
         open_tracking(loop, state)
     train_data, val_data = shard_readers(loop, device)
-    weights = draw_weights(loop.data.train_paths)  # None for the benchmark's plan (each tile once)
+    weights = loop.draw_weights  # None for the benchmark's plan (each tile once)
     try:
         stop, why = should_stop(settings, state, device)
         while not stop:

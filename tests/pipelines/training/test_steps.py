@@ -43,15 +43,20 @@ def test_sample_weights_weigh_each_samples_pixels():
     logits = _logits()
     label = torch.randint(0, 3, (2, 4, 4, 4), generator=torch.Generator().manual_seed(1))
     label[1, :, :1] = UNLABELLED
+    # weights are per sample and level: the level's loss is the weighted pixel sum over the batch size
+    labelled = [(label[:, k] != UNLABELLED).sum(dim=(1, 2)).float() for k in range(2)]
+    per_pixel = torch.stack([2 / labelled[0], 2 / labelled[1], torch.zeros(2), torch.zeros(2)], dim=1)  # (B, 4)
     plain = hierarchical_loss(logits, label, (1, 2))
-    assert torch.allclose(hierarchical_loss(logits, label, (1, 2), torch.ones(2)), plain)
-    assert torch.allclose(hierarchical_loss(logits, label, (1, 2), torch.full((2,), 3.0)), plain), "a weighted mean"
+    assert not torch.allclose(hierarchical_loss(logits, label, (1, 2), per_pixel), plain)  # per sample, not pooled
+    equal = torch.stack([torch.full((2,), 2 / float(labelled[k].sum())) for k in range(2)] + [torch.zeros(2)] * 2, 1)
+    assert torch.allclose(hierarchical_loss(logits, label, (1, 2), equal), plain)  # 1 / the batch's pixels: the mean
     first = hierarchical_loss([level[:1] for level in logits], label[:1], (1, 2))
-    assert torch.allclose(hierarchical_loss(logits, label, (1, 2), torch.tensor([2.0, 0.0])), first)
-    # a batch's weights come from its sample names (names outside the plan weigh 1)
+    only_first = torch.tensor([[2 / float(labelled[0][0]), 2 / float(labelled[1][0]), 0, 0], [0, 0, 0, 0]])
+    assert torch.allclose(hierarchical_loss(logits, label, (1, 2), only_first), first)
+    # a batch's weights come from its sample names
     batch = {"name": ["a", "b"], "label": label}
     assert batch_weights(batch, None) is None
-    assert batch_weights(batch, {"a": 0.5}).tolist() == [0.5, 1.0]
+    assert batch_weights(batch, {"a": [0.5, 1, 1, 1], "b": [2, 2, 2, 2]}).tolist() == [[0.5, 1, 1, 1], [2, 2, 2, 2]]
 
 
 def test_a_level_without_labels_adds_nothing():
