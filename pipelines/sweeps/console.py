@@ -100,16 +100,17 @@ class SweepConsole(Callback):
 
 
 class LastEpochKeptASHA(ASHAScheduler):
-    """ASHA that never stops a trial at its last epoch (``max_t``, in epochs).
+    """ASHA that never stops a trial at its last epoch: ``max_t``, or the one the trial reports as its last
+    (``last_epoch``: a small-recipe schedule, a time budget or early stopping can end a run before ``max_t``).
 
-    With ``max_t / grace_period`` a power of the reduction factor ASHA has a rung at the last epoch, and a
-    trial stopped there is killed just before it copies its best checkpoint out and logs it: it has trained
-    every epoch, so stopping it saves nothing and loses its outputs.
+    A trial stopped at its last epoch is killed just before it copies its best checkpoint out and logs it: it
+    has trained every epoch, so stopping it saves nothing and loses its outputs.
     """
 
     def on_trial_result(self, tune_controller, trial, result):
         decision = super().on_trial_result(tune_controller, trial, result)  # records the rung value
-        return self.CONTINUE if result.get(self._time_attr, 0) >= self._max_t else decision
+        last = result.get("last_epoch") or result.get(self._time_attr, 0) >= self._max_t
+        return self.CONTINUE if last else decision
 
     def record_earlier(self, histories: dict[str, dict[int, float]]) -> None:
         """Put what trials reported before a resume (trial key -> {epoch: value}) in the rungs, so that the

@@ -178,9 +178,10 @@ def train_loop_per_worker(config: dict) -> None:
             state.epoch, state.last_epoch_s = state.epoch + 1, report["epoch_seconds"]
             state.spent_s += state.last_epoch_s
             progress.message(fit_to_budget(state, settings, device))
+            stop, why = should_stop(settings, state, device)
+            report["last_epoch"] = int(stop)  # a sweep's scheduler never stops a trial at its last epoch
             save_epoch(loop, state, report, metrics, confusion, rank)
             progress.epoch_end(summary_line(report, metrics, settings.epochs))
-            stop, why = should_stop(settings, state, device)
     except BaseException:
         for data in (train_data, val_data):
             data.close(wait=False)  # another rank may never drain its share: do not wait for it

@@ -111,6 +111,31 @@ def test_a_resumed_sweeps_asha_compares_its_trials_with_those_reported_before_th
     assert decision({"t00": {1: 0.2}, "t01": {1: 0.3}}) == TrialScheduler.CONTINUE
 
 
+def test_asha_never_stops_a_trial_at_the_epoch_it_reports_as_its_last():
+    """A small-recipe trial (or one with a time budget or early stopping) can end before max_t: stopped at
+    that epoch it would lose its outputs for nothing."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from pipelines.sweeps.space import load_space
+    from pipelines.sweeps.sweep import make_scheduler
+
+    space = load_space(QUICK)
+    scheduler = make_scheduler(space, 8, {"t00": {1: 0.9}, "t01": {1: 0.8}})  # max_t 8: epoch 1 is not it
+    scheduler.set_search_properties(space.metric, "max")
+    behind, last = SimpleNamespace(trial_id="behind"), SimpleNamespace(trial_id="last")
+    for trial in (behind, last):
+        scheduler.on_trial_add(None, trial)
+    assert (
+        scheduler.on_trial_result(None, behind, {"epoch": 1, space.metric: 0.1, "last_epoch": 0}) == TrialScheduler.STOP
+    )
+    assert (
+        scheduler.on_trial_result(None, last, {"epoch": 1, space.metric: 0.1, "last_epoch": 1})
+        == TrialScheduler.CONTINUE
+    )
+
+
 def _lines(process: subprocess.Popen) -> "queue.Queue[str]":
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
