@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,12 +98,7 @@ class TileStore:
 
     def write(self, tile: Tile, result: TileResult) -> Path:
         """Store a tile's core (ids and confidence, (levels, h, w) each); the file appears only once complete."""
-        row0, row1, col0, col1 = tile.core
-        for name, array in result._asdict().items():
-            if array.shape[1:] != (row1 - row0, col1 - col0):
-                raise ValueError(
-                    f"tile {tile.index}: core {name} is {array.shape[1:]}, expected {(row1 - row0, col1 - col0)}"
-                )
+        check_core(tile, result)
         path = self.path(tile.index)
         write_atomic(path, lambda file: np.savez(file, ids=result.ids, confidence=result.confidence))
         if self.remote is not None:
@@ -117,6 +113,42 @@ class TileStore:
     def complete(self) -> bool:
         """True once :func:`write_level_cogs` finished for this run."""
         return (self.folder / MAP_MANIFEST).is_file()
+
+
+def check_core(tile: Tile, result: TileResult) -> None:
+    """A tile result holds exactly the tile's core."""
+    row0, row1, col0, col1 = tile.core
+    for name, array in result._asdict().items():
+        if array.shape[1:] != (row1 - row0, col1 - col0):
+            raise ValueError(
+                f"tile {tile.index}: core {name} is {array.shape[1:]}, expected {(row1 - row0, col1 - col0)}"
+            )
+
+
+class RemoteTileWriter:
+    """Writes tiles straight to an object-store prefix, each through a temporary file gone after its upload:
+    a mapping actor on any node of a cluster keeps nothing on its node, so a rerun (``--overwrite`` too) never
+    meets an earlier run's tiles there. The driver assembles the map from the bucket.
+
+    Args:
+        mirror: the map's object-store prefix (``s3://bucket/maps/x``).
+        record: the run's resume record; the bucket must hold the same (the driver put it there).
+    """
+
+    def __init__(self, mirror: str, record: dict) -> None:
+        self.remote = Remote(mirror)
+        stored = json.loads(self.remote.read_text(RECORD)) if self.remote.exists(RECORD) else None
+        if stored != json.loads(json.dumps(record)):
+            raise MappingRecordError(f"{mirror}/{RECORD}: not this mapping run's record; rerun h2crop map")
+
+    def write(self, tile: Tile, result: TileResult) -> str:
+        check_core(tile, result)
+        name = f"tiles/{tile.index:06d}.npz"
+        with tempfile.TemporaryDirectory(prefix="h2crop-tile-") as folder:
+            path = Path(folder) / "tile.npz"
+            np.savez(path, ids=result.ids, confidence=result.confidence)
+            self.remote.upload(path, name)
+        return name
 
 
 def clear_outputs(folder: str | Path) -> list[Path]:

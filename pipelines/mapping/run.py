@@ -26,7 +26,15 @@ import torch
 from h2crop_core.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from h2crop_core.files import file_digest, write_text_atomic
 from h2crop_core.mapping import MapInputs, RegionReader, TileGrid, TileStore, predict_tiles, write_level_cogs
-from h2crop_core.mapping.writer import MAP_MANIFEST, OUTPUT_PATTERNS, RECORD, MappingRecordError, clear_outputs
+from h2crop_core.mapping.writer import (
+    MAP_MANIFEST,
+    OUTPUT_PATTERNS,
+    RECORD,
+    SUMMARY,
+    MappingRecordError,
+    RemoteTileWriter,
+    clear_outputs,
+)
 from h2crop_core.memory import peak_rss_mb
 from h2crop_core.models.heads import resolve_decode
 from h2crop_core.runlock import RunLock
@@ -78,7 +86,8 @@ class TilePredictor:
         self.loaded = load_checkpoint(checkpoint, device=self.device, **overrides)
         self.reader = region_reader_for(self.loaded, MapInputs.from_dict(inputs), self.settings)
         self.tiles = {tile.index: tile for tile in tile_grid(self.loaded, self.reader, self.settings).tiles()}
-        self.store = TileStore(output, record, mirror)
+        # a bucket output: tiles go straight to it, nothing stays on this actor's node
+        self.store = RemoteTileWriter(mirror, record) if mirror else TileStore(output, record)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tiles = [self.tiles[int(index)] for index in batch["index"]]
@@ -159,7 +168,8 @@ def map_region(
                 progress,
                 mirror=str(output),
             )
-            publish(staging, remote, manifest)
+            if manifest.get("tiles_predicted") or not remote.exists(MAP_MANIFEST):  # a finished map is not re-sent
+                publish(staging, remote, manifest)
             return {**manifest, "staging": str(staging)}
     finally:
         reader.close()
@@ -175,8 +185,9 @@ def staging_folder(output: str, settings: MapSettings) -> Path:
 
 
 def sync_staging(remote: Remote, staging: Path, *, overwrite: bool) -> None:
-    """Make the staging folder the bucket's state (the bucket is the truth): the record, the finished tiles,
-    and a finished map's files; ``overwrite`` first deletes the bucket's earlier outputs."""
+    """Make the staging folder the bucket's state (the bucket is the truth): the record and the finished tiles,
+    or, for a finished map, its summary and ``map.json`` (its maps stay in the bucket: a rerun neither
+    downloads nor re-uploads them); ``overwrite`` first deletes the bucket's earlier outputs."""
     if overwrite:
         doomed = [n for n in remote.names() if any(fnmatch.fnmatch(n, p) for p in OUTPUT_PATTERNS)] + [
             f"tiles/{n}" for n in remote.names("tiles")
@@ -195,10 +206,8 @@ def sync_staging(remote: Remote, staging: Path, *, overwrite: bool) -> None:
             write_text_atomic(staging / RECORD, stored)
     elif MAP_MANIFEST not in names:  # the bucket's map was deleted (to rebuild it): so is the staged one
         (staging / MAP_MANIFEST).unlink(missing_ok=True)
-    if MAP_MANIFEST in names:  # finished: its files, map.json last
-        for name in sorted(
-            n for n in names if any(fnmatch.fnmatch(n, p) for p in OUTPUT_PATTERNS) and n != MAP_MANIFEST
-        ) + [MAP_MANIFEST]:
+    if MAP_MANIFEST in names:  # finished: its summary and map.json (last) say so; its maps stay in the bucket
+        for name in (SUMMARY, MAP_MANIFEST):
             remote.download(name, staging / name)
     else:
         fetch_tiles(remote, staging)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from pyarrow.fs import FileSelector
 from rasterio.windows import Window
 
 from h2crop_core.checkpoint import load_checkpoint, save_checkpoint
@@ -343,6 +344,36 @@ def test_a_killed_map_into_a_bucket_resumes_from_its_tiles_to_the_same_bytes(
         assert (
             bucket.fs.open_input_stream(f"{bucket.root}/{name}").read() == (tmp_path / "whole" / name).read_bytes()
         ), name
+    # the finished map run again from another machine's staging folder: nothing downloaded, nothing re-sent
+    stamps = {i.path: i.mtime for i in bucket.fs.get_file_info(FileSelector(bucket.root, recursive=True))}
+    capsys.readouterr()
+    assert main([*command, "--staging", str(tmp_path / "again")]) == 0
+    assert "this map is complete" in capsys.readouterr().out
+    assert not any((tmp_path / "again" / name).exists() for name in OUTPUTS)  # the maps stayed in the bucket
+    assert {i.path: i.mtime for i in bucket.fs.get_file_info(FileSelector(bucket.root, recursive=True))} == stamps
+
+
+def test_a_bucket_tile_writer_keeps_nothing_on_its_node_and_refuses_another_runs_bucket(s3_bucket, tmp_path):
+    import tempfile
+
+    from h2crop_core.mapping.results import TileResult
+    from h2crop_core.mapping.writer import RECORD, MappingRecordError, RemoteTileWriter
+
+    bucket = Remote(f"{s3_bucket}/maps/actor")
+    bucket.write(RECORD, lambda file: file.write(json.dumps({"run": 1}).encode()))
+    tile = TileGrid(96, 96, tile=96, margin=0).tiles()[0]
+    result = TileResult(np.ones((4, 96, 96), np.uint8), np.full((4, 96, 96), 200, np.uint8))
+    scratch = tmp_path / "node_tmp"
+    scratch.mkdir()
+    saved, tempfile.tempdir = tempfile.tempdir, str(scratch)  # the actor node's temporary folder
+    try:
+        writer = RemoteTileWriter(bucket.location, {"run": 1})
+        assert writer.write(tile, result) == "tiles/000000.npz"
+    finally:
+        tempfile.tempdir = saved
+    assert bucket.names("tiles") == {"000000.npz"} and not list(scratch.iterdir())
+    with pytest.raises(MappingRecordError, match="not this mapping run's record"):
+        RemoteTileWriter(bucket.location, {"run": 2})
 
 
 def test_parcels_of_a_map_to_geoparquet(ray_local, synth_root, checkpoint, tmp_path, capsys):
