@@ -156,7 +156,7 @@ def map_region(
             with exclusive(folder):
                 return _map_locked(loaded, checkpoint, inputs, reader, folder, settings, progress)
         remote, staging = Remote(str(output)), staging_folder(str(output), settings)
-        with RunLock(str(output), "map", "mapping"), exclusive(staging):
+        with RunLock(str(output), "map", "mapping") as lock, exclusive(staging):
             sync_staging(remote, staging, overwrite=settings.overwrite)
             manifest = _map_locked(
                 loaded,
@@ -168,6 +168,7 @@ def map_region(
                 progress,
                 mirror=str(output),
             )
+            lock.check()  # the bucket is still this run's (a storage outage may have handed it to another)
             if manifest.get("tiles_predicted") or not remote.exists(MAP_MANIFEST):  # a finished map is not re-sent
                 publish(staging, remote, manifest)
             return {**manifest, "staging": str(staging)}

@@ -163,8 +163,8 @@ def run_sweep(settings: TuneSettings, base: TrainSettings, *, progress: bool = T
     connect_ray()
     quiet_data_context()
     concurrent = fit_concurrency(settings, base, count)
-    with RunLock(resolve_storage(base.storage), name, "sweep"):
-        return sweep_under_lock(settings, space, base, data, name, count, concurrent, started)
+    with RunLock(resolve_storage(base.storage), name, "sweep") as lock:
+        return sweep_under_lock(settings, space, base, data, name, count, concurrent, started, lock)
 
 
 def sweep_under_lock(
@@ -176,6 +176,7 @@ def sweep_under_lock(
     count: int,
     concurrent: int,
     started: float,
+    lock: RunLock | None = None,
 ) -> SweepOutcome:
     """The sweep itself, once its name is this process's alone in the storage."""
     configs = space.trial_configs(settings.trials, base.seed)
@@ -198,6 +199,8 @@ def sweep_under_lock(
     )
     try:
         results = unless_interrupted(fit_trials(plan, concurrent), name)
+        if lock is not None:
+            lock.check()  # still this sweep's name before its repeats and its verdict
         trials = trial_runs(plan)
         best = best_trial(trials, space.metric, tracking_uri)
         if settings.repeat_best and best is not None:

@@ -176,10 +176,11 @@ def run_training(settings: TrainSettings, *, progress: bool = True) -> TrainOutc
         run = prepare_run(settings, data, progress=board.sender(settings.workers))
         for line in (run.schedule.recipe_line, run.schedule.sampling_line, run.schedule.summary):
             print(f"[h2crop] {line}", flush=True)
-        with RunLock(run.storage, run.settings.run_name, "training"):
+        with RunLock(run.storage, run.settings.run_name, "training") as lock:
             check_run_record(run)
             result = make_trainer(run).fit()
             if not result.error:
+                lock.check()  # still this run's name: a storage outage may have handed it to another run
                 return collect_outcome(run, result)
     finally:
         board.close()
