@@ -45,6 +45,17 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     return path
 
 
+def write_if_changed(path: str | Path, content: bytes) -> bool:
+    """Write ``content`` to ``path`` atomically unless the file already holds exactly it (its modification
+    time then stays, so what identifies data by name, size and time sees the same data). Returns whether it
+    wrote."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == len(content) and path.read_bytes() == content:
+        return False
+    write_atomic(path, lambda file: file.write(content))
+    return True
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """:func:`write_atomic` for text (UTF-8)."""
     return write_atomic(path, lambda file: file.write(text.encode()))

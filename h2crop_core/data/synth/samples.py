@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from h2crop_core.data.synth.region import synthesize_region
 from h2crop_core.data.synth.tree import generate_taxonomy
 from h2crop_core.data.synth.world import SyntheticWorld, add_clouds
 from h2crop_core.errors import SettingError
-from h2crop_core.files import write_text_atomic
+from h2crop_core.files import write_if_changed, write_text_atomic
 from h2crop_core.taxonomy import TAXONOMY_FILENAME, Taxonomy
 
 
@@ -93,14 +94,21 @@ def synthesize_dataset(
             "label": world.label_stack(scene),
             "prior": world.label_stack(scene, "prior"),
         }
-        with h5py.File(h5_dir / f"{name}.h5", "w") as handle:
-            for modality, array in arrays.items():
-                handle.create_dataset(keys[modality], data=array)
+        write_if_changed(h5_dir / f"{name}.h5", h5_bytes({keys[m]: array for m, array in arrays.items()}))
     splits = write_splits(root, names, split_fractions, seed)
     region = None
     if region_size:
         region = synthesize_region(root / "region", world, size=region_size, seed=seed, progress=progress)
     return SynthResult(root, taxonomy, splits, region)
+
+
+def h5_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An HDF5 file of ``arrays`` as bytes, the same bytes for the same arrays (no timestamps)."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        for key, array in arrays.items():
+            handle.create_dataset(key, data=array, track_times=False)
+    return buffer.getvalue()
 
 
 def sample_names(samples: int, seed: int) -> list[str]:

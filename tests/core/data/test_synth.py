@@ -7,6 +7,7 @@ import rasterio
 
 from h2crop_core.data.index import DatasetIndex
 from h2crop_core.data.reader import read_sample
+from h2crop_core.data.schema import SampleSpec
 from h2crop_core.data.synth import SyntheticWorld, generate_taxonomy, synthesize_dataset
 from h2crop_core.data.validate import validate_dataset
 
@@ -177,3 +178,21 @@ def test_synthesis_refuses_to_mix_with_another_dataset(tmp_path):
     synthesize_dataset(tmp_path / "d", 2, seed=1, region_size=None, progress=False)  # same dataset again: fine
     with pytest.raises(ValueError, match="already holds 2 sample file"):
         synthesize_dataset(tmp_path / "d", 2, seed=2, region_size=None, progress=False)
+
+
+def test_synthesising_again_leaves_identical_samples_untouched(tmp_path):
+    """A second `make demo` writes the same samples: their files (and so the dataset's fingerprint, which
+    counts modification times) stay as they were, and a finished training run resumes instead of being
+    refused as other data."""
+    from h2crop_core.data.index import DatasetIndex
+
+    synthesize_dataset(tmp_path, 4, seed=1, spec=SampleSpec(size=96), region_size=None, progress=False)
+    index = DatasetIndex(tmp_path)
+    before = index.fingerprint()
+    times = {p: p.stat().st_mtime_ns for p in index.all_paths()}
+    synthesize_dataset(tmp_path, 4, seed=1, spec=SampleSpec(size=96), region_size=None, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in index.all_paths()} == times and index.fingerprint() == before
+    synthesize_dataset(
+        tmp_path, 4, seed=1, spec=SampleSpec(size=96), region_size=None, label_fraction=0.3, progress=False
+    )
+    assert index.fingerprint() != before  # other content (sparser labels) is written
