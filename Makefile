@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.installed
 # warning are not the user's to act on)
 PIP     = PYTHONWARNINGS=ignore $(BIN)/python -m pip install -qq
 
-.PHONY: install demo test clean
+.PHONY: install demo test lint clean
 
 install: $(STAMP)
 
@@ -23,7 +23,14 @@ demo: install
 	$(BIN)/python -m pipelines.cli.demo
 
 test: install
+	$(BIN)/ruff check --quiet .
+	$(BIN)/ruff format --check --quiet .
 	$(BIN)/python -m pytest -q
+
+# the linter alone (make test runs it first); `ruff format .` fixes the formatting
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
