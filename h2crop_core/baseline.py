@@ -7,7 +7,10 @@ EnMAP pixel it lies in (one EnMAP pixel covers 3 × 3 S2 pixels). Training pixel
 the train split's labelled pixels, at most ``max_pixels``: rare leaf classes are kept whole and the common
 ones capped alike (water-filling), so memory is bounded and no class is crowded out. Predictions are written
 as ``<sample>.npy`` (4, H, W) uint8, the layout ``h2crop score`` reads, so they are scored by the same code
-as any model.
+as any model. By default a tile's prediction classifies only its scored pixels (labelled at any level: the
+metrics read no other), since an SVM's prediction costs per pixel; ``mode="all"`` classifies every pixel, in
+batches, for full prediction maps. Every per-level metric of the two is the same; hierarchy consistency is
+not (see :data:`UNSCORED_FILL`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,17 @@ TARGETS: tuple[str, ...] = ("levels", "leaf")
 DEFAULT_MAX_PIXELS: dict[str, int] = {"rf": 200_000, "hgb": 200_000, "svm": 20_000}
 #: EnMAP pixels are 30 m, S2's 10 m
 ENMAP_SCALE = 3
+#: which pixels of a tile a prediction classifies: ``scored``: those labelled at any level (the only ones the
+#: metrics read); ``all``: every pixel (a full prediction map)
+PREDICT_MODES: tuple[str, ...] = ("scored", "all")
+#: pixels whose features are gathered and classified at once: bounds a prediction's memory (features of 16,384
+#: pixels are ~22 MB at 12 months), whatever the tile size or mode
+PREDICT_BATCH = 16_384
+#: what a pixel that ``scored`` mode does not classify holds. Not 255 (nodata): the scorer
+#: (HierarchicalConfusion.update) rejects ids outside 0..n-1 on every pixel, labelled or not, so 255 would
+#: fail `h2crop score`; background (0) is a valid id at every level and a valid taxonomy path. The scorer counts
+#: hierarchy consistency over every pixel, so with ``scored`` these filled pixels count as consistent.
+UNSCORED_FILL = 0
 
 
 def make_classifier(model: str, seed: int, threads: int):
@@ -59,7 +73,8 @@ def pixel_features(sample: dict, pixels: np.ndarray | None = None) -> np.ndarray
     height, width = sample["s2"].shape[-2:]
     pixels = np.arange(height * width) if pixels is None else np.asarray(pixels)
     rows, cols = np.divmod(pixels, width)
-    s2 = rearrange(sample["s2"], "t c h w -> (h w) (t c)")[pixels]
+    # gathered before the rearrange, so a batch of a few pixels does not copy the whole tile
+    s2 = rearrange(sample["s2"][..., rows, cols], "t c n -> n (t c)")
     enmap = rearrange(sample["enmap"][:, rows // ENMAP_SCALE, cols // ENMAP_SCALE], "c n -> n c")
     return np.concatenate([s2, enmap], axis=1, dtype=np.float32)
 
@@ -70,7 +85,28 @@ def strata(label: np.ndarray) -> np.ndarray:
 
 
 def labelled_mask(label: np.ndarray) -> np.ndarray:
+    """Flattened: whether a pixel is labelled at any level (the pixels that are trained on and scored)."""
     return (label != UNLABELLED).any(axis=0).reshape(-1)
+
+
+def prediction_pixels(sample: dict, mode: str) -> np.ndarray:
+    """Flat row-major indices of the pixels a tile's prediction classifies: the one place that decides it.
+
+    Args:
+        sample: a sample with ``s2`` (for the tile size) and, for ``scored``, ``label`` (4, H, W).
+        mode: ``scored``: the pixels labelled at any level. Every level is scored, and each level's metrics
+            (h2crop_core/metrics.py) read only its labelled pixels, so no metric reads any other pixel;
+            a pixel labelled at some level gets all four levels predicted. ``all``: every pixel.
+
+    Returns:
+        Increasing flat indices into the (H·W) pixels.
+    """
+    if mode == "scored":
+        return np.flatnonzero(labelled_mask(sample["label"]))
+    if mode == "all":
+        height, width = sample["s2"].shape[-2:]
+        return np.arange(height * width)
+    raise ValueError(f"unknown prediction mode {mode!r}; expected one of {PREDICT_MODES}")
 
 
 def keep_probabilities(counts: np.ndarray, max_pixels: int) -> np.ndarray:
@@ -176,28 +212,49 @@ class PixelBaseline:
         self.fit_seconds = time.perf_counter() - started
         return self
 
-    def predict(self, sample: dict) -> np.ndarray:
-        """(4, H, W) uint8 class ids of every pixel of ``sample``."""
-        height, width = sample["s2"].shape[-2:]
-        features = pixel_features(sample)
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        """(4, N) uint8 class ids of N pixels' features (N ≥ 1): each level's model, or the leaf's path."""
         if self.target == "leaf":
-            leaf = self.classifiers[0].predict(features)
-            stack = self.taxonomy.paths[leaf].T
-        else:
-            stack = np.stack([classifier.predict(features) for classifier in self.classifiers])
-        return rearrange(stack.astype(np.uint8), "l (h w) -> l h w", h=height, w=width)
+            return self.taxonomy.paths[self.classifiers[0].predict(features)].T.astype(np.uint8)
+        return np.stack([classifier.predict(features) for classifier in self.classifiers]).astype(np.uint8)
+
+    def predict(self, sample: dict, mode: str = "scored") -> np.ndarray:
+        """(4, H, W) uint8 class ids of ``sample``'s pixels.
+
+        Args:
+            sample: ``s2``, ``enmap`` and (for ``scored``) ``label``, as :func:`features_reader` reads them.
+            mode: which pixels are classified (:func:`prediction_pixels`): ``scored`` (the labelled ones; the
+                others hold :data:`UNSCORED_FILL`) or ``all``. Either way in batches of :data:`PREDICT_BATCH`.
+        """
+        height, width = sample["s2"].shape[-2:]
+        pixels = prediction_pixels(sample, mode)
+        prediction = np.full((NUM_LEVELS, height * width), UNSCORED_FILL, dtype=np.uint8)
+        for start in range(0, len(pixels), PREDICT_BATCH):  # no batch at all for a tile with no labelled pixel
+            batch = pixels[start : start + PREDICT_BATCH]
+            prediction[:, batch] = self.predict_features(pixel_features(sample, batch))
+        return prediction.reshape(NUM_LEVELS, height, width)
 
 
 def predict_split(
-    baseline: PixelBaseline, paths: Sequence[Path], reader: SampleReader, out_dir: Path, *, progress: bool = True
+    baseline: PixelBaseline,
+    paths: Sequence[Path],
+    reader: SampleReader,
+    out_dir: Path,
+    *,
+    mode: str = "scored",
+    progress: bool = True,
 ) -> float:
-    """Write ``<out_dir>/<sample>.npy`` for every path (atomically, one by one); returns the seconds taken."""
+    """Write ``<out_dir>/<sample>.npy`` for every path (atomically, one by one); returns the seconds taken.
+
+    Args:
+        mode: which pixels are classified (:func:`prediction_pixels`): ``scored`` or ``all``.
+    """
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     for path in tqdm(paths, desc=f"predict {out_dir.name}", unit="tile", disable=not progress, dynamic_ncols=True):
         sample = reader.read(path)
-        prediction = baseline.predict(sample)
+        prediction = baseline.predict(sample, mode)
         write_atomic(Path(out_dir) / f"{sample['name']}.npy", lambda file, p=prediction: np.save(file, p))
     return time.perf_counter() - started
 

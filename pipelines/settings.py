@@ -217,7 +217,7 @@ class BaselineSettings:
         "scored",
         "which val/test pixels are classified: scored: only those labelled at some level, the only ones the metrics "
         "read (fast; the others hold 0 in predictions/); all: every pixel, in batches, for full prediction maps "
-        "(same metrics, slower: an SVM's time grows with the pixels)",
+        "(same per-level metrics; slower: an SVM's time grows with the pixels)",
         choices=PREDICT_MODES,
     )
     threads: int = setting(-1, "CPU threads for the Random Forest (-1: every core)")

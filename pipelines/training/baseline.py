@@ -6,7 +6,8 @@ Outputs in ``--output``: ``metrics.json`` (test; the layout of ``h2crop evaluate
 run's ``val_*`` metrics, the ones ``h2crop runs compare`` ranks every run by), and ``baseline.json``: what
 was fitted on how many pixels, and the time each step took. With ``--predict scored`` (the default) only the
 labelled pixels are classified, the only ones a metric reads, and the others of ``predictions/`` hold 0;
-``--predict all`` classifies every pixel, for full prediction maps, with the same metrics.
+``--predict all`` classifies every pixel, for full prediction maps: the same per-level metrics, but hierarchy
+consistency (counted by the scorer over every pixel) then also covers the unlabelled pixels.
 """
 
 from __future__ import annotations

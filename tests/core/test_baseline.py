@@ -1,12 +1,26 @@
 """The per-pixel baseline's pieces: features, the stratified pixel sample, fitting and predicting."""
 
+import json
+
+import h5py
 import numpy as np
 import pytest
 
-from h2crop_core.baseline import PixelBaseline, collect_pixels, features_reader, keep_probabilities, pixel_features
+from h2crop_core import baseline as baseline_module
+from h2crop_core.baseline import (
+    UNSCORED_FILL,
+    PixelBaseline,
+    collect_pixels,
+    features_reader,
+    keep_probabilities,
+    pixel_features,
+    predict_split,
+    prediction_pixels,
+)
 from h2crop_core.data.index import DatasetIndex
 from h2crop_core.data.reader import infer_dataset_spec
-from h2crop_core.taxonomy import UNLABELLED
+from h2crop_core.evaluation import score_predictions
+from h2crop_core.taxonomy import UNLABELLED, load_taxonomy
 
 
 def _corner(sample: dict, size: int) -> dict:
@@ -80,3 +94,78 @@ def test_leaf_target_predicts_consistent_paths(synth_root, synth_taxonomy):
     assert len(baseline.classifiers) == 1
     prediction = baseline.predict(_corner(reader.read(paths[1]), 48))
     assert synth_taxonomy.valid_path_mask(prediction).all()
+
+
+class CountingClassifier:
+    """A fitted classifier that records how many rows each ``predict`` call is given."""
+
+    def __init__(self, inner):
+        self.inner, self.rows = inner, []
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        self.rows.append(len(features))
+        return self.inner.predict(features)
+
+
+def _keep_labels(label: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """``label`` with about ``fraction`` of its pixels kept, the others unlabelled (255) at every level."""
+    label = label.copy()
+    label[:, np.random.default_rng(seed).random(label.shape[1:]) >= fraction] = UNLABELLED
+    return label
+
+
+def test_scored_prediction_classifies_only_the_labelled_pixels(synth_root, synth_taxonomy):
+    paths = DatasetIndex(synth_root).split_paths("train")
+    reader = features_reader("jun", synth_taxonomy, infer_dataset_spec(paths))
+    baseline = PixelBaseline("svm", "levels", synth_taxonomy).fit(
+        collect_pixels(paths[:1], reader, 400, progress=False), progress=False
+    )
+    sample = reader.read(paths[1])
+    sample["label"] = _keep_labels(sample["label"], 0.1, seed=0)  # a 192-px tile, ~10% labelled
+    labelled = (sample["label"] != UNLABELLED).any(axis=0)
+    baseline.classifiers = [CountingClassifier(c) for c in baseline.classifiers]
+    scored = baseline.predict(sample)
+    for classifier in baseline.classifiers:
+        assert sum(classifier.rows) == labelled.sum() <= 0.11 * labelled.size
+    assert np.all(scored[:, ~labelled] == UNSCORED_FILL)
+    baseline.classifiers = [CountingClassifier(c.inner) for c in baseline.classifiers]
+    full = baseline.predict(sample, "all")
+    for classifier in baseline.classifiers:
+        assert sum(classifier.rows) == labelled.size and max(classifier.rows) <= baseline_module.PREDICT_BATCH
+    assert np.array_equal(scored[:, labelled], full[:, labelled])  # the same model, the same classes
+    sample["label"][...] = UNLABELLED  # no labelled pixel: nothing to classify
+    baseline.classifiers = [CountingClassifier(c.inner) for c in baseline.classifiers]
+    assert np.all(baseline.predict(sample) == UNSCORED_FILL)
+    assert all(not classifier.rows for classifier in baseline.classifiers)
+    with pytest.raises(ValueError, match="unknown prediction mode"):
+        prediction_pixels(sample, "labelled")
+
+
+@pytest.mark.parametrize("model,target", [("svm", "levels"), ("rf", "leaf")])
+def test_scored_and_all_predictions_score_the_same(model, target, writable_root, tmp_path, monkeypatch):
+    index = DatasetIndex(writable_root)
+    taxonomy = load_taxonomy(writable_root)
+    for path in index.split_paths("test"):  # ~10% labelled test tiles, as in a real scene
+        with h5py.File(path, "r+") as handle:
+            handle["label"][...] = _keep_labels(handle["label"][...], 0.1, seed=1)
+    reader = features_reader("jun", taxonomy, infer_dataset_spec(index.split_paths("train")))
+    baseline = PixelBaseline(model, target, taxonomy).fit(
+        collect_pixels(index.split_paths("train"), reader, 600, progress=False), threads=2, progress=False
+    )
+    monkeypatch.setattr(baseline_module, "PREDICT_BATCH", 1_000)  # several batches in both modes
+    results = {}
+    for mode in ("scored", "all"):
+        predict_split(baseline, index.split_paths("test"), reader, tmp_path / mode, mode=mode, progress=False)
+        confusion = score_predictions(writable_root, "test", tmp_path / mode, taxonomy, progress=False)
+        results[mode] = (confusion.state()["matrices"], confusion.compute())
+    for area, matrices in results["scored"][0].items():
+        for scored, full in zip(matrices, results["all"][0][area]):
+            assert np.array_equal(scored, full), area
+    scored, full = (results[mode][1] for mode in ("scored", "all"))
+    assert sum(m.sum() for m in results["all"][0]["all"]) > 0  # something was scored
+    # every metric but hierarchy consistency, which the scorer counts over every pixel, labelled or not
+    assert json.dumps({**scored, "consistency": None}, sort_keys=True) == json.dumps(
+        {**full, "consistency": None}, sort_keys=True
+    )
+    if target == "leaf":  # taxonomy paths and the background fill: consistent either way
+        assert scored["consistency"] == full["consistency"] == 1.0

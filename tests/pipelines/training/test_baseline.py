@@ -62,6 +62,7 @@ def test_metrics_equal_score_on_the_saved_predictions(baseline_run, synth_root, 
     ours, rescored = (json.loads((folder / "metrics.json").read_text()) for folder in (out, work / "rescored"))
     assert _without_settings(ours) == _without_settings(rescored)
     assert ours["split"] == "test" and ours["settings"]["baseline"] == "rf" and ours["settings"]["train_pixels"] <= 2000
+    assert ours["settings"]["predicted_pixels"] == "scored"  # the default: only the labelled pixels classified
     assert ours["levels"]["level1"]["oa"] > 0.5  # it learned something
     val = json.loads((out / "val" / "metrics.json").read_text())
     assert val["split"] == "val" and val["n_samples"] == len(DatasetIndex(synth_root).split_names("val"))
@@ -86,6 +87,14 @@ def test_baseline_is_an_mlflow_run_that_runs_compare_lists(baseline_run, capsys)
     assert row.params["settings.model"] == "rf" and row.params["settings.max_pixels"] == "2000"
     assert main(["runs", "--quiet", "compare", "--tracking-uri", uri]) == 0
     assert "rf-test" in capsys.readouterr().out
+
+
+def test_help_shows_the_predict_setting_with_its_choices_and_default(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["baseline", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    assert exited.value.code == 0
+    assert "--predict {scored,all}" in text and "(default: scored)" in text and "full prediction maps" in text
 
 
 def test_bad_model_and_unlabelled_train_split_are_one_line_errors(writable_root, tmp_path, capsys):
