@@ -81,3 +81,18 @@ def test_the_library_does_not_import_ray():
         if name.startswith("h2crop_core")
     }
     assert not {name: found for name, found in offenders.items() if found}
+
+
+def test_the_architecture_page_names_every_module_of_the_pipelines():
+    """docs/architecture.md is the map of the tree: every pipelines module and package is on it."""
+    doc = (Path(pipelines.__file__).parents[1] / "docs" / "architecture.md").read_text()
+    package = Path(pipelines.__file__).parent
+    missing = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py") and path.name not in doc
+    ]
+    missing += [
+        f"{p.name}/" for p in package.iterdir() if p.is_dir() and p.name != "__pycache__" and f"{p.name}/" not in doc
+    ]
+    assert not missing, f"docs/architecture.md does not name {missing}"
