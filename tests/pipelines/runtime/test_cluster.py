@@ -20,8 +20,7 @@ import pytest
 
 from h2crop_core.data.index import DatasetIndex
 from pipelines.training.worker import MODEL_FILE
-
-from .conftest import RAY_STATE, release_ray
+from tests.pipelines.conftest import RAY_STATE, release_ray
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[3]
