@@ -180,12 +180,17 @@ def _uneven_worker(rank: int, world: int, port: int, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def test_replicas_are_identical_after_uneven_shards(tmp_path):
+def _two_ranks(worker, tmp_path: Path) -> list[dict]:
+    """Run ``worker(rank, 2, port, out)`` on two gloo ranks (processes); what each saved as ``rank<r>.pt``."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.spawn(_uneven_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    mp.spawn(worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+
+
+def test_replicas_are_identical_after_uneven_shards(tmp_path):
+    ranks = _two_ranks(_uneven_worker, tmp_path)
     assert ranks[0]["before"] != ranks[1]["before"], "the ranks' optimizer states differed before aligning"
     assert ranks[0]["step"] == ranks[1]["step"] == 3.0
     assert math.isclose(ranks[0]["lr"], ranks[1]["lr"])
@@ -243,11 +248,7 @@ def _accumulating_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_replicas_are_identical_after_uneven_shards_with_gradient_accumulation(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_accumulating_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = _two_ranks(_accumulating_worker, tmp_path)
     assert ranks[0]["step"] == ranks[1]["step"] == 2.0  # both stepped twice: equal counts hid the difference
     for a, b in zip(ranks[0]["moments"] + ranks[0]["weights"], ranks[1]["moments"] + ranks[1]["weights"]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)  # bit-identical
