@@ -2,7 +2,9 @@
 
 One file rebuilds the model *and* its input handling with nothing else: the model config (preset name plus
 overrides, recorded whole), the weights, the taxonomy (as its CSV text), the normalisation statistics, the
-temporal window and modalities, and optionally training metadata (epoch, metrics). It holds only tensors,
+temporal window and modalities, the input contract (what the input bands are: S2 band names and convention,
+EnMAP centre wavelengths; :mod:`h2crop_core.products.contract`), and optionally training metadata (epoch,
+metrics). It holds only tensors,
 strings, numbers, lists and dicts, so it loads with ``torch.load(weights_only=True)``: opening a checkpoint
 never runs code from it. Writes go to a temporary name and are renamed into place, so a crash never leaves a
 half-written file under the final name.
@@ -24,6 +26,7 @@ from h2crop_core.errors import H2CropError
 from h2crop_core.files import write_atomic
 from h2crop_core.models.model import DualStreamModel
 from h2crop_core.models.presets import ModelConfig
+from h2crop_core.products.contract import ContractError, InputContract, contract_for
 from h2crop_core.taxonomy import Taxonomy
 
 FORMAT = "h2crop-checkpoint"
@@ -44,6 +47,8 @@ class LoadedCheckpoint:
     stats: NormStats
     spec: SampleSpec = H2CROP_SPEC
     meta: dict = field(default_factory=dict)
+    #: what the input bands are; None for a checkpoint written before contracts (its inputs read by index)
+    contract: InputContract | None = None
 
     @property
     def window(self) -> str | int:
@@ -70,6 +75,7 @@ def save_checkpoint(
     *,
     spec: SampleSpec = H2CROP_SPEC,
     meta: dict | None = None,
+    contract: InputContract | None = None,
 ) -> Path:
     """Write a self-contained checkpoint atomically.
 
@@ -78,6 +84,8 @@ def save_checkpoint(
         config: its config; ``config.name`` is the preset, the rest its overrides.
         spec: the sample layout the model reads (tile size, band counts); the benchmark's by default.
         meta: JSON-like extras (epoch, metrics, run name, dataset fingerprint, ...).
+        contract: what the input bands are (the dataset's ``input_contract.json``); by default
+            :func:`~h2crop_core.products.contract.contract_for` ``spec``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +100,7 @@ def save_checkpoint(
         "taxonomy_csv": taxonomy.to_csv_text(),
         "norm_stats": stats.to_dict(),
         "spec": dataclasses.asdict(spec),
+        "input_contract": (contract or contract_for(spec)).to_dict(),
         "window": config.window,
         "modalities": list(config.input_keys),
         "meta": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(meta or {})},
@@ -144,4 +153,14 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu", **c
     stats = NormStats.from_dict(payload["norm_stats"])
     taxonomy = Taxonomy.from_csv_text(payload["taxonomy_csv"], source=f"{path} (embedded)")
     spec = SampleSpec(**payload["spec"]) if "spec" in payload else H2CROP_SPEC
-    return LoadedCheckpoint(model, config, taxonomy, stats, spec, payload.get("meta", {}))
+    return LoadedCheckpoint(model, config, taxonomy, stats, spec, payload.get("meta", {}), read_contract(payload, path))
+
+
+def read_contract(payload: dict, path: str | Path) -> InputContract | None:
+    """The checkpoint's input contract, or None for one written before contracts (read by index)."""
+    if "input_contract" not in payload:
+        return None
+    try:
+        return InputContract.from_dict(payload["input_contract"], source=f"{path} (input_contract)")
+    except ContractError as error:
+        raise CheckpointError(str(error)) from None

@@ -19,6 +19,7 @@ from h2crop_core.data.schema import H2CROP_SPEC, SampleSpec
 from h2crop_core.errors import H2CropError
 from h2crop_core.metrics import HierarchicalConfusion
 from h2crop_core.models.heads import DEFAULT_DECODE, decode_argmax, decode_consistent, resolve_decode
+from h2crop_core.products.contract import check_dataset_contract
 from h2crop_core.taxonomy import NUM_LEVELS, Taxonomy
 
 PREDICTION_KEY = "pred"
@@ -152,9 +153,13 @@ def evaluate_checkpoint(
 
     Returns:
         The confusion matrices, the checkpoint's taxonomy and extras for ``metrics.json`` (decode mode,
-        checkpoint, and how often plain argmax breaks the hierarchy).
+        checkpoint, its input contract, and how often plain argmax breaks the hierarchy).
+
+    Raises:
+        ContractError: the dataset's ``input_contract.json`` differs from the checkpoint's contract.
     """
     loaded = load_checkpoint(checkpoint, device=device, **({"precision": precision} if precision else {}))
+    check_dataset_contract(root, loaded.contract, checkpoint)  # before any batch: a mismatch is one line
     levels = loaded.config.levels
     decode = resolve_decode(decode, levels)
     index = DatasetIndex(root)
@@ -187,6 +192,7 @@ def evaluate_checkpoint(
         "checkpoint": str(checkpoint),
         "preset": loaded.config.name,
         "window": str(loaded.config.window),
+        "input_contract": loaded.contract.to_dict() if loaded.contract else None,
     }
     if argmax_total:
         extra["argmax_invalid_path_fraction"] = 1.0 - argmax_valid / argmax_total

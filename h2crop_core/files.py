@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -88,3 +90,16 @@ def file_digest(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 22), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: Path, command: str, error: type[Exception]):
+    """Hold ``folder/.lock`` while a run writes into ``folder``: a second run of ``command`` into the same folder
+    is refused with ``error`` instead of mixing its pieces in (the lock goes with the process, even killed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise error(f"{folder}: another {command} is writing here (it holds {folder / '.lock'})") from None
+        yield

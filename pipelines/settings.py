@@ -4,6 +4,9 @@ Each field carries its help text (and allowed values) as metadata; ``h2crop trai
 options from these dataclasses (:mod:`pipelines.cli.options`), so a default is written once, here. Values are
 checked when a settings object is made: a bad one is a :class:`~h2crop_core.errors.SettingError` naming the
 setting.
+
+One module: every command's defaults side by side, so that a default is found (and changed) in one place and the
+commands read alike; splitting it by command would scatter what the CLI, the docs and MLflow params share.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from h2crop_core.baseline import MODELS, PREDICT_MODES, TARGETS
+from h2crop_core.compositing.options import DEFAULT_DROP
+from h2crop_core.compositing.options import METHODS as COMPOSITE_METHODS
 from h2crop_core.data.schema import WINDOWS
 from h2crop_core.errors import SettingError
+from h2crop_core.mapping.drift import DEFAULT_DRIFT_SIGMAS
 from h2crop_core.mapping.sources import RESAMPLING_CHOICES
 from h2crop_core.models.heads import DECODE_CHOICES, DEFAULT_DECODE
 from h2crop_core.models.presets import PRECISIONS, ModelConfig
@@ -268,13 +274,74 @@ class MapSettings:
         "",
         "with an object-store --output (s3://...): the local folder the maps are assembled in (default: ~/.cache/h2crop/maps/<hash of the URI>)",
     )
+    drift_sigmas: float = setting(  # measured on generated data: see h2crop_core/mapping/drift.py
+        DEFAULT_DRIFT_SIGMAS,
+        "warn (and go on) when a few tiles' S2 or EnMAP band means sit this many of the checkpoint's stds off "
+        "its means, on average over the bands (an unharmonised L2A offset, a 0-1 scale); 0: no check",
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
         check_positive(self, ("batch_size", "actors"))
-        check_positive(self, ("overlap",), minimum=0)
+        check_positive(self, ("overlap", "drift_sigmas"), minimum=0)
         if self.cpus_per_actor is not None and self.cpus_per_actor <= 0:
             raise SettingError(f"cpus_per_actor must be positive; got {self.cpus_per_actor!r}")
+
+
+def parse_int_list(text: str, name: str, low: int, high: int) -> tuple[int, ...]:
+    """``"1-6,9"`` -> (1, 2, 3, 4, 5, 6, 9): integers and inclusive ranges within [low, high], sorted, once each."""
+    values: set[int] = set()
+    for part in (p.strip() for p in str(text).split(",") if p.strip()):
+        first, _, last = part.partition("-")
+        try:
+            start, stop = int(first), int(last or first)
+        except ValueError:
+            raise SettingError(f"{name}: {part!r} in {text!r} is not a number or a range such as 1-12") from None
+        if not low <= start <= stop <= high:
+            raise SettingError(f"{name}: {part!r} is outside {low}-{high} or not increasing")
+        values.update(range(start, stop + 1))
+    if not values:
+        raise SettingError(f"{name}: empty; give numbers or ranges such as {low}-{high}")
+    return tuple(sorted(values))
+
+
+@dataclass
+class CompositeSettings:
+    """How ``h2crop composite`` makes monthly composites (the scenes, year, grid and output are its arguments)."""
+
+    months: str = setting("1-12", "months to composite, e.g. 1-12 or 4-9 (each is one output file)")
+    method: str = setting(
+        "median",
+        "median: per band, the median of the clear observations; mean; least-cloudy: each pixel from the clear "
+        "scene with the least cloud over its block (one date per pixel)",
+        choices=COMPOSITE_METHODS,
+    )
+    drop: str = setting(
+        ",".join(map(str, DEFAULT_DROP)),
+        "Sentinel-2 SCL classes that are not clear (default as sits: no data, defective, dark area, cloud shadow, "
+        "medium and high probability cloud, thin cirrus)",
+    )
+    dilate: int = setting(
+        1,
+        "also drop pixels within this many pixels of a dropped class (cloud edges, loose in SCL and mixed in by bilinear reads); 0: none",
+    )
+    block: int = setting(512, "block side in pixels: the unit of work, of resuming and of each actor's memory")
+    actors: int | None = setting(None, "parallel readers (Ray actors; default: the cluster's CPUs, at most the blocks)")
+    resolution: float = setting(10.0, "pixel size in CRS units with --bounds")
+    collection: str = setting("", "the STAC collection, when --scenes is a STAC API URL (e.g. sentinel-2-l2a)")
+    overwrite: bool = setting(
+        False, "start over: delete what an earlier h2crop composite wrote into the output folder (nothing else)"
+    )
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        check_positive(self, ("actors",))
+        check_positive(self, ("block",), minimum=16)
+        check_positive(self, ("dilate",), minimum=0)
+        self.month_list = parse_int_list(self.months, "months", 1, 12)
+        self.drop_classes = parse_int_list(self.drop, "drop", 0, 11) if self.drop.strip() else ()
+        if self.resolution <= 0:
+            raise SettingError(f"resolution must be positive; got {self.resolution!r}")
 
 
 #: training settings ``h2crop tune`` takes as the base of every trial (the space sets the others)

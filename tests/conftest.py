@@ -41,6 +41,17 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synth_products(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``synth --products`` of the session region (192 px): three S2 L2A scenes a month (two of them zipped),
+    STAC ItemCollections, an EnMAP L2A product and the clean monthly truth; read-only."""
+    from h2crop_core.data.synth.products import write_products
+
+    out = tmp_path_factory.mktemp("products") / "products"
+    write_products(synth_root / "region", out, scenes_per_month=3, seed=1, zipped=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def synth_taxonomy(synth_root: Path) -> Taxonomy:
     return Taxonomy.from_csv(synth_root / "cascade_labels.csv")
 

@@ -1,142 +1,45 @@
 """Read model tiles from the user's rasters: the same sample dict the ``.h5`` reader gives.
 
-The S2 grid is the map's grid. EnMAP and the prior are read through a :class:`GridSource` on that grid
-(coarsened by the EnMAP factor for EnMAP): a plain windowed read where the raster already lies on it (same
-CRS and pixel size, whole-pixel offset), else GDAL's warper on the window asked for, so no input is ever
-held whole in memory. Every check runs when the reader is built, before any work.
+The S2 grid is the map's grid. EnMAP and the prior are read through a
+:class:`~h2crop_core.mapping.grid_source.GridSource` on that grid (coarsened by the EnMAP factor for EnMAP):
+a plain windowed read where the raster already lies on it (same CRS and pixel size, whole-pixel offset),
+else GDAL's warper on the window asked for, so no input is ever held whole in memory. An EnMAP L2A product
+(or a folder of them) is read through :func:`~h2crop_core.products.enmap.open_enmap_source`: its bands
+picked by centre wavelength, its flagged pixels masked. Every check runs when the reader is built, before
+any work.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.enums import Resampling
-from rasterio.errors import NodataShadowWarning
-from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
-from rasterio.windows import bounds as window_bounds
-from rasterio.windows import transform as window_transform
 
 from h2crop_core.data.normalise import NormStats
 from h2crop_core.data.schema import Sample, window_months
+from h2crop_core.mapping.grid_source import GridSource, read_window
 from h2crop_core.mapping.region import RegionError
 from h2crop_core.mapping.sources import MapInputs
 from h2crop_core.mapping.tiling import Tile
+from h2crop_core.products.enmap import EnmapSource, open_enmap_source
+from h2crop_core.products.wavelengths import BENCHMARK_ENMAP_NM
 from h2crop_core.taxonomy import UNLABELLED
 
 PRIOR_LEVELS = 4
 
 
-def read_window(handle: rasterio.io.DatasetReaderBase, window: Window, indexes: list[int]) -> np.ma.MaskedArray:
-    """``handle.read(indexes, window, masked=True)`` for a window that may run off the raster: the part off
-    it is masked (rasterio would clip the window and return a smaller array)."""
-    rows = (max(0, window.row_off), min(handle.height, window.row_off + window.height))
-    cols = (max(0, window.col_off), min(handle.width, window.col_off + window.width))
-    out = np.ma.masked_all((len(indexes), window.height, window.width), dtype=handle.dtypes[indexes[0] - 1])
-    if rows[1] > rows[0] and cols[1] > cols[0]:
-        inside = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
-        with (
-            warnings.catch_warnings()
-        ):  # a 4-band uint8 prior may look RGBA to GDAL: its nodata, not "alpha", is the mask
-            warnings.simplefilter("ignore", NodataShadowWarning)
-            part = handle.read(indexes=indexes, window=inside, masked=True)
-        out[
-            :, rows[0] - window.row_off : rows[1] - window.row_off, cols[0] - window.col_off : cols[1] - window.col_off
-        ] = part
-    return out
-
-
-def _fill_value(dtype: str) -> float | int:
-    """A nodata value for a warped raster whose source has none (what lies outside the scene): NaN for
-    floats, the most negative value for signed integers, the largest for unsigned ones."""
-    kind = np.dtype(dtype)
-    if np.issubdtype(kind, np.floating):
-        return float("nan")
-    return int(np.iinfo(kind).min if kind.kind == "i" else np.iinfo(kind).max)
-
-
-class GridSource:
-    """One raster read on a target grid (``crs``, ``transform``): windows of the target grid in, masked
-    arrays out.
-
-    A raster on the grid (same CRS and pixel size, whole-pixel offset) is read directly. Any other is warped
-    window by window: the source window under the target window (plus a margin for the resampling kernel)
-    is read in one multi-band call and reprojected by GDAL's warper into the target window. A ``WarpedVRT``
-    would do the same through GDAL's block cache, but its blocks are strips of the whole scene's width and
-    every band: with a capped cache and a compressed pixel-interleaved scene (EnMAP's 218 bands) it re-reads
-    the same source blocks band by band, and a tile took 100 s instead of 0.05 s here.
-    """
-
-    def __init__(self, path: str, crs, transform: Affine, resampling: str) -> None:
-        self.path, self.crs, self.transform = path, crs, transform
-        self.source = rasterio.open(path)
-        if self.source.crs is None:
-            self.source.close()
-            raise RegionError(f"{path}: has no CRS; it must be georeferenced to be placed on the S2 grid")
-        self.offset = self._aligned_offset(crs, transform)
-        self.resampling = Resampling[resampling]
-        self.nodata = self.source.nodata if self.source.nodata is not None else _fill_value(self.source.dtypes[0])
-
-    def _aligned_offset(self, crs, transform: Affine) -> tuple[int, int] | None:
-        """Where the target grid's origin falls on the raster, in whole pixels, if the raster lies on the
-        target grid (same CRS and pixel size, whole-pixel shift); else None."""
-        own = self.source.transform
-        if self.source.crs != crs or not (
-            math.isclose(own.a, transform.a)
-            and math.isclose(own.e, transform.e)
-            and own.b == own.d == transform.b == transform.d == 0
-        ):
-            return None
-        col, row = ~own @ (transform.c, transform.f)
-        if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
-            return None
-        return round(col), round(row)
-
-    @property
-    def count(self) -> int:
-        return self.source.count
-
-    @property
-    def warped(self) -> bool:
-        return self.offset is None
-
-    def read(self, window: Window, indexes: list[int]) -> np.ma.MaskedArray:
-        if not self.warped:
-            col, row = self.offset
-            return read_window(
-                self.source, Window(window.col_off + col, window.row_off + row, window.width, window.height), indexes
-            )
-        return self._read_warped(window, indexes)
-
-    def _read_warped(self, window: Window, indexes: list[int], pad: int = 3) -> np.ma.MaskedArray:
-        src = self.source
-        bounds = transform_bounds(self.crs, src.crs, *window_bounds(window, self.transform), densify_pts=21)
-        under = src.window(*bounds)
-        col0, row0 = math.floor(under.col_off) - pad, math.floor(under.row_off) - pad
-        col1, row1 = math.ceil(under.col_off + under.width) + pad, math.ceil(under.row_off + under.height) + pad
-        source_window = Window(col0, row0, col1 - col0, row1 - row0)
-        data = read_window(src, source_window, indexes)
-        out = np.full((len(indexes), window.height, window.width), self.nodata, dtype=data.dtype)
-        reproject(
-            np.ma.filled(data, self.nodata),
-            out,
-            src_transform=src.window_transform(source_window),
-            src_crs=src.crs,
-            src_nodata=self.nodata,
-            dst_transform=window_transform(window, self.transform),
-            dst_crs=self.crs,
-            dst_nodata=self.nodata,
-            resampling=self.resampling,
-        )
-        return np.ma.masked_invalid(out) if np.isnan(self.nodata) else np.ma.masked_equal(out, self.nodata)
-
-    def close(self) -> None:
-        self.source.close()
+def _model_wavelengths(given: tuple[float, ...] | None, bands: int) -> tuple[float, ...] | None:
+    """The centre wavelengths the model's EnMAP bands are picked by: the checkpoint's, else the benchmark's
+    218 for a model that reads 218 bands, else None (a product is then refused, a plain GeoTIFF read by
+    index)."""
+    if given is not None:
+        if len(given) != bands:
+            raise RegionError(f"the model reads {bands} EnMAP bands but names {len(given)} centre wavelengths")
+        return tuple(given)
+    return BENCHMARK_ENMAP_NM if bands == len(BENCHMARK_ENMAP_NM) else None
 
 
 class RegionReader:
@@ -149,6 +52,9 @@ class RegionReader:
         stats: normalisation of the training data; S2 and EnMAP come back as float32 z-scores.
         s2_bands, enmap_bands, factor: what the model expects.
         resampling: how EnMAP is warped where it does not lie on the grid (the prior: always nearest).
+        enmap_wavelengths: the centre wavelengths (nm) of the model's EnMAP bands, in its order: how the
+            bands of an EnMAP product are picked. None: the benchmark's 218 (nominal EnMAP L2A centres) for
+            a model that reads 218 bands. A plain GeoTIFF is read by band index, as before.
 
     Raises:
         RegionError: naming the file and the mismatch: a band count the model cannot use, fewer months than
@@ -166,18 +72,20 @@ class RegionReader:
         enmap_bands: int,
         factor: int,
         resampling: str = "average",
+        enmap_wavelengths: tuple[float, ...] | None = None,
     ) -> None:
         self.inputs, self.modalities, self.stats = inputs, modalities, stats
         self.months, self.factor, self.s2_bands = window_months(window), factor, s2_bands
         self._s2: list[rasterio.DatasetReader] = []
-        self._sources: dict[str, GridSource] = {}
+        self._sources: dict[str, GridSource | EnmapSource] = {}
         try:
             self._open_s2()
             first = self._s2[0]
             if first.crs is None:
                 raise RegionError(f"{inputs.s2[0]}: has no CRS; the S2 grid is the map's and must be georeferenced")
             if "enmap" in modalities:
-                self._open("enmap", inputs.enmap, first.transform @ Affine.scale(factor), resampling)
+                wavelengths = _model_wavelengths(enmap_wavelengths, enmap_bands)
+                self._open("enmap", inputs.enmap, first.transform @ Affine.scale(factor), resampling, wavelengths)
                 self.enmap_indexes = self._enmap_indexes(enmap_bands)
             if "prior" in modalities:
                 self._open("prior", inputs.prior, first.transform, "nearest")
@@ -229,13 +137,24 @@ class RegionReader:
                     f"{first.shape}); monthly files must share one grid"
                 )
 
-    def _open(self, role: str, path: str | None, transform: Affine, resampling: str) -> None:
+    def _open(
+        self, role: str, path: str | None, transform: Affine, resampling: str, wavelengths: tuple | None = None
+    ) -> None:
         if path is None:
             raise RegionError(f"the model reads {role}; give it with --{role}")
         s2 = self._s2[0]
-        source = GridSource(path, s2.crs, transform, resampling)
+        if role == "enmap":
+            source = open_enmap_source(path, s2.crs, transform, resampling, wavelengths)
+            if isinstance(source, EnmapSource) and self.inputs.enmap_bands:
+                source.close()
+                raise RegionError(
+                    f"{path}: an EnMAP product's bands are picked by centre wavelength; --enmap-bands picks bands "
+                    "of a plain GeoTIFF by index: leave it out"
+                )
+        else:
+            source = GridSource(path, s2.crs, transform, resampling)
         self._sources[role] = source
-        left, bottom, right, top = transform_bounds(source.source.crs, s2.crs, *source.source.bounds)
+        left, bottom, right, top = source.bounds_in(s2.crs)
         if left >= s2.bounds.right or right <= s2.bounds.left or bottom >= s2.bounds.top or top <= s2.bounds.bottom:
             raise RegionError(
                 f"{path}: does not overlap {self.inputs.s2[0]} (its bounds in {s2.crs}: "

@@ -7,6 +7,8 @@ A mapping run reads three kinds of raster, each where the user has it:
   their names (``S2_2023-01.tif``, ``s2_202302.tif``, ``march.tif`` ...). Its grid is the map's grid.
 * ``enmap``: an EnMAP scene in any CRS and grid (warped onto the S2 grid coarsened by 3 when read);
   ``enmap_bands`` picks the model's bands from a scene that has more (L2A ships 224, the benchmark 218).
+  Or EnMAP L2A products as delivered: a product folder, its zip, or a folder of several products
+  (:mod:`h2crop_core.products.enmap`: bands picked by centre wavelength, flagged pixels masked).
 * ``prior``: last year's 4-level crop map, any CRS and grid (warped with nearest neighbour).
 
 A region folder (``region.json``, :mod:`h2crop_core.mapping.region`) is one way of naming them.
@@ -22,6 +24,7 @@ from pathlib import Path
 from h2crop_core.errors import SettingError
 from h2crop_core.files import cached_digest
 from h2crop_core.mapping.region import RegionError, read_manifest
+from h2crop_core.products.enmap_metadata import find_products, is_product_path, product_files
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt")
 #: GDAL resampling methods for warping EnMAP onto the S2 grid
@@ -108,7 +111,8 @@ class MapInputs:
     Attributes:
         s2: one stacked GeoTIFF, or the monthly GeoTIFFs in month order.
         s2_months: the month (1-12) of each monthly file; empty for a stacked file.
-        enmap, prior: the EnMAP scene and last year's crop map, if given.
+        enmap, prior: the EnMAP scene (a GeoTIFF, or EnMAP L2A products: a folder, a zip, a folder of
+            products) and last year's crop map, if given.
         enmap_bands: 1-based indexes of the EnMAP bands the model reads, in the model's order (empty: all).
     """
 
@@ -122,9 +126,12 @@ class MapInputs:
     def from_paths(
         cls, s2: str | Path, enmap: str | Path | None = None, prior: str | Path | None = None, enmap_bands: str = ""
     ) -> MapInputs:
-        """Resolve the user's ``--s2``/``--enmap``/``--prior`` (missing files are refused here)."""
+        """Resolve the user's ``--s2``/``--enmap``/``--prior`` (missing files, and an ``--enmap`` folder or
+        zip without an EnMAP product, are refused here)."""
         s2_path = _existing(s2, "--s2")
         files, months = monthly_files(s2_path) if s2_path.is_dir() else ((s2_path,), ())
+        if enmap and is_product_path(_existing(enmap, "--enmap")):
+            find_products(_existing(enmap, "--enmap"))  # a folder or zip without a product: refused now
         return cls(
             s2=tuple(str(p) for p in files),
             s2_months=months,
@@ -149,9 +156,13 @@ class MapInputs:
         )
 
     def files(self, modalities: tuple[str, ...], months: int = 12) -> dict[str, list[str]]:
-        """The files a model with ``modalities`` and a window of ``months`` reads, by role."""
+        """The files a model with ``modalities`` and a window of ``months`` reads, by role (EnMAP products:
+        each product's metadata, spectral image and quality layers, or its zip)."""
         s2 = [p for p, m in zip(self.s2, self.s2_months) if m <= months] if self.s2_months else list(self.s2)
-        named = {"s2": s2, "enmap": [self.enmap] if self.enmap else [], "prior": [self.prior] if self.prior else []}
+        enmap = [self.enmap] if self.enmap else []
+        if self.enmap and "enmap" in modalities and is_product_path(self.enmap):
+            enmap = [str(p) for p in product_files(self.enmap)]
+        named = {"s2": s2, "enmap": enmap, "prior": [self.prior] if self.prior else []}
         return {role: named[role] for role in ("s2", "enmap", "prior") if role in modalities}
 
     def identity(self, modalities: tuple[str, ...], months: int = 12, digests: dict | None = None) -> dict:

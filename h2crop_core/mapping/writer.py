@@ -30,7 +30,7 @@ from h2crop_core.mapping.area import row_areas_m2
 from h2crop_core.mapping.quicklook import write_quicklook
 from h2crop_core.mapping.results import CONFIDENCE_NODATA, TileResult, ids_dtype, ids_nodata
 from h2crop_core.mapping.tiling import Tile
-from h2crop_core.records import record_differences
+from h2crop_core.records import keep_record
 from h2crop_core.storage import Remote
 from h2crop_core.taxonomy import Taxonomy
 
@@ -63,28 +63,11 @@ class TileStore:
         self.tiles_dir = self.folder / "tiles"
         self.tiles_dir.mkdir(parents=True, exist_ok=True)
         record_path = self.folder / RECORD
-        record = json.loads(json.dumps(record))  # the JSON form, so tuples and lists compare equal
         for leftover in self.tiles_dir.glob(f".*{PARTIAL}"):  # from an interrupted write; never a result
             leftover.unlink(missing_ok=True)
-        if record_path.is_file():
-            try:
-                stored = json.loads(record_path.read_text())
-            except json.JSONDecodeError:
-                raise MappingRecordError(f"{record_path}: unreadable; delete the output folder to start over") from None
-            differing = record_differences(stored, record)
-            if differing:
-                more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
-                raise MappingRecordError(
-                    f"{record_path}: this folder holds a mapping run made with other inputs or settings: "
-                    f"{'; '.join(differing[:3])}{more}; choose another output folder, or --overwrite to start over"
-                )
-        elif self.finished():
-            raise MappingRecordError(
-                f"{self.tiles_dir}: holds tiles but {record_path} is missing, so what they were mapped with is unknown; "
-                "choose another output folder or delete it to start over"
-            )
-        else:
-            write_text_atomic(record_path, json.dumps(record, indent=1))
+        record = keep_record(
+            record_path, record, self.tiles_dir, run="a mapping run", pieces="tiles", error=MappingRecordError
+        )
         if self.remote is not None and not self.remote.exists(RECORD):
             self.remote.upload(record_path, RECORD)
         self.record = record

@@ -17,6 +17,7 @@ from pathlib import Path
 from h2crop_core.data.index import DatasetIndex
 from h2crop_core.errors import find_user_error
 from h2crop_core.taxonomy import load_taxonomy
+from pipelines.cli.composite import add_composite_parser
 from pipelines.cli.mapping import add_mapping_parsers
 from pipelines.cli.model_info import add_model_info_parser
 from pipelines.cli.options import add_settings_options, settings_from_args
@@ -34,6 +35,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.size < 96 or args.size % 96:
         raise SettingError(
             f"--size {args.size}: the sample side must be a multiple of 96 (the model's tiles; the benchmark's are 192)"
+        )
+    if args.products and (args.region_size == 0 or args.region_size % 2):
+        raise SettingError(
+            f"--region-size {args.region_size}: --products writes the region as delivered products, so it needs a "
+            "region whose size is a multiple of 6 (3 for EnMAP, 2 for the 20 m bands)"
         )
     taxonomy = Taxonomy.from_csv(args.taxonomy) if args.taxonomy else None
     result = synthesize_dataset(
@@ -63,6 +69,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
             )
             print(
                 f"  map it: h2crop map --checkpoint CKPT --s2 {files['s2']} --enmap {files['enmap']} --prior {files['prior']} --output OUT"
+            )
+        if args.products:
+            from h2crop_core.data.synth.products import products_summary, write_products
+
+            out = Path(args.out) / "products"
+            print(
+                products_summary(
+                    write_products(Path(result.region["dir"]), out, seed=args.seed, progress=not args.quiet)
+                )
             )
     return 0
 
@@ -254,6 +269,12 @@ def add_data_parsers(add) -> None:
         action="store_true",
         help="also write the region as a user has it: monthly S2 files, EnMAP in another UTM zone, parcels in Lambert-93 (<out>/user_files)",
     )
+    p.add_argument(
+        "--products",
+        action="store_true",
+        help="also write the region as delivered products (<out>/products): Sentinel-2 L2A SAFE scenes with clouds, "
+        "a STAC ItemCollection, an EnMAP L2A product and the clean monthly truth, for `h2crop composite` and `map --enmap`",
+    )
     p.set_defaults(func=cmd_synth)
 
     for name, help_text, func in (
@@ -342,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_info.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
 
     add_model_parsers(add)
+    add_composite_parser(add)
     add_mapping_parsers(add)
     add_sweep_parsers(sub, common)
     return parser

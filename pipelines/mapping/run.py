@@ -10,8 +10,6 @@ Finished tiles are kept (``OUTPUT/tiles``), so an interrupted run resumes where 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import fnmatch
 import hashlib
 import json
@@ -24,8 +22,9 @@ import numpy as np
 import torch
 
 from h2crop_core.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from h2crop_core.files import file_digest, write_text_atomic
+from h2crop_core.files import exclusive_folder, file_digest, write_text_atomic
 from h2crop_core.mapping import MapInputs, RegionReader, TileGrid, TileStore, predict_tiles, write_level_cogs
+from h2crop_core.mapping.drift import input_drift
 from h2crop_core.mapping.writer import (
     MAP_MANIFEST,
     OUTPUT_PATTERNS,
@@ -37,6 +36,7 @@ from h2crop_core.mapping.writer import (
 )
 from h2crop_core.memory import peak_rss_mb
 from h2crop_core.models.heads import resolve_decode
+from h2crop_core.products.contract import check_s2_inputs
 from h2crop_core.runlock import RunLock
 from h2crop_core.storage import Remote, is_uri
 from pipelines.settings import MapSettings
@@ -49,8 +49,9 @@ DIGESTS = ".input_digests.json"
 
 
 def region_reader_for(loaded: LoadedCheckpoint, inputs: MapInputs, settings: MapSettings | None = None) -> RegionReader:
-    """A reader of ``inputs`` that produces exactly the inputs the checkpoint's model takes."""
-    config = loaded.config
+    """A reader of ``inputs`` that produces exactly the inputs the checkpoint's model takes (an EnMAP
+    product's bands picked by the contract's wavelengths; a checkpoint without a contract: by index)."""
+    config, contract = loaded.config, loaded.contract
     return RegionReader(
         inputs,
         config.window,
@@ -60,6 +61,7 @@ def region_reader_for(loaded: LoadedCheckpoint, inputs: MapInputs, settings: Map
         enmap_bands=config.enmap_bands,
         factor=config.enmap_upscale,
         resampling=(settings or MapSettings()).enmap_resampling,
+        enmap_wavelengths=(contract.enmap_wavelengths_nm or None) if contract else None,
     )
 
 
@@ -110,18 +112,9 @@ class TilePredictor:
         }
 
 
-@contextlib.contextmanager
 def exclusive(output: Path):
     """Hold ``output/.lock`` for the run: a second ``h2crop map`` into the same folder is refused."""
-    output.mkdir(parents=True, exist_ok=True)
-    with open(output / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MappingRecordError(
-                f"{output}: another h2crop map is writing here (it holds {output / '.lock'})"
-            ) from None
-        yield
+    return exclusive_folder(output, "h2crop map", MappingRecordError)
 
 
 def map_region(
@@ -149,6 +142,8 @@ def map_region(
     checkpoint = Path(checkpoint).resolve()
     loaded = load_checkpoint(checkpoint)  # on the driver too: a bad checkpoint or input fails here, not in an actor
     settings = replace(settings, decode=resolve_decode(settings.decode, loaded.config.levels))
+    if loaded.contract is not None:  # named bands or a convention tag that contradict the contract: refused
+        check_s2_inputs(inputs.s2, loaded.contract)
     reader = region_reader_for(loaded, inputs, settings)
     try:
         if not is_uri(output):
@@ -291,6 +286,9 @@ def _map_locked(
     started = time.perf_counter()
     grid = tile_grid(loaded, reader, settings)
     tiles = grid.tiles()
+    drift = input_drift(reader, tiles, loaded.stats, loaded.contract, settings.drift_sigmas)
+    if drift:
+        print(f"[h2crop] warning: {drift}", flush=True)
     record = {
         "checkpoint_sha256": file_digest(checkpoint),
         "inputs": input_identity(inputs, loaded.config.input_keys, reader.months, output),
@@ -333,6 +331,8 @@ def _map_locked(
             **timings,
             "predict_s": round(predict_s, 2),
             "settings": asdict(settings),
+            "input_contract": loaded.contract.to_dict() if loaded.contract else None,
+            "input_drift": drift,
             "actors_peak_rss_mb": {str(pid): round(rss, 1) for pid, rss in sorted(actors.items())},
         },
     )

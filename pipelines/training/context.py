@@ -15,6 +15,7 @@ from h2crop_core.data.schema import SampleSpec
 from h2crop_core.data.stats import ensure_norm_stats
 from h2crop_core.errors import SettingError
 from h2crop_core.models.presets import ModelConfig, get_preset
+from h2crop_core.products.contract import InputContract, read_dataset_contract
 from h2crop_core.taxonomy import Taxonomy, load_taxonomy
 from pipelines.runtime.progress import ProgressSender
 from pipelines.settings import TrainSettings
@@ -31,11 +32,14 @@ class DatasetContext:
     train_paths: tuple[str, ...]
     val_paths: tuple[str, ...]
     fingerprint: str
+    #: the root's ``input_contract.json`` (what its bands are), carried into every checkpoint; None: the
+    #: checkpoint gets the one its layout implies (:func:`~h2crop_core.products.contract.contract_for`)
+    contract: InputContract | None = None
 
 
 def prepare_dataset(root: str | Path, taxonomy: str | Path | None = None, *, progress: bool = True) -> DatasetContext:
-    """Splits, taxonomy, sample layout and normalisation statistics (computed over the training split if
-    the root has none)."""
+    """Splits, taxonomy, sample layout, normalisation statistics (computed over the training split if
+    the root has none) and the input contract, if the root has one."""
     index = DatasetIndex(Path(root).resolve())
     loaded_taxonomy = load_taxonomy(index.root, taxonomy or None)  # before the statistics: a typo fails fast
     train_paths, val_paths = index.split_paths("train"), index.split_paths("val")
@@ -49,6 +53,7 @@ def prepare_dataset(root: str | Path, taxonomy: str | Path | None = None, *, pro
         tuple(map(str, train_paths)),
         tuple(map(str, val_paths)),
         index.fingerprint(),
+        read_dataset_contract(index.root),
     )
 
 

@@ -135,6 +135,7 @@ def save_epoch(loop: LoopConfig, state: TrainState, report: dict, metrics: dict,
             loop.data.stats,
             spec=loop.data.spec,
             meta=meta,
+            contract=loop.data.contract,
         )
         torch.save(state.state_dict(), Path(folder) / STATE_FILE)
         write_report(metrics, confusion, Path(folder) / "report", loop.data.taxonomy)

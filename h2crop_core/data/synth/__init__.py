@@ -18,7 +18,10 @@ writes datasets with its exact layout, key names, dtypes and shapes, whose conte
 Modules, each depending only on those after it: :mod:`~h2crop_core.data.synth.samples` (taxonomy, ``.h5``
 samples, names, splits), :mod:`~h2crop_core.data.synth.region` (a georeferenced region in the format of
 :mod:`h2crop_core.mapping.region`) and :mod:`~h2crop_core.data.synth.world` (the classes' signatures and the
-scenes drawn from them).
+scenes drawn from them). :mod:`~h2crop_core.data.synth.products` writes a region as delivered products
+(Sentinel-2 L2A SAFE scenes with clouds, STAC ItemCollections, an EnMAP L2A product, the clean truth), from
+:mod:`~h2crop_core.data.synth.s2_plan`, ``s2_sky``, ``s2_products``, ``s2_metadata``, ``scene_writer`` and
+``stac_items``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ _EXPORTS = {
     "SyntheticWorld": "world",
     "add_clouds": "world",
     "voronoi_parcels": "world",
+    "write_products": "products",
 }
 
 __all__ = sorted(_EXPORTS)

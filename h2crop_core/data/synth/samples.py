@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from h2crop_core.data.synth.tree import generate_taxonomy
 from h2crop_core.data.synth.world import SyntheticWorld, add_clouds
 from h2crop_core.errors import SettingError
 from h2crop_core.files import write_if_changed, write_text_atomic
+from h2crop_core.products.contract import CONTRACT_FILE, contract_for
 from h2crop_core.taxonomy import TAXONOMY_FILENAME, Taxonomy
 
 
@@ -44,8 +46,9 @@ def synthesize_dataset(
     label_fraction: float = 1.0,
     progress: bool = True,
 ) -> SynthResult:
-    """Write a synthetic dataset root: ``h5_data/``, ``data_lists/``, ``cascade_labels.csv`` and, unless
-    ``region_size`` is None, a georeferenced ``region/`` for the mapping stage.
+    """Write a synthetic dataset root: ``h5_data/``, ``data_lists/``, ``cascade_labels.csv``,
+    ``input_contract.json`` (what the bands are: the benchmark's, as generated) and, unless ``region_size``
+    is None, a georeferenced ``region/`` for the mapping stage.
 
     Args:
         out: the dataset root to create (existing sample files are overwritten).
@@ -78,6 +81,9 @@ def synthesize_dataset(
     h5_dir.mkdir(parents=True, exist_ok=True)
     taxonomy = taxonomy or generate_taxonomy(seed=seed)
     taxonomy.to_csv(root / TAXONOMY_FILENAME)
+    # the generated bands are the benchmark's (S2 in the model's order, l2a-offset-1000; EnMAP at the nominal
+    # centres); unchanged bytes keep the file's time, like the samples'
+    write_if_changed(root / CONTRACT_FILE, json.dumps(contract_for(spec).to_dict(), indent=1).encode())
     world = SyntheticWorld.create(taxonomy, spec, seed)
     keys = KEY_STYLES[key_style]
     for i, name in enumerate(tqdm(names, desc="synth", unit="sample", disable=not progress, dynamic_ncols=True)):

@@ -51,6 +51,7 @@ def test_evaluate_with_argmax_and_consistent_decoding(train_data, tmp_path, caps
         )
         assert set(metrics["levels"]) == {"level1", "level2", "level3", "level4"}
         assert 0 <= metrics["settings"]["argmax_invalid_path_fraction"] <= 1
+        assert metrics["settings"]["input_contract"]["s2_bands"][:2] == ["B2", "B3"]  # the checkpoint's contract
         if decode == "consistent":
             assert metrics["consistency"] == 1.0  # the four levels always agree
         else:

@@ -206,6 +206,41 @@ def test_map_errors_name_the_problem(ray_local, synth_root, checkpoint, tmp_path
     assert "another h2crop map is writing here" in capsys.readouterr().err
 
 
+def test_the_input_contract_old_checkpoints_and_unharmonised_inputs(
+    ray_local, synth_root, checkpoint, tmp_path, capsys
+):
+    """A checkpoint written before input contracts maps as before (by index), and S2 never harmonised (1000
+    lower) is mapped with one warning naming the bands and the offset; S2 bands named in another order than
+    the contract's are refused before any work, naming the file."""
+    payload = torch.load(checkpoint, weights_only=True)
+    del payload["input_contract"]
+    torch.save(payload, tmp_path / "old.ckpt")
+    region = Path(shutil.copytree(synth_root / "region", tmp_path / "region"))
+    with rasterio.open(region / "s2.tif", "r+") as dst:
+        data = dst.read(masked=True)
+        dst.write(np.ma.filled(data - 1000, dst.nodata).astype(np.int16))
+    capsys.readouterr()
+    assert main(map_command(tmp_path / "old.ckpt", tmp_path / "old", "--region", region)) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "S2 B2, B3, B4" in warnings[0] and "unharmonised L2A offset of 1000" in warnings[0]
+    manifest = json.loads((tmp_path / "old" / "map.json").read_text())
+    assert manifest["input_contract"] is None and "unharmonised" in manifest["input_drift"]
+    clean = map_command(checkpoint, tmp_path / "clean", "--region", synth_root / "region")
+    assert main(clean) == 0 and "warning" not in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "clean" / "map.json").read_text())
+    assert manifest["input_contract"] == load_checkpoint(checkpoint).contract.to_dict() and not manifest["input_drift"]
+
+    write_monthly_s2(synth_root / "region" / "s2.tif", tmp_path / "s2")
+    january = tmp_path / "s2" / "S2_2023-01.tif"
+    with rasterio.open(january, "r+") as dst:
+        dst.descriptions = ("B3", "B2", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
+    rasters = ["--s2", tmp_path / "s2", "--enmap", region / "enmap.tif", "--prior", region / "prior.tif"]
+    assert main(map_command(checkpoint, tmp_path / "named", *rasters)) == 2
+    err = capsys.readouterr().err
+    assert f"{january}: its bands are named ['B3', 'B2', 'B4'," in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "named" / "tiles").exists(), "refused before any work"
+
+
 def test_an_actor_pool_waits_for_an_autoscaling_cluster_and_is_refused_by_a_fixed_one(ray_local, capsys):
     """The shipped KubeRay and launcher clusters start their GPU group at zero nodes: a GPU map waits for the
     autoscaler there (as training and sweeps do) instead of refusing because no node has a GPU yet."""

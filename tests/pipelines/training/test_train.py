@@ -15,6 +15,7 @@ from pyarrow.fs import FileSelector
 
 from h2crop_core.checkpoint import load_checkpoint
 from h2crop_core.errors import SettingError
+from h2crop_core.products.contract import CONTRACT_FILE, InputContract
 from h2crop_core.recipe import lr_factor
 from h2crop_core.storage import Remote
 from pipelines.runtime.tracking import RUN_NAME_TAG
@@ -117,6 +118,7 @@ def test_training_learns_into_a_bucket_and_a_killed_run_resumes_from_it(ray_loca
     assert outcome.epochs_done == 3
     loaded = load_checkpoint(outcome.best_checkpoint)
     assert loaded.config.name == "tiny_crops_S2_H_P_jun" and loaded.spec.size == 96
+    assert loaded.contract == InputContract.from_json(train_data / CONTRACT_FILE)  # the dataset's, carried
     assert (outcome.output / "metrics.json").is_file() and (outcome.output / "confusion_level4.png").is_file()
     stored = [info.path for info in run_folder.fs.get_file_info(FileSelector(run_folder.root, recursive=True))]
     assert any(path.endswith("/model.ckpt") for path in stored)  # Train's checkpoints are in the bucket

@@ -1,0 +1,1 @@
+"""Monthly Sentinel-2 composites on Ray (``h2crop composite``)."""
