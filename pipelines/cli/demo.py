@@ -1,10 +1,11 @@
 """`make demo`: the main job end to end on this machine, with a generated dataset.
 
-synthesise (with the region's rasters as a user has them: monthly S2 files, EnMAP in another UTM zone,
-parcels in Lambert-93) -> validate -> stats -> train ``tiny_crops_S2_H_P_jun`` on a local Ray with 2 workers
-(MLflow tracking) -> evaluate the best checkpoint on the test split -> map the user's rasters to
-Cloud-Optimized GeoTIFFs of classes and confidence with a Ray Data actor pool -> the crop of every parcel to
-GeoParquet -> sweep ``tune_spaces/quick.yaml`` (4 trials, ASHA) on a small dataset and compare the trials.
+synthesise (with the region as delivered: Sentinel-2 L2A scenes with clouds in two UTM zones and both radiometric
+baselines, an EnMAP L2A product, parcels in Lambert-93) -> validate -> stats -> train ``tiny_crops_S2_H_P_jun``
+on a local Ray with 2 workers (MLflow tracking) -> evaluate the best checkpoint on the test split -> composite
+the scenes into monthly S2 files -> map the composites and the EnMAP product to Cloud-Optimized GeoTIFFs of
+classes and confidence with a Ray Data actor pool -> the crop of every parcel to GeoParquet -> sweep
+``tune_spaces/quick.yaml`` (4 trials, ASHA) on a small dataset and compare the trials.
 """
 
 from __future__ import annotations
@@ -36,38 +37,49 @@ def step(title: str, argv: list[str], verbose: bool = False) -> None:
 
 def data_steps(args: argparse.Namespace, data: Path) -> None:
     step(
-        "1/9 synthesise a dataset with the benchmark's layout, and a georeferenced region as a user has it",
-        ["synth", *flags(out=data, samples=args.samples), "--user-files"],
+        "1/10 synthesise a dataset with the benchmark's layout, and a region as delivered: L2A scenes, EnMAP product",
+        ["synth", *flags(out=data, samples=args.samples), "--user-files", "--products"],
         args.verbose,
     )
-    step("2/9 validate every file against the layout and the taxonomy", ["validate", "--data", str(data)], args.verbose)
-    step("3/9 per-band normalisation statistics over the training split", ["stats", "--data", str(data)], args.verbose)
+    step(
+        "2/10 validate every file against the layout and the taxonomy", ["validate", "--data", str(data)], args.verbose
+    )
+    step("3/10 per-band normalisation statistics over the training split", ["stats", "--data", str(data)], args.verbose)
 
 
 def model_steps(args: argparse.Namespace, out: Path, data: Path, run: Path) -> None:
     user, tracking = data / "user_files", f"sqlite:///{out / 'mlruns.db'}"
     step(
-        f"4/9 train {args.preset} on a local Ray: 2 workers, MLflow tracking, a checkpoint per epoch",
+        f"4/10 train {args.preset} on a local Ray: 2 workers, MLflow tracking, a checkpoint per epoch",
         ["train", *flags(data=data, preset=args.preset, epochs=args.epochs, workers=2, batch_size=2, lr="2e-3")]
         + flags(warmup_iters=0, run_name=f"demo-{args.preset}", storage=out / "ray_results", output=run)
         + flags(tracking_uri=tracking),
         args.verbose,
     )
     step(
-        "5/9 evaluate the best checkpoint on the test split (hierarchy-consistent decoding)",
+        "5/10 evaluate the best checkpoint on the test split (hierarchy-consistent decoding)",
         ["evaluate", *flags(checkpoint=run / "best.ckpt", data=data, split="test", output=out / "test_eval")]
         + flags(decode="consistent"),
         args.verbose,
     )
+    products = data / "products"
     step(
-        "6/9 map the user's rasters (12 monthly S2 files; EnMAP in EPSG:32632, warped on the fly): "
+        "6/10 composite the Sentinel-2 L2A scenes (SAFE, clouds masked by SCL, both baselines harmonised, the "
+        "other UTM zone warped) into monthly files, block by block on Ray",
+        ["composite", *flags(scenes=products / "s2", year=2022, like=data / "region" / "label.tif")]
+        + flags(output=out / "composites"),
+        args.verbose,
+    )
+    enmap = next((products / "enmap").glob("ENMAP01-*"))
+    step(
+        "7/10 map the composites and the EnMAP L2A product (bands picked by wavelength, its cloud masked): "
         "classes and confidence as COGs",
-        ["map", *flags(checkpoint=run / "best.ckpt", s2=user / "s2", enmap=user / "enmap_EPSG32632.tif")]
+        ["map", *flags(checkpoint=run / "best.ckpt", s2=out / "composites", enmap=enmap)]
         + flags(prior=user / "prior.tif", output=out / "map", actors=2),
         args.verbose,
     )
     step(
-        "7/9 the crop of every parcel (Lambert-93 GeoPackage) from the map: majority class, share, confidence "
+        "8/10 the crop of every parcel (Lambert-93 GeoPackage) from the map: majority class, share, confidence "
         "-> GeoParquet",
         ["parcels", *flags(map=out / "map", parcels=user / "parcels.gpkg", id_column="parcel_id")]
         + flags(output=out / "map" / "parcels.parquet"),
@@ -78,12 +90,12 @@ def model_steps(args: argparse.Namespace, out: Path, data: Path, run: Path) -> N
 def sweep_steps(args: argparse.Namespace, out: Path) -> None:
     sweep_data = out / "sweep_data"
     step(
-        "8/9 synthesise a small dataset for the sweep (32 samples of 96 x 96 px)",
+        "9/10 synthesise a small dataset for the sweep (32 samples of 96 x 96 px)",
         ["synth", *flags(out=sweep_data, samples=32, size=96, region_size=0, seed=1)],
         args.verbose,
     )
     step(
-        "9/9 sweep tune_spaces/quick.yaml: two fusions x two windows, ASHA stops trials that are behind after epoch 1",
+        "10/10 sweep tune_spaces/quick.yaml: two fusions x two windows, ASHA stops trials that are behind after epoch 1",
         ["tune", *flags(data=sweep_data, space=QUICK_SPACE, name="demo-quick", concurrent=2)]
         + flags(storage=out / "ray_results", output=out / "sweep", tracking_uri=f"sqlite:///{out / 'mlruns.db'}"),
         args.verbose,
@@ -95,7 +107,9 @@ def where_things_are(out: Path, data: Path, run: Path) -> None:
     rows = {
         "dataset": f"{data}  (h5_data/, data_lists/, cascade_labels.csv, norm_stats.json/.png, validation.json)",
         "mapping region": f"{data / 'region'}  (s2.tif, enmap.tif, prior.tif, label.tif, parcels.gpkg); "
-        f"as a user has it: {data / 'user_files'}",
+        f"as a user has it: {data / 'user_files'}; as delivered: {data / 'products'} (s2/ SAFE scenes, stac/, "
+        "enmap/, truth/)",
+        "composites": f"{out / 'composites'}  (S2_2022-01..12.tif, clear/ counts, composite.json)",
         "best checkpoint": f"{run / 'best.ckpt'}  (self-contained: model, taxonomy, statistics, window)",
         "validation": f"{run / 'metrics.json'} and plots in {run}",
         "test evaluation": f"{out / 'test_eval' / 'metrics.json'}, confusion_level*.png, f1_level*.png, "

@@ -241,6 +241,32 @@ def test_the_input_contract_old_checkpoints_and_unharmonised_inputs(
     assert not (tmp_path / "named" / "tiles").exists(), "refused before any work"
 
 
+def test_a_map_from_the_products_agrees_with_the_map_from_the_clean_stacks(
+    ray_local, synth_root, synth_products, checkpoint, tmp_path, capsys
+):
+    """The region as delivered (L2A scenes composited by ``h2crop composite``, the EnMAP L2A product read by
+    wavelength with its cloud masked) maps like the clean stacks the region was made from; the product's
+    cloud is nodata in the map."""
+    products = json.loads((synth_products / "products.json").read_text())
+    like = synth_products / "truth" / "S2_2022-01.tif"
+    composite = ["composite", "--scenes", str(synth_products / "s2"), "--year", "2022", "--like", str(like)]
+    assert main([*composite, "--output", str(tmp_path / "s2"), "--months", "1-6", "--quiet"]) == 0
+    enmap = synth_products / products["enmap"]["path"]
+    rasters = ["--s2", tmp_path / "s2", "--enmap", enmap, "--prior", synth_root / "region" / "prior.tif"]
+    assert main(map_command(checkpoint, tmp_path / "products", *rasters)) == 0
+    assert main(map_command(checkpoint, tmp_path / "clean", "--region", synth_root / "region")) == 0
+    assert "warning" not in capsys.readouterr().out  # harmonised composites: no drift warning
+    from_products, clean = read_levels(tmp_path / "products"), read_levels(tmp_path / "clean")
+    both = (from_products != 255).all(axis=0) & (clean != 255).all(axis=0)
+    agree = (from_products == clean).all(axis=0)[both].mean()
+    assert both.mean() > 0.9 and agree >= 0.95, (both.mean(), agree)
+    assert len(np.unique(clean[3][both])) > 3  # the model tells classes apart: agreement is not trivial
+    cloud = next(p for p in enmap.iterdir() if p.name.endswith("QL_QUALITY_CLOUD.TIF"))
+    with rasterio.open(cloud) as handle:
+        cloudy = np.repeat(np.repeat(handle.read(1) > 0, 3, 0), 3, 1)
+    assert cloudy.any() and (from_products[:, cloudy[: both.shape[0], : both.shape[1]]] == 255).all()
+
+
 def test_an_actor_pool_waits_for_an_autoscaling_cluster_and_is_refused_by_a_fixed_one(ray_local, capsys):
     """The shipped KubeRay and launcher clusters start their GPU group at zero nodes: a GPU map waits for the
     autoscaler there (as training and sweeps do) instead of refusing because no node has a GPU yet."""
