@@ -37,6 +37,7 @@ import numpy as np
 from h2crop_core.data.normalise import NormStats
 from h2crop_core.mapping.tiling import Tile
 from h2crop_core.products.contract import S2_BANDS, S2_CONVENTION, InputContract
+from h2crop_core.products.harmonise import OFFSET
 
 if TYPE_CHECKING:  # the reader pulls in the product readers; this module is imported by the settings
     from h2crop_core.mapping.region_reader import RegionReader
@@ -46,7 +47,7 @@ DEFAULT_DRIFT_SIGMAS = 0.75
 #: tiles read for the check (spread over the grid): a few suffice, and it runs before every map
 DRIFT_TILES = 4
 #: the S2 offset of the contract's convention (stored = 10000 × reflectance + 1000)
-S2_OFFSET = 1000.0
+S2_OFFSET = OFFSET
 #: share of valid B2-B4 values below the offset that says "no offset" (clean <= 5 %, unharmonised >= 29 %)
 BELOW_OFFSET_SHARE = 0.15
 #: the visible bands checked against the offset: dark over vegetation, so unharmonised they fall below it
