@@ -103,6 +103,29 @@ def _local_items(path: Path) -> list:
     raise RegionError(f"{path}: a STAC file of type {kind!r}; expected an ItemCollection, a catalog or an item")
 
 
+def _search(url: str, collection: str, year: int | None, bbox: tuple | None) -> list:
+    """The items of a STAC API search; a URL that is not a searchable STAC API is one line naming it."""
+    import warnings
+
+    from pystac_client import Client
+    from pystac_client.exceptions import APIError
+    from pystac_client.warnings import DoesNotConformTo, NoConformsTo
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoConformsTo)  # a static catalog: refused below, in one line
+            search = Client.open(url).search(
+                collections=[collection], bbox=bbox, datetime=f"{year}-01-01/{year}-12-31" if year else None
+            )
+            return list(search.items())
+    except DoesNotConformTo:
+        raise RegionError(
+            f"{url}: a STAC catalog without item search; give a STAC API, or the catalog's JSON file"
+        ) from None
+    except (APIError, OSError) as error:  # HTTP errors, connection refused, DNS
+        raise RegionError(f"{url}: not a reachable STAC API ({type(error).__name__}: {str(error)[:120]})") from None
+
+
 def stac_scenes(
     source: str, *, collection: str | None = None, year: int | None = None, bbox: tuple | None = None
 ) -> list[Scene]:
@@ -118,12 +141,7 @@ def stac_scenes(
             raise SettingError(
                 f"--scenes {source} is a STAC API: name the collection with --collection (e.g. sentinel-2-l2a)"
             )
-        from pystac_client import Client
-
-        search = Client.open(source).search(
-            collections=[collection], bbox=bbox, datetime=f"{year}-01-01/{year}-12-31" if year else None
-        )
-        items = list(search.items())
+        items = _search(source, collection, year, bbox)
     else:
         items = _local_items(Path(source))
     return [item_scene(item, source) for item in items]

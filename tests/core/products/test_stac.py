@@ -62,3 +62,31 @@ def test_items_without_what_compositing_needs_are_refused(tmp_path):
         stac_scenes(write(tmp_path, item(["blue", "green"], **{"s2:processing_baseline": "05.09"})))
     with pytest.raises(SettingError, match="name the collection with --collection"):
         stac_scenes("https://earth-search.example/v1")
+
+
+@pytest.fixture()
+def static_server(tmp_path):
+    """A loopback HTTP server over ``tmp_path`` (a static STAC catalog is served like this)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # no request lines in the test output
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_url_that_is_not_a_searchable_stac_api_is_refused_in_one_line(tmp_path, static_server):
+    catalog = pystac.Catalog("scenes", "a static catalog")
+    catalog.normalize_hrefs(str(tmp_path))
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    with pytest.raises(RegionError, match="catalog.json: a STAC catalog without item search"):
+        stac_scenes(f"{static_server}/catalog.json", collection="sentinel-2-l2a", year=2022)
+    with pytest.raises(RegionError, match="missing.json: not a reachable STAC API \\(APIError"):
+        stac_scenes(f"{static_server}/missing.json", collection="sentinel-2-l2a")

@@ -66,6 +66,13 @@ def test_a_killed_composite_resumes_to_the_same_bytes(ray_local, synth_products,
     with rasterio.open(synth_products / "truth" / "S2_2022-02.tif") as handle:
         truth = handle.read()
     assert np.median(np.abs(data.astype(int) - truth)[:, data[0] != NODATA]) < 80
+    # the same grid given by its bounds gives the same files
+    with rasterio.open(synth_products / "truth" / "S2_2022-01.tif") as handle:
+        bounds, crs = [str(v) for v in handle.bounds], handle.crs.to_string()
+    by_bounds = command(synth_products, tmp_path / "bounds")
+    by_bounds[by_bounds.index("--like") : by_bounds.index("--like") + 2] = ["--bounds", *bounds, "--crs", crs]
+    assert main(by_bounds) == 0
+    assert (tmp_path / "bounds" / names[1]).read_bytes() == (tmp_path / "whole" / names[1]).read_bytes()
     # a rerun of the finished composite does nothing; other settings are refused, --overwrite starts over
     capsys.readouterr()
     assert main(command(synth_products, killed)) == 0
