@@ -14,8 +14,8 @@ memory (``ru_maxrss``) each reports is its own:
 
 Flat memory means the peaks do not grow with the region (the readers hold one tile; the writer one tile
 and GDAL's capped block cache). ``--user-files``: the region as a user has it (monthly S2 files, EnMAP in
-EPSG:32632, warped window by window). ``--smoke``: 192 and 384 px regions in 96-px tiles as user files, one
-Ray mode at 384 px (seconds).
+EPSG:32632, warped window by window). ``--smoke``: 96 and 192 px regions in 96-px tiles as user files, one
+Ray mode at 192 px (seconds).
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def main() -> int:
     if args.worker:
         return worker(args)
     if args.smoke:  # the user's layout: the warped path is the one with more to go wrong
-        args.sizes, args.tile, args.user_files = [192, 384], 96, True
+        args.sizes, args.tile, args.user_files = [96, 192], 96, True
     cores = os.cpu_count() or 1
     rows = []
     for size in args.sizes:
