@@ -325,7 +325,11 @@ class CompositeSettings:
         1,
         "also drop pixels within this many pixels of a dropped class (cloud edges, loose in SCL and mixed in by bilinear reads); 0: none",
     )
-    block: int = setting(512, "block side in pixels: the unit of work, of resuming and of each actor's memory")
+    block: int = setting(
+        1024,
+        "block side in pixels: the unit of work, of resuming and of each actor's memory (1024: a JPEG 2000 "
+        "band's tiles decoded once per block; docs/benchmarks.md)",
+    )
     actors: int | None = setting(None, "parallel readers (Ray actors; default: the cluster's CPUs, at most the blocks)")
     resolution: float = setting(10.0, "pixel size in CRS units with --bounds")
     collection: str = setting("", "the STAC collection, when --scenes is a STAC API URL (e.g. sentinel-2-l2a)")

@@ -32,6 +32,7 @@ def _no_ray_in_this_process():
 def test_every_benchmark_is_covered():
     assert set(SCRIPTS) >= {
         "attention_kernels.py",
+        "composite_throughput.py",
         "data_read.py",
         "learning.py",
         "mapping_throughput.py",

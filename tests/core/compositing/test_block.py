@@ -129,3 +129,37 @@ def test_scene_sources_that_hold_nothing_are_refused(synth_products, tmp_path):
     (tmp_path / "bad.zip").write_text("not a zip")
     with pytest.raises(RegionError, match="bad.zip: not a zip file"):
         find_scenes(str(tmp_path / "bad.zip"))
+
+
+def test_composites_do_not_depend_on_the_block_size(scenes, grid):
+    """The SCL dilation reaches across block edges and the warper's kernel is fixed, so blocks of any size
+    tile into the same composite (the other zone's scene in February, the forced cloud in May)."""
+    from h2crop_core.compositing.block import nan_median  # noqa: F401 - the median every block uses
+
+    def tiled(size: int) -> np.ndarray:
+        compositor = Compositor(scenes, grid, (2, 5), CompositeOptions(dilate=2))
+        out = np.zeros((2, 11, grid.height, grid.width), np.int16)
+        for block in grid.blocks(size):
+            result = compositor.block(block)
+            rows, cols = slice(block.row, block.row + block.height), slice(block.col, block.col + block.width)
+            out[:, :10, rows, cols], out[:, 10, rows, cols] = result["data"], result["count"]
+        compositor.close()
+        return out
+
+    whole = tiled(grid.width)
+    for size in (37, 64):
+        np.testing.assert_array_equal(tiled(size), whole)
+
+
+def test_the_median_of_few_observations_is_numpys():
+    from h2crop_core.compositing.block import nan_median
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(5, 3, 20, 20)).astype(np.float32)
+    count = rng.integers(0, 6, size=(20, 20))
+    unobserved = np.arange(5)[:, None, None] >= count[None]  # the first `count` observations of a pixel
+    values[np.broadcast_to(unobserved[:, None], values.shape)] = np.nan
+    shuffled = rng.permuted(values, axis=0)  # observations in any order
+    with pytest.warns(RuntimeWarning):
+        expected = np.nanmedian(shuffled, axis=0)
+    np.testing.assert_array_equal(nan_median(shuffled.copy(), count), expected)
