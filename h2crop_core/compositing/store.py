@@ -6,7 +6,8 @@ complete) and, once every block is done, one ``S2_<year>-<month>.tif`` per month
 model's order, named in the band descriptions, nodata -32768, tagged with the reflectance convention), the
 clear-observation counts ``clear/clear_<year>-<month>.tif`` (uint8) and ``composite.json``, written last: a
 folder without it is never a finished composite. The monthly files are what ``h2crop map --s2 DIR`` reads;
-the counts sit in a subfolder so that map never takes them for a month.
+the counts sit in a subfolder so that map never takes them for a month. The pipeline deletes ``blocks/`` once
+``composite.json`` is written.
 """
 
 from __future__ import annotations

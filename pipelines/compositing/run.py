@@ -13,6 +13,7 @@ reaches (a shared disk, or the URLs of a STAC catalog); the output stays on the 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -97,7 +98,7 @@ def composite_region(
             print(f"[h2crop] --overwrite: deleted the earlier composite's blocks and files in {folder}")
         store = BlockStore(folder, composite_record(scenes, grid, year, settings))
         if store.complete:
-            print(f"[h2crop] {folder / MANIFEST} exists: this composite is complete (delete it to rebuild the files)")
+            print(f"[h2crop] {folder / MANIFEST} exists: this composite is complete (--overwrite makes it again)")
             return json.loads((folder / MANIFEST).read_text())
         return _composite_locked(store, scenes, grid, year, settings, progress, started)
 
@@ -138,6 +139,9 @@ def _composite_locked(
         "driver_peak_rss_mb": round(peak_rss_mb(), 1),
     }
     write_manifest(store.folder, manifest)
+    # the blocks hold the composites uncompressed (2.4 GB per 100 km² for a year): once the monthly files and
+    # composite.json are written, nothing needs them
+    shutil.rmtree(store.blocks_dir, ignore_errors=True)
     return manifest
 
 

@@ -58,6 +58,7 @@ def test_a_killed_composite_resumes_to_the_same_bytes(ray_local, synth_products,
         assert (killed / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
     manifest = json.loads((killed / "composite.json").read_text())
     assert manifest["blocks_resumed"] == done and manifest["blocks_made"] == 36 - done
+    assert not (killed / "blocks").exists()  # deleted once the monthly files are written
     assert manifest["convention"] == S2_CONVENTION and len(manifest["scenes"]) == 9
     with rasterio.open(killed / "S2_2022-02.tif") as handle:
         assert handle.descriptions == MODEL_BANDS and handle.tags()["h2crop_s2_convention"] == S2_CONVENTION
