@@ -99,7 +99,8 @@ def composite_region(
         store = BlockStore(folder, composite_record(scenes, grid, year, settings))
         if store.complete:
             print(f"[h2crop] {folder / MANIFEST} exists: this composite is complete (--overwrite makes it again)")
-            return json.loads((folder / MANIFEST).read_text())
+            stored = json.loads((folder / MANIFEST).read_text())
+            return {**stored, "blocks_made": 0, "blocks_resumed": stored["blocks"]}
         return _composite_locked(store, scenes, grid, year, settings, progress, started)
 
 

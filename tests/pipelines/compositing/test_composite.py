@@ -77,7 +77,8 @@ def test_a_killed_composite_resumes_to_the_same_bytes(ray_local, synth_products,
     # a rerun of the finished composite does nothing; other settings are refused, --overwrite starts over
     capsys.readouterr()
     assert main(command(synth_products, killed)) == 0
-    assert "this composite is complete" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "this composite is complete" in out and "(0 blocks made now, 36 resumed)" in out
     assert main(command(synth_products, killed, "--method", "mean")) == 2
     err = capsys.readouterr().err
     assert "made with other inputs or settings: options.method" in err and len(err.strip().splitlines()) == 1
