@@ -70,6 +70,32 @@ def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def kill_cli_when(argv: list[str], ray, ready, timeout: float = 120):
+    """Run ``h2crop argv`` in its own process group on the session's Ray and SIGKILL it (no clean-up) once
+    ``ready()`` is true (or it ended, or ``timeout`` passed); returns the finished process (stderr piped)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli.main", *map(str, argv)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and driver.poll() is None and not ready():
+            time.sleep(0.05)
+        os.killpg(driver.pid, signal.SIGKILL)
+    finally:
+        driver.wait(30)
+    return driver
+
+
 def pytest_sessionfinish(session, exitstatus):
     try:
         import ray

@@ -7,7 +7,6 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 import rasterio
-from rasterio.warp import Resampling, calculate_default_transform, reproject
 from rasterio.windows import Window
 
 from h2crop_core.data.normalise import NormStats
@@ -16,6 +15,7 @@ from h2crop_core.mapping import MapInputs, RegionError, RegionReader, TileGrid
 from h2crop_core.products.enmap import MASK_LAYERS, cloud_share, match_bands, open_enmap_source
 from h2crop_core.products.enmap_metadata import SPECTRAL_IMAGE, find_products
 from h2crop_core.products.wavelengths import BENCHMARK_BANDS, BENCHMARK_ENMAP_NM, ENMAP_L2A_NOMINAL_NM
+from tests.core.mapping.test_region_reader import warp_to
 
 ALL_BANDS = list(range(1, 219))
 
@@ -213,25 +213,9 @@ def test_the_region_reader_reads_a_product_as_the_regions_enmap_tif_within_its_m
 
 def test_flagged_pixels_are_masked_before_warping(region, truth, tmp_path):
     """A product in the next UTM zone, warped back with ``average``: no cloud reflectance reaches a pixel."""
-    with rasterio.open(region / "enmap.tif") as src:
-        transform, width, height = calculate_default_transform(
-            src.crs, "EPSG:32632", src.width, src.height, *src.bounds, resolution=30.0
-        )
-        data = np.full((src.count, height, width), -32768, np.int16)
-        reproject(
-            src.read(),
-            data,
-            src_transform=src.transform,
-            src_crs=src.crs,
-            dst_transform=transform,
-            dst_crs="EPSG:32632",
-            resampling=Resampling.nearest,
-            src_nodata=-32768,
-            dst_nodata=-32768,
-        )
-        profile = src.profile | {"crs": "EPSG:32632", "transform": transform, "width": width, "height": height}
-    with rasterio.open(tmp_path / "enmap_32632.tif", "w", **profile) as dst:
-        dst.write(data)
+    warp_to(region / "enmap.tif", tmp_path / "enmap_32632.tif", "EPSG:32632", 30.0)
+    with rasterio.open(tmp_path / "enmap_32632.tif") as src:
+        data = src.read()
     product = write_enmap_product(tmp_path / "enmap_32632.tif", tmp_path / "products", seed=2)
     read, source = read_all(product.path, truth)
     clear = data[0][data[0] != -32768]

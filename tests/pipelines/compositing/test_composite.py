@@ -4,11 +4,6 @@ SIGKILL, and refusals of bad grids, scene sources and reruns."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,6 +12,7 @@ import rasterio
 from h2crop_core.products.harmonise import NODATA, S2_CONVENTION
 from h2crop_core.products.sentinel2 import MODEL_BANDS
 from pipelines.cli.main import main
+from tests.pipelines.conftest import kill_cli_when
 
 pytestmark = pytest.mark.ray
 
@@ -32,21 +28,8 @@ def test_a_killed_composite_resumes_to_the_same_bytes(ray_local, synth_products,
     """SIGKILL of the driver after a few blocks (its actors die with it); the rerun makes only the missing
     blocks, and its files equal an uninterrupted run's byte for byte."""
     killed = tmp_path / "killed"
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli.main", *command(synth_products, killed, "--actors", "1")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and driver.poll() is None and len(list(killed.glob("blocks/*.npz"))) < 3:
-            time.sleep(0.05)
-        os.killpg(driver.pid, signal.SIGKILL)
-    finally:
-        driver.wait(30)
+    argv = command(synth_products, killed, "--actors", "1")
+    driver = kill_cli_when(argv, ray_local, lambda: len(list(killed.glob("blocks/*.npz"))) >= 3)
     done = len(list(killed.glob("blocks/*.npz")))
     assert 3 <= done < 36 and not (killed / "composite.json").exists(), (done, driver.stderr.read())
     capsys.readouterr()

@@ -5,10 +5,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +26,7 @@ from h2crop_core.taxonomy import Taxonomy
 from pipelines.cli.main import main
 from pipelines.mapping.run import region_reader_for
 from tests.core.mapping.test_region_reader import warp_to
+from tests.pipelines.conftest import kill_cli_when
 
 ARGS = ["--tile", "96", "--overlap", "16", "--batch-size", "3", "--quiet"]
 OUTPUTS = [f"{kind}level{k}.tif" for kind in ("", "confidence_") for k in range(1, 5)]
@@ -370,22 +367,8 @@ def test_a_killed_map_into_a_bucket_resumes_from_its_tiles_to_the_same_bytes(
     bucket = Remote(f"{s3_bucket}/maps/killed")
     command = map_command(checkpoint, bucket.location, "--region", data / "region")
     command[command.index("--batch-size") + 1] = "1"
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     killed = [*command, "--staging", str(tmp_path / "staging_killed")]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli.main", *killed],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and driver.poll() is None and len(bucket.names("tiles")) < 3:
-            time.sleep(0.05)
-        os.killpg(driver.pid, signal.SIGKILL)
-    finally:
-        driver.wait(30)
+    driver = kill_cli_when(killed, ray_local, lambda: len(bucket.names("tiles")) >= 3)
     done = len(bucket.names("tiles"))
     assert 3 <= done < 16 and not bucket.exists("map.json"), (done, driver.stderr.read())
     capsys.readouterr()
