@@ -152,11 +152,39 @@ class TrainSettings:
     time_budget_minutes: float = setting(
         0.0, "train for at most this long: stop before an epoch that would overrun it (0: no limit)"
     )
+    init: str = setting(
+        "",
+        "start from this h2crop checkpoint's weights: every tensor whose name and shape fit is loaded, the others "
+        "(heads for other class counts) keep their fresh initialisation; its input contract must be the data's; "
+        "a resumed run keeps its own weights (docs/training.md, Fine-tuning)",
+    )
+    pretrained_s2: str = setting(
+        "", "AgriFM-format weights (S2_patch_emd.*, backbone.*) for the S2 stream's encoder (not with --init)"
+    )
+    freeze: str | None = setting(
+        None,
+        "keep a stream's weights and BatchNorm statistics as they start: s2, enmap, or streams (every stream "
+        "the preset has) (default: none)",
+        choices=("s2", "enmap", "streams"),
+    )
+    freeze_epochs: int = setting(
+        0, "with --freeze: the stream stays frozen this many epochs, then trains with the rest (0: the whole run)"
+    )
 
     def __post_init__(self) -> None:
+        from pathlib import Path
+
         check_choices(self)
         check_positive(self, ("epochs", "steps", "batch_size", "grad_accum", "workers"))
         check_positive(self, ("loader_workers", "warmup_iters", "patience", "time_budget_minutes"), minimum=0)
+        check_positive(self, ("freeze_epochs",), minimum=0)
+        if self.freeze_epochs and not self.freeze:
+            raise SettingError(f"freeze_epochs {self.freeze_epochs}: give the stream to freeze (--freeze)")
+        if self.init and self.pretrained_s2:
+            raise SettingError("init and pretrained_s2: give one (an h2crop checkpoint or AgriFM weights), not both")
+        for name in ("init", "pretrained_s2"):  # absolute: Ray workers and Tune trials run in other folders
+            if getattr(self, name):
+                setattr(self, name, str(Path(getattr(self, name)).expanduser().resolve()))
         check_positive(self, ("max_failures",), minimum=-1)  # -1: restart forever
         if not 0 <= self.cutmix_p <= 1:
             raise SettingError(f"cutmix_p is a probability in [0, 1]; got {self.cutmix_p!r}")
@@ -409,3 +437,75 @@ def parse_overrides(pairs: list[str]) -> dict:
             value = text  # a bare string such as bf16
         out[key] = tuple(value) if isinstance(value, list) else value
     return out
+
+
+@dataclass
+class PrepareSettings:
+    """How ``h2crop prepare`` cuts a dataset from a user's rasters and labelled parcels."""
+
+    s2: str = setting(
+        help="monthly S2 composites: a folder of one GeoTIFF per month (h2crop composite's) or one stacked GeoTIFF"
+    )
+    parcels: str = setting(
+        help="this year's parcel register (GeoPackage, Shapefile, GeoParquet ...) with a crop code per parcel"
+    )
+    code_column: str = setting(
+        help="the register's crop code column: HCAT3 codes (EuroCrops' EC_hcat_c) or national ones with --crosswalk"
+    )
+    output: str = setting(help="the dataset root to write (h5_data/, data_lists/, prepare.json)")
+    taxonomy: str = setting(
+        help="the classes: a taxonomy CSV in the benchmark's format (HCAT3_code per level-4 class), or a checkpoint whose taxonomy to use"
+    )
+    crosswalk: str = setting(
+        "", "national code -> HCAT3 code, a CSV in EuroCrops' country-table layout (original_code, HCAT3_code)"
+    )
+    enmap: str = setting(
+        "", "an EnMAP scene (GeoTIFF, any CRS) or EnMAP L2A products (a folder, a zip, a folder of products)"
+    )
+    enmap_bands: str = setting(
+        "", "1-based bands of a plain EnMAP GeoTIFF that has more than the 218, e.g. 1-129,136-224"
+    )
+    prior: str = setting("", "last year's crop map: a 4-band raster of the taxonomy's ids (any CRS)")
+    prior_parcels: str = setting("", "last year's parcel register, labelled through the same taxonomy and crosswalk")
+    prior_code_column: str = setting("", "the crop code column of --prior-parcels (default: --code-column)")
+    tile: int = setting(192, "sample side in S2 pixels (the benchmark's 192), a multiple of 3")
+    block: float = setting(5.76, "side of the spatial blocks assigned whole to a split, in km (rounded to whole tiles)")
+    buffer: float = setting(
+        0.0,
+        "leave out tiles within this many metres of a block of a stricter split (train near val/test, val near "
+        "test); 0: blocks only",
+    )
+    split: tuple = setting((0.7, 0.15, 0.15), "train, val and test fractions of the tiles", cli=False)
+    erode: int = setting(
+        0, "drop parcel pixels within this many pixels of another parcel or of unparcelled land (mixed pixels)"
+    )
+    outside: str = setting(
+        "unlabelled",
+        "pixels outside every parcel: unlabelled (a register lists declared parcels only) or background",
+        choices=("unlabelled", "background"),
+    )
+    min_labelled: float = setting(0.05, "skip tiles with fewer labelled pixels than this share")
+    min_valid: float = setting(
+        0.5,
+        "skip tiles with fewer valid pixels than this share (S2 in at least half the months and, with --enmap, EnMAP)",
+    )
+    prefix: str = setting("tile", "sample names are <prefix>_x<col>_y<row>")
+    seed: int = setting(0, "seed of the block assignment")
+    ray: bool = setting(
+        True, "cut blocks in Ray tasks (RAY_ADDRESS's cluster or a local Ray); --no-ray: in this process"
+    )
+    overwrite: bool = setting(False, "delete what an earlier prepare wrote to --output and start over")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        check_positive(self, ("tile",))
+        check_positive(self, ("buffer", "erode"), minimum=0)
+        for name in ("min_labelled", "min_valid"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise SettingError(f"{name} is a share in [0, 1]; got {getattr(self, name)!r}")
+        if self.prior and self.prior_parcels:
+            raise SettingError("give last year's crops as --prior (a raster) or --prior-parcels (a register), not both")
+        self.split = tuple(float(f) for f in self.split)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -193,27 +193,37 @@ class RegionReader:
         bands = list(range(1, self.s2_bands + 1))
         return np.ma.stack([read_window(by_month[month], window, bands) for month in range(1, self.months + 1)])
 
+    def read_raw(self, row: int, col: int, height: int, width: int | None = None) -> dict[str, np.ma.MaskedArray]:
+        """The inputs under the window at (``row``, ``col``) of ``height`` × ``width`` pixels (square by default;
+        multiples of the EnMAP factor) as stored, no data masked: ``s2`` (T, bands, h, w), ``enmap`` (bands, h/f,
+        w/f) and ``prior`` (4, h, w) for the modalities read. ``h2crop prepare`` cuts samples from these;
+        :meth:`read` normalises them for a model."""
+        width = height if width is None else width
+        window = Window(col, row, width, height)
+        raw = {"s2": self._read_s2(window)}
+        if "enmap" in self.modalities:
+            f = self.factor
+            raw["enmap"] = self._sources["enmap"].read(
+                Window(col // f, row // f, width // f, height // f), self.enmap_indexes
+            )
+        if "prior" in self.modalities:
+            raw["prior"] = self._sources["prior"].read(window, list(range(1, PRIOR_LEVELS + 1)))
+        return raw
+
     def read(self, tile: Tile) -> Sample:
         """The model's inputs under ``tile``: ``s2`` (T, bands, n, n), ``enmap`` (bands, n/f, n/f), ``prior``
         (4, n, n) and ``valid`` (n, n): pixels with S2 data (any month, any band) and, for a model that reads
         EnMAP, EnMAP data. Missing values are set to the band mean (z-score 0), unlabelled priors to 255."""
-        window = Window(tile.col, tile.row, tile.size, tile.size)
-        raw = self._read_s2(window)
-        nodata = np.ma.getmaskarray(raw)
-        sample: Sample = {"s2": np.ma.filled(raw, 0), "name": f"tile{tile.index:06d}"}
+        raw = self.read_raw(tile.row, tile.col, tile.size)
+        nodata = np.ma.getmaskarray(raw["s2"])
+        sample: Sample = {"s2": np.ma.filled(raw["s2"], 0), "name": f"tile{tile.index:06d}"}
         valid = ~nodata.all(axis=(0, 1))
         if "enmap" in self.modalities:
-            side = tile.size // self.factor
-            enmap = self._sources["enmap"].read(
-                Window(tile.col // self.factor, tile.row // self.factor, side, side), self.enmap_indexes
-            )
-            enmap_nodata = np.ma.getmaskarray(enmap)
-            sample["enmap"] = np.ma.filled(enmap, 0)
+            enmap_nodata = np.ma.getmaskarray(raw["enmap"])
+            sample["enmap"] = np.ma.filled(raw["enmap"], 0)
             valid &= np.repeat(np.repeat(~enmap_nodata.all(axis=0), self.factor, 0), self.factor, 1)
         if "prior" in self.modalities:
-            sample["prior"] = np.ma.filled(
-                self._sources["prior"].read(window, list(range(1, PRIOR_LEVELS + 1))), UNLABELLED
-            ).astype(np.uint8)
+            sample["prior"] = np.ma.filled(raw["prior"], UNLABELLED).astype(np.uint8)
         sample = self.stats.normalise(sample)
         sample["s2"][nodata] = 0.0  # z-score 0 = the band mean: missing data pulls the model nowhere
         if "enmap" in self.modalities:

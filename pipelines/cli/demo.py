@@ -4,7 +4,9 @@ synthesise (with the region as delivered: Sentinel-2 L2A scenes with clouds in t
 baselines, an EnMAP L2A product, parcels in Lambert-93) -> validate -> stats -> train ``tiny_crops_S2_H_P_jun``
 on a local Ray with 2 workers (MLflow tracking) -> evaluate the best checkpoint on the test split -> composite
 the scenes into monthly S2 files -> map the composites and the EnMAP product to Cloud-Optimized GeoTIFFs of
-classes and confidence with a Ray Data actor pool -> the crop of every parcel to GeoParquet -> sweep
+classes and confidence with a Ray Data actor pool -> the crop of every parcel to GeoParquet -> your own region:
+prepare samples from the composites, EnMAP product and parcel register, fine-tune the checkpoint on them, map,
+parcels -> sweep
 ``tune_spaces/quick.yaml`` (4 trials, ASHA) on a small dataset and compare the trials.
 """
 
@@ -37,34 +39,34 @@ def step(title: str, argv: list[str], verbose: bool = False) -> None:
 
 def data_steps(args: argparse.Namespace, data: Path) -> None:
     step(
-        "1/10 synthesise a dataset with the benchmark's layout, and a region as delivered: L2A scenes, EnMAP product",
+        "1/16 synthesise a dataset with the benchmark's layout, and a region as delivered: L2A scenes, EnMAP product",
         ["synth", *flags(out=data, samples=args.samples), "--user-files", "--products"],
         args.verbose,
     )
     step(
-        "2/10 validate every file against the layout and the taxonomy", ["validate", "--data", str(data)], args.verbose
+        "2/16 validate every file against the layout and the taxonomy", ["validate", "--data", str(data)], args.verbose
     )
-    step("3/10 per-band normalisation statistics over the training split", ["stats", "--data", str(data)], args.verbose)
+    step("3/16 per-band normalisation statistics over the training split", ["stats", "--data", str(data)], args.verbose)
 
 
 def model_steps(args: argparse.Namespace, out: Path, data: Path, run: Path) -> None:
     user, tracking = data / "user_files", f"sqlite:///{out / 'mlruns.db'}"
     step(
-        f"4/10 train {args.preset} on a local Ray: 2 workers, MLflow tracking, a checkpoint per epoch",
+        f"4/16 train {args.preset} on a local Ray: 2 workers, MLflow tracking, a checkpoint per epoch",
         ["train", *flags(data=data, preset=args.preset, epochs=args.epochs, workers=2, batch_size=2, lr="2e-3")]
         + flags(warmup_iters=0, run_name=f"demo-{args.preset}", storage=out / "ray_results", output=run)
         + flags(tracking_uri=tracking),
         args.verbose,
     )
     step(
-        "5/10 evaluate the best checkpoint on the test split (hierarchy-consistent decoding)",
+        "5/16 evaluate the best checkpoint on the test split (hierarchy-consistent decoding)",
         ["evaluate", *flags(checkpoint=run / "best.ckpt", data=data, split="test", output=out / "test_eval")]
         + flags(decode="consistent"),
         args.verbose,
     )
     products = data / "products"
     step(
-        "6/10 composite the Sentinel-2 L2A scenes (SAFE, clouds masked by SCL, both baselines harmonised, the "
+        "6/16 composite the Sentinel-2 L2A scenes (SAFE, clouds masked by SCL, both baselines harmonised, the "
         "other UTM zone warped) into monthly files, block by block on Ray",
         ["composite", *flags(scenes=products / "s2", year=2022, like=data / "region" / "label.tif")]
         + flags(output=out / "composites"),
@@ -72,14 +74,14 @@ def model_steps(args: argparse.Namespace, out: Path, data: Path, run: Path) -> N
     )
     enmap = next((products / "enmap").glob("ENMAP01-*"))
     step(
-        "7/10 map the composites and the EnMAP L2A product (bands picked by wavelength, its cloud masked): "
+        "7/16 map the composites and the EnMAP L2A product (bands picked by wavelength, its cloud masked): "
         "classes and confidence as COGs",
         ["map", *flags(checkpoint=run / "best.ckpt", s2=out / "composites", enmap=enmap)]
         + flags(prior=user / "prior.tif", output=out / "map", actors=2),
         args.verbose,
     )
     step(
-        "8/10 the crop of every parcel (Lambert-93 GeoPackage) from the map: majority class, share, confidence "
+        "8/16 the crop of every parcel (Lambert-93 GeoPackage) from the map: majority class, share, confidence "
         "-> GeoParquet",
         ["parcels", *flags(map=out / "map", parcels=user / "parcels.gpkg", id_column="parcel_id")]
         + flags(output=out / "map" / "parcels.parquet"),
@@ -87,15 +89,51 @@ def model_steps(args: argparse.Namespace, out: Path, data: Path, run: Path) -> N
     )
 
 
+def own_region_steps(args: argparse.Namespace, out: Path, data: Path, run: Path) -> None:
+    """Your own region: samples cut from the composites, the EnMAP product and the parcel register (national
+    codes through a crosswalk), the demo's checkpoint fine-tuned on them, mapped, per parcel."""
+    user, own, tuned = data / "user_files", out / "own_data", out / "own_run"
+    enmap = next((data / "products" / "enmap").glob("ENMAP01-*"))
+    step(
+        "9/16 prepare samples from the composites, the EnMAP product and the parcel register (CODE_CULTU through "
+        "a crosswalk to HCAT3), in spatial blocks",
+        ["prepare", *flags(s2=out / "composites", enmap=enmap, parcels=user / "parcels.gpkg", code_column="CODE_CULTU")]
+        + flags(crosswalk=user / "crosswalk.csv", prior_parcels=user / "parcels_prior.gpkg")
+        + flags(taxonomy=data / "cascade_labels.csv", block=1.92, output=own),
+        args.verbose,
+    )
+    step("10/16 validate the prepared samples", ["validate", "--data", str(own)], args.verbose)
+    step("11/16 their normalisation statistics", ["stats", "--data", str(own)], args.verbose)
+    step(
+        "12/16 fine-tune the demo's checkpoint on them: streams frozen for the first epoch",
+        ["train", *flags(data=own, preset=args.preset, init=run / "best.ckpt", freeze="streams", freeze_epochs=1)]
+        + flags(epochs=3, workers=2, batch_size=2, lr="1e-3", warmup_iters=0, run_name=f"demo-own-{args.preset}")
+        + flags(storage=out / "ray_results", output=tuned, tracking_uri=f"sqlite:///{out / 'mlruns.db'}"),
+        args.verbose,
+    )
+    step(
+        "13/16 map the region with the fine-tuned checkpoint",
+        ["map", *flags(checkpoint=tuned / "best.ckpt", s2=out / "composites", enmap=enmap)]
+        + flags(prior=user / "prior.tif", output=out / "own_map", actors=2),
+        args.verbose,
+    )
+    step(
+        "14/16 the crop of every parcel from that map",
+        ["parcels", *flags(map=out / "own_map", parcels=user / "parcels.gpkg", id_column="parcel_id")]
+        + flags(output=out / "own_map" / "parcels.parquet"),
+        args.verbose,
+    )
+
+
 def sweep_steps(args: argparse.Namespace, out: Path) -> None:
     sweep_data = out / "sweep_data"
     step(
-        "9/10 synthesise a small dataset for the sweep (32 samples of 96 x 96 px)",
+        "15/16 synthesise a small dataset for the sweep (32 samples of 96 x 96 px)",
         ["synth", *flags(out=sweep_data, samples=32, size=96, region_size=0, seed=1)],
         args.verbose,
     )
     step(
-        "10/10 sweep tune_spaces/quick.yaml: two fusions x two windows, ASHA stops trials that are behind after epoch 1",
+        "16/16 sweep tune_spaces/quick.yaml: two fusions x two windows, ASHA stops trials that are behind after epoch 1",
         ["tune", *flags(data=sweep_data, space=QUICK_SPACE, name="demo-quick", concurrent=2)]
         + flags(storage=out / "ray_results", output=out / "sweep", tracking_uri=f"sqlite:///{out / 'mlruns.db'}"),
         args.verbose,
@@ -123,6 +161,8 @@ def where_things_are(out: Path, data: Path, run: Path) -> None:
         "region maps": f"{out / 'map'}  (level1..4.tif, confidence_level1..4.tif COGs, summary.json, quicklook.png, "
         "map.json; tiles/ for resuming)",
         "parcel crops": f"{out / 'map' / 'parcels.parquet'}  (GeoParquet: geopandas.read_parquet, QGIS)",
+        "your own region": f"{out / 'own_data'} (prepare.json: sources, unknown codes, splits, each sample's "
+        f"bounds); fine-tuned {out / 'own_run' / 'best.ckpt'} (init_report.json); {out / 'own_map'}",
     }
     for name, where in rows.items():
         print(f"  {name:16s} {where}")
@@ -143,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     data_steps(args, data)
     model_steps(args, out, data, run)
+    own_region_steps(args, out, data, run)
     sweep_steps(args, out)
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s. Where things are:")
     where_things_are(out, data, run)

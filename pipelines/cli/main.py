@@ -21,6 +21,7 @@ from pipelines.cli.composite import add_composite_parser
 from pipelines.cli.mapping import add_mapping_parsers
 from pipelines.cli.model_info import add_model_info_parser
 from pipelines.cli.options import add_settings_options, settings_from_args
+from pipelines.cli.prepare import add_prepare_parser
 from pipelines.cli.sweeps import add_sweep_parsers
 from pipelines.settings import BaselineSettings, EvaluateSettings, TrainSettings
 
@@ -364,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_parsers(add)
     add_composite_parser(add)
+    add_prepare_parser(add)
     add_mapping_parsers(add)
     add_sweep_parsers(sub, common)
     return parser

@@ -13,6 +13,7 @@ from h2crop_core.errors import SettingError
 from h2crop_core.files import write_text_atomic
 from pipelines.cli.options import add_settings_options, settings_from_args
 from pipelines.settings import TUNE_BASE_SETTINGS, TrainSettings, TuneSettings, parse_overrides
+from pipelines.training.finetune import START_SETTINGS
 
 UI_HOST, UI_PORT = "127.0.0.1", 5000
 #: h2crop's install brings the whole mlflow, UI included, at the version that writes the runs
@@ -172,7 +173,7 @@ def add_sweep_parsers(sub, common: argparse.ArgumentParser) -> None:
         help="sweep a search space (tune_spaces/*.yaml) with Ray Tune: ASHA, MLflow parent/child runs; resumes by --name",
     )
     add_settings_options(p, TuneSettings)
-    add_settings_options(p, TrainSettings, only=TUNE_BASE_SETTINGS)
+    add_settings_options(p, TrainSettings, only=TUNE_BASE_SETTINGS + START_SETTINGS)  # the start: every trial's
     p.add_argument(
         "--set",
         action="append",

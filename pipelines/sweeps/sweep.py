@@ -44,6 +44,7 @@ from pipelines.sweeps.record import (
 )
 from pipelines.sweeps.space import Choice, Range, SearchSpace, SpaceError, check_epochs, load_space, trial_settings
 from pipelines.training.context import DatasetContext, model_config_for, prepare_dataset
+from pipelines.training.finetune import plan_start, read_start
 from pipelines.training.train import resolve_storage
 
 #: resources of the trial's own actor (it only waits on its Train run; Tune refuses zero)
@@ -87,7 +88,7 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
     from mlflow.tracking import MlflowClient
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from pipelines.training.train import check_run_record, collect_outcome, make_trainer, prepare_run
+    from pipelines.training import train
 
     key = config[TRIAL_KEY]
     values = plan.configs[key]
@@ -99,7 +100,7 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
         output=str(Path(plan.output) / TRIALS_FOLDER / key),
         storage=plan.train_storage,
     )
-    run = prepare_run(settings, plan.data)
+    run = train.prepare_run(settings, plan.data)
     tags = {
         tracking.PARENT_TAG: plan.parent_run_id,
         tracking.SWEEP_TAG: plan.name,
@@ -109,14 +110,13 @@ def run_trial(config: dict, plan: SweepPlan) -> None:
     }
     if plan.repeat_of:
         tags["h2crop.repeat_of"] = plan.repeat_of
-    run = replace(
-        run, loop=replace(run.loop, tags={**run.loop.tags, **tags})
-    )  # keep prepare_run's (the recipe's reason)
-    check_run_record(run)
-    result = make_trainer(run, callbacks=[TuneReportCallback()]).fit()
+    run = replace(run, loop=replace(run.loop, tags={**run.loop.tags, **tags}))  # prepare_run's tags kept
+    train.check_run_record(run)
+    train.write_start_report(run)
+    result = train.make_trainer(run, callbacks=[TuneReportCallback()]).fit()
     if result.error:
         raise result.error
-    outcome = collect_outcome(run, result)
+    outcome = train.collect_outcome(run, result)
     if outcome.mlflow_run_id:  # last: the trial counts as done only once its outputs are in place
         MlflowClient(run.loop.tracking_uri).set_tag(outcome.mlflow_run_id, tracking.TRIAL_END_TAG, "finished")
 
@@ -219,8 +219,11 @@ def sweep_under_lock(
 def check_for_data(space: SearchSpace, base: TrainSettings, data: DatasetContext) -> None:
     """Every grid point builds for this data, and reports the space's metric, before any trial starts."""
     level = space.metric.removeprefix("val_").split("_")[0]  # "level4" for val_level4_mf1, else "mf1"/...
+    source = read_start(base)  # --init / --pretrained-s2, read once
     for combination in space.combinations():
-        config = model_config_for(trial_settings(base, combination, source=space.path), data.taxonomy, data.spec)
+        settings = trial_settings(base, combination, source=space.path)
+        config = model_config_for(settings, data.taxonomy, data.spec)
+        plan_start(settings, config, data, source)  # the start weights fit, the streams to freeze exist
         if level.startswith("level") and int(level.removeprefix("level")) not in config.levels:
             raise SpaceError(
                 f"{space.path}: metric: {space.metric} is not reported by {config.name}, which predicts levels {list(config.levels)}"

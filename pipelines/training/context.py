@@ -70,6 +70,8 @@ class LoopConfig:
     tags: dict = field(default_factory=dict)  #: extra MLflow tags (a sweep's trial: its parent run, its config)
     #: the plan's per-sample, per-level loss weights (None: each tile drawn equally often)
     draw_weights: dict | None = None
+    #: what the run starts from (--init, --pretrained-s2) as MLflow params: the report's counts (empty: fresh)
+    start_params: dict = field(default_factory=dict)
 
 
 def model_config_for(settings: TrainSettings, taxonomy: Taxonomy, spec: SampleSpec) -> ModelConfig:

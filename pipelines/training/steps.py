@@ -11,7 +11,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ from h2crop_core.recipe import WarmupCosine, budget_steps, capped_warmup
 from h2crop_core.report import build_metrics, metric_values
 from h2crop_core.taxonomy import Taxonomy
 from pipelines.settings import TrainSettings
+from pipelines.training.finetune import Freeze
 
 #: the validation metric that ranks checkpoints and epochs
 SCORE = "val_mf1"
@@ -62,6 +63,7 @@ class TrainState:
     last_epoch_s: float = 0.0
     mlflow_run_id: str | None = None
     fitted_epochs: int = 0  #: epochs the schedule was fitted to a time budget after epoch 1 (0: not fitted)
+    freeze: Freeze = field(default_factory=Freeze)  #: the --freeze modules (from the settings, not restored)
 
     @property
     def core(self) -> DualStreamModel:
@@ -98,15 +100,17 @@ def steps_per_epoch(n_train: int, world: int, settings: TrainSettings) -> int:
 def make_state(
     config: ModelConfig, settings: TrainSettings, n_train: int, world: int, device: torch.device | str
 ) -> TrainState:
-    """Fresh weights (the same on every rank: seeded), AdamW and the warm-up + cosine schedule."""
+    """Fresh weights (the same on every rank: seeded), AdamW and the warm-up + cosine schedule; the --freeze
+    modules (frozen for the whole run: their parameters stop requiring gradients, so build DDP after this)."""
     torch.manual_seed(settings.seed)
     model = DualStreamModel(config).to(device)  # before the optimizer: restored moments land on the same device
+    freeze = Freeze.of(model, settings)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     # steps: resolved by the recipe (schedule.py); a direct caller gets every step of its epochs
     total_steps = max(1, settings.steps or steps_per_epoch(n_train, world, settings) * settings.epochs)
     warmup = capped_warmup(settings.warmup_iters, total_steps)
     schedule = WarmupCosine(total_steps, warmup, settings.warmup_start, settings.min_lr / settings.lr)
-    return TrainState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule))
+    return TrainState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), freeze=freeze)
 
 
 def fit_to_budget(state: TrainState, settings: TrainSettings, device) -> str:
@@ -144,6 +148,7 @@ def augment(batch: dict, generator: torch.Generator, settings: TrainSettings, fa
 
 
 def optimizer_step(state: TrainState) -> None:
+    state.freeze.drop_grads(state.epoch)  # frozen for now: no gradient, so AdamW (weight decay too) skips them
     state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
     state.scheduler.step()
@@ -208,6 +213,7 @@ def train_epoch(
     from torch.distributed.algorithms.join import Join
 
     state.model.train()
+    state.freeze.hold(state.epoch)  # frozen modules in eval mode: their BatchNorm statistics stay
     started, totals = started or time.perf_counter(), EpochTotals()
     device = next(state.core.parameters()).device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no sync per step

@@ -23,7 +23,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from h2crop_core.errors import SettingError
@@ -34,6 +34,7 @@ from h2crop_core.runlock import RunLock
 from pipelines.runtime.progress import ProgressSender
 from pipelines.settings import TrainSettings
 from pipelines.training.context import DatasetContext, LoopConfig, model_config_for, prepare_dataset, reader_for
+from pipelines.training.finetune import INIT_REPORT, START_SETTINGS, StartPlan, plan_start
 from pipelines.training.schedule import Schedule, resolve_schedule
 from pipelines.training.steps import (
     SCORE,
@@ -61,6 +62,7 @@ class PreparedRun:
     storage: str
     output: Path
     schedule: Schedule
+    start: StartPlan = field(default_factory=StartPlan)
 
     @property
     def settings(self) -> TrainSettings:
@@ -72,16 +74,21 @@ class PreparedRun:
 
 
 def prepare_run(
-    settings: TrainSettings, data: DatasetContext | None = None, *, progress: ProgressSender | None = None
+    settings: TrainSettings,
+    data: DatasetContext | None = None,
+    *,
+    progress: ProgressSender | None = None,
+    start: StartPlan | None = None,
 ) -> PreparedRun:
     """Resolve the dataset (unless given: a sweep prepares it once), model config, run name, storage,
-    output folder and tracking URI."""
+    output folder, tracking URI and what the run starts from (unless given: checked before Ray started)."""
     from pipelines.runtime import tracking
 
     data = data or prepare_dataset(settings.data, settings.taxonomy or None)
     planned = resolve_schedule(settings, data.train_paths)
     settings, data = planned.settings, replace(data, train_paths=planned.train_paths)
     config = model_config_for(settings, data.taxonomy, data.spec)
+    start = start if start is not None else plan_start(settings, config, data)
     # validation decodes as evaluate and map do by default, so a checkpoint has one set of numbers
     settings = replace(settings, decode=resolve_decode(settings.decode, config.levels))
     if not settings.run_name:
@@ -95,9 +102,10 @@ def prepare_run(
         progress or ProgressSender(),
         tags={"recipe_reason": planned.recipe_line},
         draw_weights=planned.weights,
+        start_params=start.report.params() if start.report else {},
     )
     output = Path(settings.output or Path("runs") / settings.run_name).resolve()
-    return PreparedRun(loop, resolve_storage(settings.storage), output, planned)
+    return PreparedRun(loop, resolve_storage(settings.storage), output, planned, start)
 
 
 def resolve_storage(storage: str) -> str:
@@ -161,6 +169,7 @@ def run_training(settings: TrainSettings, *, progress: bool = True) -> TrainOutc
         settings.preset, **{"precision": settings.precision, **settings.overrides}
     )  # a bad preset fails before any work
     data = prepare_dataset(settings.data, settings.taxonomy or None, progress=progress)
+    start = plan_start(settings, model_config_for(settings, data.taxonomy, data.spec), data)  # before Ray: fails fast
     connect_ray()
     quiet_data_context()
     per_worker = {"CPU": settings.cpus_per_worker, "GPU": 1 if settings.use_gpu else 0}
@@ -173,11 +182,12 @@ def run_training(settings: TrainSettings, *, progress: bool = True) -> TrainOutc
     )
     board = ProgressBoard(bars=progress)
     try:
-        run = prepare_run(settings, data, progress=board.sender(settings.workers))
-        for line in (run.schedule.recipe_line, run.schedule.sampling_line, run.schedule.summary):
+        run = prepare_run(settings, data, progress=board.sender(settings.workers), start=start)
+        for line in (run.schedule.recipe_line, run.schedule.sampling_line, run.schedule.summary, *start.lines):
             print(f"[h2crop] {line}", flush=True)
         with RunLock(run.storage, run.settings.run_name, "training") as lock:
             check_run_record(run)
+            write_start_report(run)
             result = make_trainer(run).fit()
             if not result.error:
                 lock.check()  # still this run's name: a storage outage may have handed it to another run
@@ -202,11 +212,15 @@ RESUMABLE = (
 
 
 def run_record(run: PreparedRun) -> dict:
-    """What a run is: its settings (but :data:`RESUMABLE`), its model and its data (fingerprint and what it
+    """What a run is: its settings (but :data:`RESUMABLE`; the start settings only when given, so the records
+    of runs started before they existed still match), its model and its data (fingerprint and what it
     summarises), as JSON."""
     from h2crop_core.data.index import DatasetIndex
 
-    settings = {k: v for k, v in run.settings.to_dict().items() if k not in RESUMABLE}
+    unset = {
+        f.name for f in fields(TrainSettings) if f.name in START_SETTINGS and getattr(run.settings, f.name) == f.default
+    }
+    settings = {k: v for k, v in run.settings.to_dict().items() if k not in RESUMABLE and k not in unset}
     data = {"fingerprint": run.loop.data.fingerprint, "splits": DatasetIndex(run.loop.data.root).summary()}
     return json.loads(json.dumps({"settings": settings, "model": run.config.to_dict(), "data": data}, default=str))
 
@@ -264,11 +278,14 @@ def collect_outcome(run: PreparedRun, result) -> TrainOutcome:
     uri = run.loop.tracking_uri
     if run_id:
         tracking.log_artifacts(uri, run_id, [output / "best.ckpt"], "best")
+        config_files = [output / "train_settings.json"]
+        if run.start.report is not None:  # written when the run started (write_start_report)
+            config_files.append(output / INIT_REPORT)
         report_files = sorted(
-            p for p in output.iterdir() if p.suffix in (".json", ".csv", ".png") and p.name != "train_settings.json"
+            p for p in output.iterdir() if p.suffix in (".json", ".csv", ".png") and p not in config_files
         )
         tracking.log_artifacts(uri, run_id, report_files, "best_report")
-        tracking.log_artifacts(uri, run_id, [output / "train_settings.json"], "config")
+        tracking.log_artifacts(uri, run_id, config_files, "config")
     return TrainOutcome(
         run.settings.run_name,
         output,
@@ -278,6 +295,13 @@ def collect_outcome(run: PreparedRun, result) -> TrainOutcome:
         run_id,
         int(result.metrics.get("epoch", 0)),
     )
+
+
+def write_start_report(run: PreparedRun) -> Path | None:
+    """The start weights' report (``init_report.json``) in the run's output folder, from the start."""
+    if run.start.report is None:
+        return None
+    return write_text_atomic(run.output / INIT_REPORT, json.dumps(run.start.report.to_dict(), indent=1))
 
 
 def copy_atomic(source: Path, target: Path) -> Path:

@@ -18,6 +18,7 @@ from h2crop_core.checkpoint import load_checkpoint, save_checkpoint
 from h2crop_core.report import write_report
 from pipelines.runtime.progress import ProgressSender
 from pipelines.training.context import LoopConfig, reader_for
+from pipelines.training.finetune import apply_start
 from pipelines.training.steps import (
     TrainState,
     epoch_report,
@@ -37,19 +38,34 @@ STATE_FILE = "train_state.pt"
 
 # ------------------------------------------------------------------------------ the worker's Ray steps
 def restore(loop: LoopConfig, device: torch.device, world: int) -> TrainState:
-    """A fresh state, or the one of Train's latest checkpoint (after a restart or on a resumed run)."""
+    """A fresh state (with the run's start weights), or the one of Train's latest checkpoint (after a restart
+    or on a resumed run), wrapped in DDP."""
     import ray.train
     import ray.train.torch
 
-    state = make_state(loop.model, loop.settings, len(loop.data.train_paths), world, device)
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
+    if checkpoint is None:
+        state = start_state(loop, device, world)
+    else:
         with checkpoint.as_directory() as folder:
-            saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-            state.model.load_state_dict(load_checkpoint(Path(folder) / MODEL_FILE, device=device).model.state_dict())
-        state.load_state_dict(saved)
-        loop.progress.message(f"resuming {loop.settings.run_name} after epoch {state.epoch}")
+            state = start_state(loop, device, world, Path(folder))
+        kept = " from its own weights (the start weights are not applied again)" if loop.start_params else ""
+        loop.progress.message(f"resuming {loop.settings.run_name} after epoch {state.epoch}{kept}")
     state.model = ray.train.torch.prepare_model(state.model)
+    return state
+
+
+def start_state(loop: LoopConfig, device: torch.device, world: int, saved: Path | None = None) -> TrainState:
+    """The state a worker starts with: fresh weights with ``--init`` / ``--pretrained-s2`` applied, or those of
+    the checkpoint folder ``saved`` (its model and training state): a restored run keeps its own weights and
+    never takes the start weights again."""
+    state = make_state(loop.model, loop.settings, len(loop.data.train_paths), world, device)
+    if saved is None:
+        apply_start(state.core, loop.settings)
+        return state
+    restored = load_checkpoint(saved / MODEL_FILE, device=device).model.state_dict()
+    state.model.load_state_dict(restored)
+    state.load_state_dict(torch.load(saved / STATE_FILE, map_location="cpu", weights_only=True))
     return state
 
 
@@ -72,6 +88,8 @@ def open_tracking(loop: LoopConfig, state: TrainState) -> None:
     from pipelines.runtime import tracking
 
     params = {"settings": loop.settings.to_dict(), "model": loop.model.to_dict()}
+    if loop.start_params:
+        params["init"] = loop.start_params  # init.loaded, init.heads.reinitialised, ...
     tags = {
         "preset": loop.settings.preset,
         "window": str(loop.model.window),

@@ -12,7 +12,8 @@ from affine import Affine
 from rasterio.windows import Window
 
 from h2crop_core.data.schema import SampleSpec
-from h2crop_core.data.synth.user_files import PARCELS_FILE, write_parcels
+from h2crop_core.data.synth.register import CROSSWALK_FILE, PRIOR_PARCELS_FILE, write_registers
+from h2crop_core.data.synth.user_files import PARCELS_FILE
 from h2crop_core.data.synth.world import SyntheticWorld, add_clouds
 from h2crop_core.errors import SettingError
 from h2crop_core.files import PARTIAL, write_text_atomic
@@ -37,7 +38,8 @@ def synthesize_region(
 ) -> dict:
     """Write ``s2.tif`` (12 months × 10 bands at 10 m, month-major), ``enmap.tif`` (bands at 30 m on the same
     extent), ``prior.tif`` and ``label.tif`` (4 levels, uint8, 255 = nodata/unlabelled), ``parcels.gpkg``
-    (the parcels with their true crop, in Lambert-93) and ``region.json``.
+    (the parcels with their true crop and their codes, in Lambert-93), ``parcels_prior.gpkg`` (last year's),
+    ``crosswalk.csv`` (national codes -> HCAT3: :mod:`~h2crop_core.data.synth.register`) and ``region.json``.
 
     Rasters are written strip by strip (memory stays flat in the region size) to temporary names and
     renamed when complete; ``region.json`` is written last, so its presence marks a complete region.
@@ -73,17 +75,13 @@ def synthesize_region(
         raise
     for key, name in REGION_FILES.items():
         staging[key].replace(out / name)
-    write_parcels(
-        out / PARCELS_FILE,
-        scene["parcel"],
-        scene["parcel_leaf"],
-        _profiles(spec, size, crs, origin)["s2"]["transform"],
-        crs,
-        world.taxonomy.class_names(4),
-    )
+    transform = _profiles(spec, size, crs, origin)["s2"]["transform"]
+    write_registers(out, scene, world.taxonomy, transform, crs, seed)
     manifest = {
         "files": dict(REGION_FILES),
         "parcels": PARCELS_FILE,
+        "prior_parcels": PRIOR_PARCELS_FILE,
+        "crosswalk": CROSSWALK_FILE,
         "crs": crs,
         "size": size,
         "s2_pixel_m": S2_PIXEL_M,

@@ -1,5 +1,6 @@
 """A synthetic region's rasters and parcels as a user has them: twelve monthly S2 files, the EnMAP scene in
-its own UTM zone at its own 30 m grid, and parcels in another CRS (the French LPIS is in Lambert-93).
+its own UTM zone at its own 30 m grid, and parcel registers (this year's, last year's, a crosswalk of their
+national codes) in another CRS (the French LPIS is in Lambert-93).
 
 ``h2crop synth --user-files`` writes them beside the region; ``make demo`` maps them with ``--s2/--enmap``.
 """
@@ -30,14 +31,15 @@ TILED = {"driver": "GTiff", "tiled": True, "blockxsize": 256, "blockysize": 256,
 def write_parcels(
     path: Path,
     parcel: np.ndarray,
-    parcel_leaf: np.ndarray,
+    columns: dict[str, np.ndarray],
     transform: Affine,
     crs: str,
-    names: tuple[str, ...],
     to_crs: str = PARCELS_CRS,
+    keep: np.ndarray | None = None,
 ) -> Path:
-    """Polygonise a scene's parcel raster into a GeoPackage in ``to_crs``: ``parcel_id``, the true
-    ``level4_id`` and ``crop`` name of each parcel (the background between parcels is left out)."""
+    """Polygonise a scene's parcel raster into a GeoPackage in ``to_crs``: ``parcel_id`` and ``columns`` (each
+    indexed by parcel id) per parcel; the background between parcels, and parcels where ``keep`` is False, left
+    out."""
     import geopandas as gpd
     import shapely
     from rasterio.features import shapes
@@ -45,13 +47,9 @@ def write_parcels(
     polygons: dict[int, list] = {}
     for geometry, value in shapes(parcel.astype(np.int32), mask=parcel > 0, transform=transform):
         polygons.setdefault(int(value), []).append(shapely.geometry.shape(geometry))
-    ids = sorted(polygons)
+    ids = [i for i in sorted(polygons) if keep is None or keep[i]]
     frame = gpd.GeoDataFrame(
-        {
-            "parcel_id": ids,
-            "level4_id": [int(parcel_leaf[i]) for i in ids],
-            "crop": [names[parcel_leaf[i]] for i in ids],
-        },
+        {"parcel_id": ids, **{name: [values[i] for i in ids] for name, values in columns.items()}},
         geometry=[shapely.union_all(polygons[i]) for i in ids],
         crs=crs,
     ).to_crs(to_crs)
@@ -114,10 +112,13 @@ def write_user_files(region: Path, out: Path, enmap_crs: str = USER_ENMAP_CRS) -
     write_monthly_s2(region / "s2.tif", out / "s2")
     enmap = reproject_raster(region / "enmap.tif", out / f"enmap_{enmap_crs.replace(':', '')}.tif", enmap_crs, 30.0)
     rasterio.shutil.copy(region / "prior.tif", out / "prior.tif", **TILED)
-    (out / PARCELS_FILE).write_bytes((region / PARCELS_FILE).read_bytes())
+    for name in (PARCELS_FILE, "parcels_prior.gpkg", "crosswalk.csv"):
+        (out / name).write_bytes((region / name).read_bytes())
     return {
         "s2": str(out / "s2"),
         "enmap": str(enmap),
         "prior": str(out / "prior.tif"),
         "parcels": str(out / PARCELS_FILE),
+        "prior_parcels": str(out / "parcels_prior.gpkg"),
+        "crosswalk": str(out / "crosswalk.csv"),
     }

@@ -14,7 +14,15 @@ import torch.multiprocessing as mp
 from h2crop_core.models.loss import hierarchical_loss
 from h2crop_core.taxonomy import UNLABELLED
 from pipelines.settings import TrainSettings
-from pipelines.training.steps import TrainState, align_optimizer_state, batch_weights, should_stop, train_step
+from pipelines.training.finetune import Freeze
+from pipelines.training.steps import (
+    TrainState,
+    align_optimizer_state,
+    batch_weights,
+    should_stop,
+    train_epoch,
+    train_step,
+)
 
 
 def _logits(classes=(3, 4), batch=2, size=4, seed=0):
@@ -145,12 +153,10 @@ def test_gradient_accumulation_steps_every_kth_batch():
     assert not torch.equal(before, state.core.linear.weight) and state.scheduler.last_epoch == 1
 
 
-def _uneven_worker(rank: int, world: int, port: int, out: str) -> None:
+def _uneven(rank: int, world: int) -> dict:
     from torch.distributed.algorithms.join import Join
     from torch.nn.parallel import DistributedDataParallel
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
@@ -167,30 +173,38 @@ def _uneven_worker(rank: int, world: int, port: int, out: str) -> None:
     before = {"step": float(optimizer.state_dict()["state"][0]["step"]), "lr": scheduler.get_last_lr()[0]}
     align_optimizer_state(optimizer, scheduler, steps, "cpu")
     state = optimizer.state_dict()["state"]
-    torch.save(
-        {
-            "before": before,
-            "moments": [state[i]["exp_avg"] for i in sorted(state)],
-            "step": float(state[0]["step"]),
-            "lr": scheduler.get_last_lr()[0],
-            "weights": [p.detach() for p in model.parameters()],
-        },
-        Path(out) / f"rank{rank}.pt",
-    )
+    return {
+        "before": before,
+        "moments": [state[i]["exp_avg"] for i in sorted(state)],
+        "step": float(state[0]["step"]),
+        "lr": scheduler.get_last_lr()[0],
+        "weights": [p.detach() for p in model.parameters()],
+    }
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One gloo rank running every DDP case of this module in turn (one pair of processes for them all:
+    starting them is most of the time); each case's result saved as ``<case><rank>.pt``."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    for name, case in (("uneven", _uneven), ("accumulating", _accumulating), ("freezing", _freezing)):
+        torch.save(case(rank, world), Path(out) / f"{name}{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
-def _two_ranks(worker, tmp_path: Path) -> list[dict]:
-    """Run ``worker(rank, 2, port, out)`` on two gloo ranks (processes); what each saved as ``rank<r>.pt``."""
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """The DDP cases run on two gloo ranks (processes): ``two_ranks(case)`` -> what each rank saved."""
+    out = tmp_path_factory.mktemp("ddp")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.spawn(worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
-    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    mp.spawn(_ddp_worker, args=(2, port, str(out)), nprocs=2, join=True)
+    return lambda case: [torch.load(out / f"{case}{r}.pt") for r in range(2)]
 
 
-def test_replicas_are_identical_after_uneven_shards(tmp_path):
-    ranks = _two_ranks(_uneven_worker, tmp_path)
+def test_replicas_are_identical_after_uneven_shards(two_ranks):
+    ranks = two_ranks("uneven")
     assert ranks[0]["before"] != ranks[1]["before"], "the ranks' optimizer states differed before aligning"
     assert ranks[0]["step"] == ranks[1]["step"] == 3.0
     assert math.isclose(ranks[0]["lr"], ranks[1]["lr"])
@@ -212,15 +226,11 @@ class _PixelModel(torch.nn.Module):
         return [self.linear(x.movedim(1, -1)).movedim(-1, 1)]
 
 
-def _accumulating_worker(rank: int, world: int, port: int, out: str) -> None:
+def _accumulating(rank: int, world: int) -> dict:
     """One rank of a 2-rank DDP epoch through ``train_epoch`` with ``grad_accum`` 2: rank 0 has 4 batches,
     rank 1 has 3 (it flushes a 1-batch accumulation while rank 0 still accumulates two)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    from pipelines.training.steps import train_epoch
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
     core = _PixelModel()
     optimizer = torch.optim.AdamW(core.parameters(), lr=0.1)
@@ -235,20 +245,16 @@ def _accumulating_worker(rank: int, world: int, port: int, out: str) -> None:
         batches.append({"x": torch.randn(2, 3, 4, 4, generator=generator), "label": label, "name": ["a", "b"]})
     train_epoch(state, batches, settings, (1,), factor=3, generator=torch.Generator().manual_seed(0))
     moments = optimizer.state_dict()["state"]
-    torch.save(
-        {
-            "moments": [moments[i][k] for i in sorted(moments) for k in ("exp_avg", "exp_avg_sq")],
-            "weights": [p.detach() for p in core.parameters()],
-            "lr": state.scheduler.get_last_lr()[0],
-            "step": float(moments[0]["step"]),
-        },
-        Path(out) / f"rank{rank}.pt",
-    )
-    torch.distributed.destroy_process_group()
+    return {
+        "moments": [moments[i][k] for i in sorted(moments) for k in ("exp_avg", "exp_avg_sq")],
+        "weights": [p.detach() for p in core.parameters()],
+        "lr": state.scheduler.get_last_lr()[0],
+        "step": float(moments[0]["step"]),
+    }
 
 
-def test_replicas_are_identical_after_uneven_shards_with_gradient_accumulation(tmp_path):
-    ranks = _two_ranks(_accumulating_worker, tmp_path)
+def test_replicas_are_identical_after_uneven_shards_with_gradient_accumulation(two_ranks):
+    ranks = two_ranks("accumulating")
     assert ranks[0]["step"] == ranks[1]["step"] == 2.0  # both stepped twice: equal counts hid the difference
     for a, b in zip(ranks[0]["moments"] + ranks[0]["weights"], ranks[1]["moments"] + ranks[1]["weights"]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)  # bit-identical
@@ -266,3 +272,73 @@ def test_early_stopping_counts_epochs_since_the_best_validation_score():
     restored = _state()
     restored.load_state_dict(state.state_dict())  # a resumed run counts from the same best epoch
     assert (restored.best_epoch, restored.epoch) == (4, 7)
+
+
+def _state_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class _Toy(torch.nn.Module):
+    """A stream with BatchNorm and a head, called like the real model (the real one: test_finetune's run)."""
+
+    def __init__(self):
+        super().__init__()
+        self.s2 = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+        self.heads = torch.nn.Conv2d(4, 3, 1)
+
+    def inputs(self, batch):
+        return {"x": batch["x"]}
+
+    def forward(self, x):
+        return [self.heads(self.s2(x))]
+
+
+def _freezing(rank: int, world: int) -> dict:
+    """Two DDP runs through train_epoch on 2 gloo ranks, each rank its own batches: s2 frozen for epoch 1 then
+    trained, and s2 frozen for the whole run (AdamW weight decay 0.5)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    saved = {}
+    for epochs in (1, 0):
+        torch.manual_seed(0)
+        core = _Toy()
+        settings = TrainSettings(data="d", preset="p", freeze="s2", freeze_epochs=epochs, flip_rotate=False, cutmix_p=0)
+        freeze = Freeze.of(core, settings)  # before DDP, as make_state does
+        optimizer = torch.optim.AdamW(core.parameters(), lr=0.1, weight_decay=0.5)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        state = TrainState(DistributedDataParallel(core), optimizer, scheduler, freeze=freeze)
+        snapshots = [_state_of(core)]
+        for epoch in range(2):
+            generator = torch.Generator().manual_seed(100 * epoch + rank)  # each rank its own data
+            batches = []
+            for _ in range(2):
+                label = torch.randint(0, 3, (2, 4, 4, 4), generator=generator).to(torch.uint8)
+                batches.append({"x": torch.randn(2, 3, 4, 4, generator=generator), "label": label, "name": ["a", "b"]})
+            train_epoch(state, batches, settings, (1,), factor=3, generator=generator)
+            state.epoch += 1
+            snapshots.append(_state_of(core))
+            if epoch == 0:
+                touched = any(p in optimizer.state for p in core.s2.parameters())  # moments, steps, weight decay
+                flags = {p.requires_grad for p in core.s2.parameters()}
+        saved[epochs] = {"snapshots": snapshots, "touched": touched, "requires_grad": flags}
+    return saved
+
+
+def test_a_frozen_stream_stays_bit_identical_under_ddp_and_trains_all_reduced_once_unfrozen(two_ranks):
+    ranks = two_ranks("freezing")
+    for epochs in (1, 0):
+        start, first, second = ranks[0][epochs]["snapshots"]
+        stream = [name for name in start if name.startswith("s2.")]
+        assert "s2.1.running_mean" in stream  # BatchNorm statistics are kept too
+        for name in stream:
+            assert torch.equal(first[name], start[name]), (epochs, name)  # frozen in epoch 1, weight decay 0.5
+        assert not ranks[0][epochs]["touched"]  # AdamW never saw a gradient for them
+        assert not torch.equal(first["heads.weight"], start["heads.weight"])
+        moved = [name for name in stream if not torch.equal(second[name], start[name])]
+        if epochs:  # frozen by dropped gradients (DDP all-reduces them once unfrozen): trains in epoch 2
+            assert ranks[0][epochs]["requires_grad"] == {True} and {"s2.0.weight", "s2.1.running_mean"} <= set(moved)
+        else:  # the whole run: no gradients at all, never moves
+            assert ranks[0][epochs]["requires_grad"] == {False} and moved == []
+        for ours, theirs in zip(ranks[0][epochs]["snapshots"], ranks[1][epochs]["snapshots"]):
+            for name in ours:  # each rank its own data, the same weights: every gradient was all-reduced
+                assert torch.equal(ours[name], theirs[name]), (epochs, name)
