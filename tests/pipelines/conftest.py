@@ -70,6 +70,30 @@ def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def prepared_data(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``h2crop prepare`` of the session region (192 px) into four 96-px samples, one block each (train 2, val
+    1, test 1), national codes through the crosswalk, last year's register as the prior; with its statistics."""
+    from h2crop_core.data.index import DatasetIndex
+    from h2crop_core.data.reader import infer_dataset_spec
+    from h2crop_core.data.stats import compute_norm_stats
+    from pipelines.preparing.run import prepare_dataset
+    from pipelines.settings import PrepareSettings
+
+    region, root = synth_root / "region", tmp_path_factory.mktemp("prepared") / "data"
+    settings = PrepareSettings(
+        s2=str(region / "s2.tif"), enmap=str(region / "enmap.tif"), parcels=str(region / "parcels.gpkg"),
+        code_column="CODE_CULTU", crosswalk=str(region / "crosswalk.csv"),
+        prior_parcels=str(region / "parcels_prior.gpkg"), taxonomy=str(synth_root / "cascade_labels.csv"),
+        output=str(root), tile=96, block=0.96, split=(0.5, 0.25, 0.25), outside="background", ray=False,
+    )  # fmt: skip
+    prepare_dataset(settings, progress=False)
+    index = DatasetIndex(root)
+    paths = index.split_paths("train")
+    compute_norm_stats(paths, spec=infer_dataset_spec(paths), progress=False).to_json(index.norm_stats_path)
+    return root
+
+
 def kill_cli_when(argv: list[str], ray, ready, timeout: float = 120):
     """Run ``h2crop argv`` in its own process group on the session's Ray and SIGKILL it (no clean-up) once
     ``ready()`` is true (or it ended, or ``timeout`` passed); returns the finished process (stderr piped)."""

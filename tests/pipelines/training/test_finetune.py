@@ -165,15 +165,17 @@ def test_tune_passes_the_start_to_every_trial_and_checks_it_for_each_grid_point(
 
 # ------------------------------------------------------------------------------ one `h2crop train`
 @pytest.mark.ray
-def test_train_from_agrifm_weights_with_the_s2_stream_frozen_for_one_epoch(ray_local, train_data, tmp_path, capsys):
-    context = prepare_dataset(train_data, progress=False)
-    config = model_config_for(_settings(train_data, tmp_path), context.taxonomy, context.spec)  # as the run's
+def test_a_prepared_dataset_trains_from_agrifm_weights_with_the_s2_stream_frozen_for_one_epoch(
+    ray_local, prepared_data, tmp_path, capsys
+):
+    context = prepare_dataset(prepared_data, progress=False)  # h2crop prepare's samples, as they come
+    config = model_config_for(_settings(prepared_data, tmp_path), context.taxonomy, context.spec)  # as the run's
     torch.manual_seed(0)  # --seed 0: the workers' fresh model
     fresh = DualStreamModel(config)
     weights = agrifm_state(fresh, prefix="module.")
     agrifm = tmp_path / "agrifm.pth"
     torch.save({"state_dict": weights, "meta": {}}, agrifm)
-    argv = ["train", "--data", str(train_data), "--preset", PRESET, "--epochs", "2", "--batch-size", "2"]
+    argv = ["train", "--data", str(prepared_data), "--preset", PRESET, "--epochs", "2", "--batch-size", "1"]
     argv += ["--lr", "2e-3", "--warmup-iters", "0", "--workers", "2", "--loader-workers", "0", "--run-name", "agri"]
     argv += ["--storage", str(tmp_path / "storage"), "--output", str(tmp_path / "out"), "--quiet"]
     argv += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlruns.db'}", "--cutmix", "0"]
