@@ -88,7 +88,7 @@ def test_a_finished_dataset_is_kept_and_other_settings_are_refused(prepared, syn
 
 def test_a_killed_and_resumed_prepare_equals_an_uninterrupted_one(synth_root, tmp_path, ray_local, capsys):
     region = synth_root / "region"
-    layout = ["--tile", "24", "--block", "0.24", "--erode", "1"]
+    layout = ["--tile", "24", "--block", "0.24", "--erode", "1", "--buffer", "30"]
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert main([str(a) for a in prepare_argv(region, whole, *layout)]) == 0  # blocks as Ray tasks
     cut = resumed / ".prepare" / "cut"
@@ -104,6 +104,15 @@ def test_a_killed_and_resumed_prepare_equals_an_uninterrupted_one(synth_root, tm
     for field in RUN_FIELDS:
         first.pop(field, None), second.pop(field, None)
     assert first == second
+    # no training tile within 30 m of a val or test block (blocks are single tiles here: their bounds)
+    blocks = {entry["split"]: [] for entry in first["samples"].values()}
+    for entry in first["samples"].values():
+        blocks[entry["split"]].append(entry["bounds"])
+    assert first["tiles"]["skipped"]["buffer"] > 0
+    for train in blocks["train"]:
+        for other in blocks["val"] + blocks["test"]:
+            gap = max(other[0] - train[2], train[0] - other[2], other[1] - train[3], train[1] - other[3])
+            assert gap >= 30, (train, other)
     names = sorted(p.name for p in (whole / "h5_data").glob("*.h5"))
     assert names == sorted(p.name for p in (resumed / "h5_data").glob("*.h5")) and len(names) > 20
     for name in names:

@@ -54,7 +54,7 @@ def _history(settings: TrainSettings, run_id: str, key: str) -> list[float]:
     ]
 
 
-def _wait_until_idle(ray, timeout: float = 60) -> None:
+def _wait_until_idle(ray, timeout: float = 120) -> None:
     """A killed driver's Train workers are gone once Ray has their CPUs back."""
     deadline = time.monotonic() + timeout
     while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] - 1e-6:
