@@ -19,7 +19,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from pipelines.preparing.run import prepare_dataset
 
     report = prepare_dataset(settings, progress=not args.quiet)
-    print(f"prepared {settings.output} ({report['blocks_made']} blocks made now):")
+    made = f"{report['blocks_scanned']} blocks scanned and {report['blocks_cut']} cut now"
+    print(f"prepared {settings.output} ({made}):")
     for line in summary_lines(report):
         print(f"  {line}")
     print(f"  next: h2crop validate --data {settings.output} && h2crop stats --data {settings.output}")

@@ -46,7 +46,8 @@ def prepare_dataset(settings: PrepareSettings, *, progress: bool = True) -> dict
     """Cut ``settings.output`` from the user's inputs; resume if it holds this run's blocks.
 
     Returns:
-        The ``prepare.json`` content (with ``blocks_made`` and ``blocks_resumed`` for this call).
+        The ``prepare.json`` content, with the blocks scanned and cut by this call (``blocks_scanned``,
+        ``blocks_cut``; 0 for a finished dataset).
     """
     started = time.perf_counter()
     plan = plan_prepare(settings)
@@ -60,13 +61,13 @@ def prepare_dataset(settings: PrepareSettings, *, progress: bool = True) -> dict
         )  # fmt: skip
         if (root / PREPARE_FILE).is_file():
             print(f"[h2crop] {root / PREPARE_FILE} exists: this dataset is complete (--overwrite makes it again)")
-            return {**json.loads((root / PREPARE_FILE).read_text()), "blocks_made": 0}
+            return {**json.loads((root / PREPARE_FILE).read_text()), "blocks_scanned": 0, "blocks_cut": 0}
         tiles = plan.sources.layout.tiles()
-        scans, made = _run_pass("scan", plan, _by_block(tiles), settings.ray, progress)
+        scans, scanned = _run_pass("scan", plan, _by_block(tiles), settings.ray, progress)
         choice = _choose_splits(plan, tiles, scans)
         kept = [t for t in choice.considered if t.name not in choice.buffered]
-        cuts, made_cut = _run_pass("cut", plan, _by_block(kept), settings.ray, progress)
-        return _finish(plan, choice, scans, cuts, made + made_cut, started)
+        cuts, cut = _run_pass("cut", plan, _by_block(kept), settings.ray, progress)
+        return {**_finish(plan, choice, scans, cuts, started), "blocks_scanned": scanned, "blocks_cut": cut}
 
 
 def _clear(root: Path) -> bool:
@@ -159,9 +160,7 @@ def _choose_splits(plan: PreparePlan, tiles: list[PrepTile], scans: dict[int, li
     return SplitChoice(split_of, considered, buffered, too_few)
 
 
-def _finish(
-    plan: PreparePlan, choice: SplitChoice, scans: dict, cuts: dict[int, list[dict]], made: int, started: float
-) -> dict:
+def _finish(plan: PreparePlan, choice: SplitChoice, scans: dict, cuts: dict[int, list[dict]], started: float) -> dict:
     layout = plan.sources.layout
     by_name = {t.name: t for t in choice.considered}
     written = {e["name"]: e for result in cuts.values() for e in result if e["written"]}
@@ -185,4 +184,4 @@ def _finish(
     fate = {**report["skipped"], **{name: entry["split"] for name, entry in report["samples"].items()}}
     write_split_map(plan.root / "splits.png", layout, fate)
     write_text_atomic(plan.root / PREPARE_FILE, json.dumps(report, indent=1))
-    return {**report, "blocks_made": made}
+    return report

@@ -16,7 +16,7 @@ from pipelines.cli.main import main
 from tests.pipelines.conftest import kill_cli_when
 
 #: what differs between two runs of the same dataset: when and how it ran
-RUN_FIELDS = ("seconds", "seconds_per_km2", "driver_peak_rss_mb", "blocks_made", "settings")
+RUN_FIELDS = ("seconds", "seconds_per_km2", "driver_peak_rss_mb", "blocks_scanned", "blocks_cut", "settings")
 
 
 def prepare_argv(region, output, *extra):
