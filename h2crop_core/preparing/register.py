@@ -16,7 +16,9 @@ def read_register(
 
     Returns:
         The parcels on ``crs``, what each code became, and a note of the geometries dropped (none or empty)
-        and repaired (invalid polygons made valid).
+        and repaired (invalid polygons made valid) with ``content_sha256``, a digest of what is read (each
+        parcel's code and geometry, the CRS): a register written again with the same parcels (a GeoPackage
+        keeps a time stamp) is the same register.
 
     Raises:
         CrosswalkError: the file is missing or unreadable, has no CRS, or lacks ``code_column``.
@@ -32,6 +34,7 @@ def read_register(
         raise CrosswalkError(
             f"{path}: the parcels have no CRS; they must be georeferenced to be burnt onto the S2 grid"
         )
+    digest = _content_digest(frame, code_column)
     empty = frame.geometry.isna() | frame.geometry.is_empty
     frame = frame[~empty].to_crs(crs)
     invalid = ~frame.geometry.is_valid
@@ -45,6 +48,7 @@ def read_register(
         "parcels": int(len(frame)),
         "dropped_empty": int(empty.sum()),
         "repaired": int(invalid.sum()),
+        "content_sha256": digest,
     }
     return parcels, classes, note
 
@@ -58,3 +62,15 @@ def _read(gpd, path: Path, code_column: str):
         raise CrosswalkError(f"{path}: not a vector file GDAL reads ({error})") from None
     check_code_column(fields, code_column, str(path))
     return gpd.read_file(path, columns=[code_column], engine="pyogrio")
+
+
+def _content_digest(frame, code_column: str) -> str:
+    import hashlib
+
+    import shapely
+
+    digest = hashlib.sha256(frame.crs.to_wkt().encode())
+    digest.update("\x1f".join(map(str, frame[code_column].tolist())).encode())
+    for wkb in shapely.to_wkb(frame.geometry.values):
+        digest.update(wkb or b"")
+    return digest.hexdigest()

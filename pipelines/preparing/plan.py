@@ -111,21 +111,22 @@ def plan_prepare(settings: PrepareSettings) -> PreparePlan:
     sources = Sources(inputs, months_read(inputs), parcels, prior_parcels, taxonomy, layout, options)
     sources.reader().close()  # band counts, grids and overlap checked now, before any block
     root = Path(settings.output).expanduser().resolve()
-    record = _record(settings, sources, root, crosswalk, taxonomy)
+    record = _record(settings, sources, root, registers, taxonomy)
     return PreparePlan(settings, root, sources, contract, classes, prior_classes, registers, record)
 
 
-def _record(settings: PrepareSettings, sources: Sources, root: Path, crosswalk, taxonomy: Taxonomy) -> dict:
+def _record(settings: PrepareSettings, sources: Sources, root: Path, registers: dict, taxonomy: Taxonomy) -> dict:
     """What defines a prepare run: a rerun with other inputs (by content) or settings is refused."""
     from h2crop_core.files import file_digest
     from pipelines.mapping.run import input_identity
 
-    vectors = [settings.parcels, settings.prior_parcels, settings.crosswalk]
+    vectors = {role: note["content_sha256"] for role, note in registers.items()}
+    if settings.crosswalk:
+        vectors["crosswalk"] = file_digest(settings.crosswalk)
     kept = {k: v for k, v in asdict(settings).items() if k not in ("ray", "overwrite", "output")}
     return {
         "rasters": input_identity(sources.inputs, sources.modalities, sources.months, root / STATE_DIR),
-        "vectors": {Path(p).name: file_digest(p) for p in vectors if p and Path(p).is_file()},
+        "vectors": vectors,
         "taxonomy": taxonomy.to_csv_text(),
         "settings": {k: v for k, v in kept.items() if k not in ("s2", "enmap", "prior", "parcels", "prior_parcels")},
-        "crosswalk_codes": len(crosswalk.to_hcat3) if crosswalk else 0,
     }
