@@ -60,8 +60,8 @@ def make_data(work: Path, args: argparse.Namespace) -> tuple[Path, Path, dict]:
     taxonomy = generate_taxonomy((4, 10, 16, 20), seed=11)
     root_a, region_b, root_b = work / "region_a", work / "region_b_rasters", work / "region_b"
     synthesize_dataset(root_a, args.a_samples, seed=0, taxonomy=taxonomy, spec=spec, region_size=None, progress=False)
-    world_b = region_b_world(SyntheticWorld.create(taxonomy, spec, seed=0), seed=1)
-    synthesize_region(region_b, world_b, size=args.b_size, seed=1, progress=False)
+    world_b = region_b_world(SyntheticWorld.create(taxonomy, spec, seed=0), seed=args.b_seed)
+    synthesize_region(region_b, world_b, size=args.b_size, seed=args.b_seed, progress=False)
     started = time.perf_counter()
     report = prepare_dataset(
         PrepareSettings(
@@ -178,6 +178,9 @@ def main() -> None:
     parser.add_argument("--a-samples", type=int, default=64, help="region A's training set, tiles of --tile px")
     parser.add_argument("--a-minutes", type=float, default=4.0, help="training budget on region A")
     parser.add_argument("--b-size", type=int, default=576, help="region B's side in px (a multiple of --tile)")
+    parser.add_argument(
+        "--b-seed", type=int, default=1, help="region B: its class frequencies' shuffle and its parcels (another B)"
+    )
     parser.add_argument("--b-split", type=float, nargs=3, default=[0.25, 0.15, 0.6], help="region B's split fractions")
     parser.add_argument("--b-minutes", type=float, default=2.0, help="training budget of each run on region B")
     parser.add_argument("--tile", type=int, default=96, help="tile side in px")
