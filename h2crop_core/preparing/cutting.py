@@ -52,9 +52,8 @@ def fill_s2(s2: np.ma.MaskedArray) -> tuple[np.ndarray, float]:
     values = np.ma.filled(s2, 0).astype(np.float64)
     present = (~mask).sum(axis=(2, 3))
     means = np.where(present > 0, (values * ~mask).sum(axis=(2, 3)) / np.maximum(present, 1), np.nan)
-    band_means = np.nanmean(np.where(np.isnan(means), np.nan, means), axis=0) if np.isfinite(means).any() else None
-    if band_means is not None:
-        means = np.where(np.isnan(means), band_means[None, :], means)
+    if np.isfinite(means).any():  # a month and band with no valid pixel: the band's mean over the other months
+        means = np.where(np.isnan(means), np.nanmean(means, axis=0)[None, :], means)
     means = np.nan_to_num(means, nan=0.0)
     out = np.where(mask, np.round(means)[:, :, None, None], values)
     return out.astype(np.int16), float(mask.mean())
