@@ -42,9 +42,9 @@ def region_b_world(world, seed: int):
     rng = np.random.default_rng(seed)
     frequency = world.frequency.copy()
     frequency[1:] = rng.permutation(frequency[1:])
-    s2 = world.s2_signature.copy()
-    s2[:, 1:] = world.s2_signature[:, :-1]  # each month looks like the month before in A
-    return dataclasses.replace(world, frequency=frequency, s2_signature=s2)
+    s2 = world.s2_variants.copy()
+    s2[:, :, 1:] = world.s2_variants[:, :, :-1]  # each month looks like the month before in A
+    return dataclasses.replace(world, frequency=frequency, s2_variants=s2)
 
 
 def make_data(work: Path, args: argparse.Namespace) -> tuple[Path, Path, dict]:

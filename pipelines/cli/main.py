@@ -42,17 +42,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
             f"--region-size {args.region_size}: --products writes the region as delivered products, so it needs a "
             "region whose size is a multiple of 6 (3 for EnMAP, 2 for the 20 m bands)"
         )
-    taxonomy = Taxonomy.from_csv(args.taxonomy) if args.taxonomy else None
     result = synthesize_dataset(
         args.out,
         args.samples,
         seed=args.seed,
-        taxonomy=taxonomy,
+        taxonomy=Taxonomy.from_csv(args.taxonomy) if args.taxonomy else None,
         key_style=args.key_style,
         spec=SampleSpec(size=args.size),
         region_size=None if args.region_size == 0 else args.region_size,
         label_fraction=args.label_fraction,
         progress=not args.quiet,
+        world=args.world,
     )
     counts = ", ".join(f"{split} {len(names)}" for split, names in result.splits.items())
     print(f"wrote {args.samples} samples to {result.root / 'h5_data'} ({counts}); taxonomy {result.taxonomy.summary()}")
@@ -237,6 +237,7 @@ def add_data_parsers(add) -> None:
     p.add_argument("--out", required=True, type=Path, help="dataset root to create")
     p.add_argument("--samples", type=int, default=32, help="number of samples (default 32)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--world", choices=("drawn", "prosail"), default="drawn", help="class spectra (prosail: world.png)")
     p.add_argument(
         "--taxonomy", type=Path, help="taxonomy CSV to generate classes from (default: a generated 6/36/82/101 tree)"
     )

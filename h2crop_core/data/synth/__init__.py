@@ -15,6 +15,12 @@ writes datasets with its exact layout, key names, dtypes and shapes, whose conte
 * sensor noise: pixel noise, per-parcel variability, clouds in some months, noisy water-vapour bands,
   and EnMAP pixels that mix the 3×3 S2 pixels under them.
 
+The signatures are drawn by hand by default; ``world="prosail"`` computes them with the canopy
+radiative-transfer model PROSAIL from a phenology of leaf and canopy traits per class
+(:mod:`~h2crop_core.data.synth.canopy`, :mod:`~h2crop_core.data.synth.phenology`, the sensors' band responses
+in :mod:`~h2crop_core.data.synth.responses`), with several spectra per class that each parcel mixes in its own
+proportions, and draws them in ``world.png`` (:mod:`~h2crop_core.data.synth.quicklook`).
+
 Modules, each depending only on those after it: :mod:`~h2crop_core.data.synth.samples` (taxonomy, ``.h5``
 samples, names, splits), :mod:`~h2crop_core.data.synth.region` (a georeferenced region in the format of
 :mod:`h2crop_core.mapping.region`) and :mod:`~h2crop_core.data.synth.world` (the classes' signatures and the
@@ -39,6 +45,9 @@ _EXPORTS = {
     "SyntheticWorld": "world",
     "add_clouds": "world",
     "voronoi_parcels": "world",
+    "WORLD_KINDS": "world",
+    "canopy_world": "canopy",
+    "world_quicklook": "quicklook",
     "write_products": "products",
 }
 

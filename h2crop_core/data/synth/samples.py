@@ -12,9 +12,10 @@ import numpy as np
 
 from h2crop_core.data.index import H5_DIR, LIST_DIRS, SPLITS, DatasetError
 from h2crop_core.data.schema import H2CROP_SPEC, KEY_STYLES, SampleSpec
+from h2crop_core.data.synth.quicklook import world_quicklook
 from h2crop_core.data.synth.region import synthesize_region
 from h2crop_core.data.synth.tree import generate_taxonomy
-from h2crop_core.data.synth.world import SyntheticWorld, add_clouds
+from h2crop_core.data.synth.world import WORLD_KINDS, SyntheticWorld, add_clouds
 from h2crop_core.errors import SettingError
 from h2crop_core.files import write_if_changed, write_text_atomic
 from h2crop_core.products.contract import CONTRACT_FILE, contract_for
@@ -24,13 +25,14 @@ from h2crop_core.taxonomy import TAXONOMY_FILENAME, Taxonomy
 # ------------------------------------------------------------------------------------------- datasets
 @dataclass
 class SynthResult:
-    """What :func:`synthesize_dataset` wrote: the root, its taxonomy, the split members and the region's
-    manifest (None without a region)."""
+    """What :func:`synthesize_dataset` wrote: the root, its taxonomy, the split members, the region's
+    manifest (None without a region) and the world the samples were drawn from."""
 
     root: Path
     taxonomy: Taxonomy
     splits: dict[str, list[str]]
     region: dict | None = None
+    world: SyntheticWorld | None = None
 
 
 def synthesize_dataset(
@@ -45,6 +47,7 @@ def synthesize_dataset(
     region_size: int | None = 1008,
     label_fraction: float = 1.0,
     progress: bool = True,
+    world: str = "drawn",
 ) -> SynthResult:
     """Write a synthetic dataset root: ``h5_data/``, ``data_lists/``, ``cascade_labels.csv``,
     ``input_contract.json`` (what the bands are: the benchmark's, as generated) and, unless ``region_size``
@@ -60,6 +63,8 @@ def synthesize_dataset(
         label_fraction: below 1, sparse labels as from a field survey: about this fraction of the parcels
             keeps its label, unevenly over the tiles (:meth:`SyntheticWorld.sparsify_labels`); the images
             are the same as with dense labels.
+        world: ``drawn`` signatures, or ``prosail`` ones from a canopy radiative-transfer model, which also
+            writes ``world.png`` (:func:`~h2crop_core.data.synth.quicklook.world_quicklook`).
     """
     from tqdm.auto import tqdm
 
@@ -67,6 +72,8 @@ def synthesize_dataset(
         raise SettingError(f"key_style must be one of {sorted(KEY_STYLES)}, got {key_style!r}")
     if samples < 1:
         raise SettingError(f"samples must be at least 1, got {samples}")
+    if world not in WORLD_KINDS:
+        raise SettingError(f"world must be one of {', '.join(WORLD_KINDS)}; got {world!r}")
     if not 0 < label_fraction <= 1:
         raise SettingError(f"label_fraction is a fraction in (0, 1]; got {label_fraction}")
     root = Path(out)
@@ -84,28 +91,30 @@ def synthesize_dataset(
     # the generated bands are the benchmark's (S2 in the model's order, l2a-offset-1000; EnMAP at the nominal
     # centres); unchanged bytes keep the file's time, like the samples'
     write_if_changed(root / CONTRACT_FILE, json.dumps(contract_for(spec).to_dict(), indent=1).encode())
-    world = SyntheticWorld.create(taxonomy, spec, seed)
+    generated = SyntheticWorld.create(taxonomy, spec, seed, world)
+    if world == "prosail":  # what the classes look like; a drawn world's figure would add to the default's time
+        world_quicklook(generated, root / "world.png")
     keys = KEY_STYLES[key_style]
     for i, name in enumerate(tqdm(names, desc="synth", unit="sample", disable=not progress, dynamic_ncols=True)):
         sample_rng = np.random.default_rng([seed, i])
-        scene = world.scene(spec.size, spec.size, sample_rng)
+        scene = generated.scene(spec.size, spec.size, sample_rng)
         scene["seed"] = int(sample_rng.integers(2**31))
         add_clouds(scene, sample_rng, spec.months)
-        s2, enmap = world.render(scene, slice(None), sample_rng)
+        s2, enmap = generated.render(scene, slice(None), sample_rng)
         if label_fraction < 1:  # its own generator: the images stay those of the dense dataset
-            world.sparsify_labels(scene, label_fraction, np.random.default_rng([seed, i, 1]))
+            generated.sparsify_labels(scene, label_fraction, np.random.default_rng([seed, i, 1]))
         arrays = {
             "s2": s2,
             "enmap": enmap,
-            "label": world.label_stack(scene),
-            "prior": world.label_stack(scene, "prior"),
+            "label": generated.label_stack(scene),
+            "prior": generated.label_stack(scene, "prior"),
         }
         write_if_changed(h5_dir / f"{name}.h5", h5_bytes({keys[m]: array for m, array in arrays.items()}))
     splits = write_splits(root, names, split_fractions, seed)
     region = None
     if region_size:
-        region = synthesize_region(root / "region", world, size=region_size, seed=seed, progress=progress)
-    return SynthResult(root, taxonomy, splits, region)
+        region = synthesize_region(root / "region", generated, size=region_size, seed=seed, progress=progress)
+    return SynthResult(root, taxonomy, splits, region, generated)
 
 
 def h5_bytes(arrays: dict[str, np.ndarray]) -> bytes:

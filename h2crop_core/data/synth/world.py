@@ -1,5 +1,11 @@
 """The synthetic world: each class's frequency, S2 phenology, EnMAP spectrum and crop rotation, and the
-scenes (parcels, labels, priors, rasters) drawn from it."""
+scenes (parcels, labels, priors, rasters) drawn from it.
+
+Two kinds of world: ``drawn`` (the default) draws each class's signatures by hand, a smooth curve per level-1
+class plus effects of the finer levels; ``prosail`` computes them with a canopy radiative-transfer model from
+a phenology of leaf and canopy traits per class (:mod:`~h2crop_core.data.synth.canopy`), with several spectra
+per class that each parcel mixes in its own proportions.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from h2crop_core.data.schema import H2CROP_SPEC, SampleSpec
+from h2crop_core.data.synth.canopy import Canopy, canopy_world, require_prosail
+from h2crop_core.errors import SettingError
 from h2crop_core.taxonomy import NUM_LEVELS, UNLABELLED, Taxonomy
 
 #: EnMAP water-vapour absorption bands (indices into 218 bands), where signal drops and noise rises.
@@ -18,32 +26,57 @@ ONSET_RANGE = ((0, 2), (2, 5), (4, 8), (6, 10))
 S2_AMPLITUDE = (0.09, 0.06, 0.045, 0.04)
 REFLECTANCE_SCALE = 10_000.0
 S2_OFFSET = 1_000.0  # the L2A-style radiometric offset of the stored integers
+#: the kinds of world :meth:`SyntheticWorld.create` makes
+WORLD_KINDS = ("drawn", "prosail")
+#: Dirichlet concentration of a parcel's mix of its class's spectra: below 1, a parcel leans to one or two
+DIRICHLET_ALPHA = 0.5
 
 
 @dataclass
 class SyntheticWorld:
     """Everything class-specific: frequencies, S2 phenologies, EnMAP spectra, rotations.
 
-    Index 0 of every per-leaf array is the background class.
+    Index 0 of every per-leaf array is the background class. A class has one or more *variants* (spectra of
+    its fields as they vary); a parcel mixes its class's variants (:meth:`render`). A drawn world has one.
     """
 
     taxonomy: Taxonomy
     spec: SampleSpec
     frequency: np.ndarray  # (n_leaves + 1,) probability of a parcel having each leaf; [0] unused
-    s2_signature: np.ndarray  # (n_leaves + 1, 12, s2_bands) reflectance
-    enmap_signature: np.ndarray  # (n_leaves + 1, enmap_bands) reflectance (before transmission)
+    s2_variants: np.ndarray  # (n_leaves + 1, variants, 12, s2_bands) reflectance
+    enmap_variants: np.ndarray  # (n_leaves + 1, variants, enmap_bands) reflectance (before transmission)
     transmission: np.ndarray  # (enmap_bands,) atmospheric transmission (water-vapour dips)
     predecessor: np.ndarray  # (n_leaves + 1,) the crop the rotation puts before each leaf
     s2_confused: np.ndarray  # (n_leaves + 1,) bool: S2 alone confuses the leaf with a sibling
     faint_groups: frozenset  # {(level index 2|3, parent id)}: sibling groups that look alike in S2
+    kind: str = "drawn"  # one of WORLD_KINDS
+    canopy: Canopy | None = None  # a prosail world's Canopy (its PROSAIL inputs, families, crop types); else None
+
+    @property
+    def s2_signature(self) -> np.ndarray:
+        """(n_leaves + 1, 12, s2_bands) each class's mean S2 reflectance over its variants."""
+        return self.s2_variants.mean(axis=1)
+
+    @property
+    def enmap_signature(self) -> np.ndarray:
+        """(n_leaves + 1, enmap_bands) each class's mean EnMAP reflectance over its variants."""
+        return self.enmap_variants.mean(axis=1)
 
     @classmethod
-    def create(cls, taxonomy: Taxonomy, spec: SampleSpec = H2CROP_SPEC, seed: int = 0) -> SyntheticWorld:
-        """The world of ``taxonomy``: a deterministic function of ``seed``.
+    def create(
+        cls, taxonomy: Taxonomy, spec: SampleSpec = H2CROP_SPEC, seed: int = 0, kind: str = "drawn"
+    ) -> SyntheticWorld:
+        """The world of ``taxonomy``: a deterministic function of ``seed`` and ``kind``.
 
         The draws happen in a fixed order (frequencies, level-1 curves, S2 node effects, EnMAP features,
-        rotations) from one generator, so a dataset generated with a seed stays the same.
+        rotations) from one generator, so a dataset generated with a seed stays the same. ``kind="prosail"``
+        takes the frequencies and rotations the same way and the signatures from
+        :func:`~h2crop_core.data.synth.canopy.canopy_world`.
         """
+        if kind not in WORLD_KINDS:
+            raise SettingError(f"world must be one of {', '.join(WORLD_KINDS)}; got {kind!r}")
+        if kind == "prosail":
+            require_prosail()
         rng = np.random.default_rng(seed + 7919)
         paths = taxonomy.paths  # (n+1, 4)
         # Long tail: Zipf over a random ranking of the leaves.
@@ -51,24 +84,45 @@ class SyntheticWorld:
         frequency = np.zeros(len(paths))
         frequency[1:] = 1.0 / ranks**1.1
         frequency /= frequency.sum()
+        if kind == "prosail":
+            return cls._prosail(taxonomy, spec, seed, frequency, rng)
         level1_curve = _level1_curves(taxonomy.num_classes[0], spec.months, rng)
         node_effect, faint_groups = _s2_node_effects(paths, spec, rng)
         s2 = _s2_signatures(paths, spec, level1_curve, node_effect)
-        s2_confused = np.zeros(len(paths), bool)
-        for leaf in range(1, len(paths)):
-            s2_confused[leaf] = any((k, int(paths[leaf, k - 1])) in faint_groups for k in (2, 3))
+        s2_confused = _s2_confused(paths, faint_groups)
         enmap = _enmap_signatures(paths, spec, level1_curve, rng)
         predecessor = _rotations(paths, rng)
         return cls(
             taxonomy,
             spec,
             frequency,
-            s2,
-            enmap,
+            s2[:, None],
+            enmap[:, None],
             _transmission(spec.enmap_bands),
             predecessor,
             s2_confused,
             frozenset(faint_groups),
+        )
+
+    @classmethod
+    def _prosail(
+        cls, taxonomy: Taxonomy, spec: SampleSpec, seed: int, frequency: np.ndarray, rng: np.random.Generator
+    ) -> SyntheticWorld:
+        """:meth:`create`'s PROSAIL world, after the frequencies."""
+        paths = taxonomy.paths
+        canopy = canopy_world(taxonomy, spec, seed)
+        return cls(
+            taxonomy,
+            spec,
+            frequency,
+            canopy.s2,
+            canopy.enmap,
+            _transmission(spec.enmap_bands),
+            _rotations(paths, rng),
+            _s2_confused(paths, canopy.faint_groups),
+            canopy.faint_groups,
+            kind="prosail",
+            canopy=canopy,
         )
 
     def scene(self, height: int, width: int, rng: np.random.Generator, parcel_spacing: float = 22.0) -> dict:
@@ -120,15 +174,15 @@ class SyntheticWorld:
         spec = self.spec
         months = months or spec.months
         parcel = scene["parcel"][rows]
-        leaf = scene["parcel_leaf"][parcel]
         h, w = parcel.shape
         num_parcels = len(scene["parcel_leaf"])
         # Per-parcel variability, drawn from a generator seeded by the parcel so strips agree.
         parcel_rng = np.random.default_rng(scene.get("seed", 0))
         s2_parcel = parcel_rng.normal(0, 0.012, (num_parcels, spec.s2_bands))
         brightness = parcel_rng.normal(1.0, 0.04, num_parcels)
+        s2_spectra, enmap_spectra = self._parcel_spectra(scene["parcel_leaf"], parcel_rng)
 
-        s2 = self.s2_signature[leaf][..., :months, :]  # (h, W, T, bands)
+        s2 = s2_spectra[parcel][..., :months, :]  # (h, W, T, bands)
         s2 = np.moveaxis(s2, (2, 3), (0, 1)) * brightness[parcel] + np.moveaxis(s2_parcel[parcel], -1, 0)[None]
         s2 = s2 + rng.normal(0, 0.008, s2.shape)
         clouds = scene.get("clouds")
@@ -137,13 +191,24 @@ class SyntheticWorld:
         s2_int = np.clip(S2_OFFSET + REFLECTANCE_SCALE * s2, -32768, 32767).astype(np.int16)
 
         f = spec.enmap_factor
-        spectra = self.enmap_signature[leaf] * brightness[parcel][..., None]  # (h, W, bands)
+        spectra = enmap_spectra[parcel] * brightness[parcel][..., None]  # (h, W, bands)
         spectra = spectra.reshape(h // f, f, w // f, f, -1).mean(axis=(1, 3))  # mixed 30 m pixels
         spectra = spectra * self.transmission
         noise_scale = 0.004 / np.maximum(self.transmission, 0.15)  # water-vapour bands are noisy
         spectra = spectra + rng.normal(0, 1, spectra.shape) * noise_scale
         enmap_int = np.clip(REFLECTANCE_SCALE * np.moveaxis(spectra, -1, 0), -32768, 32767).astype(np.int16)
         return s2_int, enmap_int
+
+    def _parcel_spectra(self, parcel_leaf: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Each parcel's S2 (parcels, 12, bands) and EnMAP (parcels, bands) reflectance: its class's variants
+        mixed with Dirichlet weights of its own, the same all year (a field keeps its character). With one
+        variant (a drawn world) the class's spectra, and nothing is drawn."""
+        count = self.s2_variants.shape[1]
+        if count == 1:
+            return self.s2_variants[parcel_leaf, 0], self.enmap_variants[parcel_leaf, 0]
+        weights = rng.dirichlet(np.full(count, DIRICHLET_ALPHA), len(parcel_leaf))
+        s2 = np.einsum("pk,pktb->ptb", weights, self.s2_variants[parcel_leaf])
+        return s2, np.einsum("pk,pkb->pb", weights, self.enmap_variants[parcel_leaf])
 
 
 def add_clouds(scene: dict, rng: np.random.Generator, months: int, probability: float = 0.12) -> None:
@@ -290,6 +355,14 @@ def _enmap_signatures(paths: np.ndarray, spec: SampleSpec, level1_curve: dict, r
             enmap[leaf] += features[k][paths[leaf, k]]
     enmap[0] = soil_spec * 1.3
     return np.clip(enmap, 0.005, 0.9)
+
+
+def _s2_confused(paths: np.ndarray, faint_groups: set | frozenset) -> np.ndarray:
+    """(n_leaves + 1,) bool: the leaves under a faint sibling group (at level 3 or 4)."""
+    confused = np.zeros(len(paths), bool)
+    for leaf in range(1, len(paths)):
+        confused[leaf] = any((k, int(paths[leaf, k - 1])) in faint_groups for k in (2, 3))
+    return confused
 
 
 def _transmission(bands: int) -> np.ndarray:
