@@ -211,7 +211,8 @@ def run_mode(mode: str, products: Path, out: Path, args: argparse.Namespace, blo
     command += ["--months", args.months]
     command += ["--blocks", str(block)] if block else []
     command += ["--actors", str(args.actors)] if args.actors else []
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # a local Ray of its own
+    # a local Ray of its own, which is part of what is measured; --smoke joins a given one (the tests' session's)
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS" or args.smoke}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"{mode} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")

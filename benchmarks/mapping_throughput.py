@@ -156,7 +156,8 @@ def run_mode(
         str(cpus),
     ]
     command += ["--user-files"] if args.user_files else []
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # a local Ray of its own
+    # a local Ray of its own, which is part of what is measured; --smoke joins a given one (the tests' session's)
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS" or args.smoke}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"{mode} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")

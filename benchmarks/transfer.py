@@ -96,7 +96,8 @@ def train_settings(data: Path, work: Path, name: str, minutes: float, init: str 
         preset=PRESET,
         workers=1,
         cpus_per_worker=float(os.cpu_count() or 1),
-        epochs=None if minutes else 1,  # --smoke: one epoch
+        epochs=None if minutes else 1,  # --smoke: one epoch, a pass over B's few tiles (not the small recipe's
+        recipe="auto" if minutes else "benchmark",  # 128 draws an epoch)
         time_budget_minutes=minutes,
         init=init,
         run_name=name,

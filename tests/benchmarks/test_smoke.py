@@ -11,22 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.pipelines.conftest import ray_local  # noqa: F401  (the session's local Ray, shared with the benchmarks)
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py"))
 #: smoke-run elsewhere: test_gpu_check.py runs gpu_check.py through its shell wrapper, without Ray
 ELSEWHERE = {"gpu_check.py"}
-
-
-@pytest.fixture(autouse=True)
-def _no_ray_in_this_process():
-    """A benchmark starts its own Ray: disconnect this test process from the session's one first (it
-    restarts on demand for later tests), so two local Rays never compete for the two cores."""
-    if "ray" in sys.modules:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-    yield
 
 
 def test_every_benchmark_is_covered():
@@ -44,7 +34,7 @@ def test_every_benchmark_is_covered():
 
 
 @pytest.mark.parametrize("script", [s for s in SCRIPTS if s not in ELSEWHERE])
-def test_benchmark_runs_in_smoke_mode(script, tmp_path):
+def test_benchmark_runs_in_smoke_mode(script, tmp_path, ray_local):  # noqa: F811
     output = tmp_path / "result.json"
     env = {
         **os.environ,
@@ -52,8 +42,11 @@ def test_benchmark_runs_in_smoke_mode(script, tmp_path):
         "RAY_AUTH_MODE": "disabled",
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+        # the session's Ray rather than one of its own: a Ray start and stop less per benchmark, and never two
+        # local Rays on the two cores (mapping_throughput and composite_throughput still start their own in
+        # their worker processes: what they measure)
+        "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address,
     }  # each Train run notices its end sooner (default: a 2 s poll)
-    env.pop("RAY_ADDRESS", None)
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--smoke", "--json", str(output)],
         capture_output=True,
