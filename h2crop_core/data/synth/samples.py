@@ -48,6 +48,7 @@ def synthesize_dataset(
     label_fraction: float = 1.0,
     progress: bool = True,
     world: str = "drawn",
+    world_seed: int | None = None,
 ) -> SynthResult:
     """Write a synthetic dataset root: ``h5_data/``, ``data_lists/``, ``cascade_labels.csv``,
     ``input_contract.json`` (what the bands are: the benchmark's, as generated) and, unless ``region_size``
@@ -57,6 +58,8 @@ def synthesize_dataset(
         out: the dataset root to create (existing sample files are overwritten).
         samples: number of samples.
         seed: everything is a deterministic function of the seed.
+        world_seed: the world (taxonomy and class signatures) of another seed than the samples' (their
+            tiles, parcels, labels and noise): several sample sets drawn from one world.
         taxonomy: classes to generate; a generated 6/36/82/101 tree by default.
         key_style: ``files`` (``S2_data``, ``EnMAP_data``, ``priors``) or ``readme`` (``S2``, ``EnMAP``, ``prior``).
         region_size: side of the region in S2 pixels (a multiple of 3), or None for no region.
@@ -86,35 +89,36 @@ def synthesize_dataset(
             f"(e.g. {foreign[0]}): they would mix into the new dataset. Use an empty or new folder."
         )
     h5_dir.mkdir(parents=True, exist_ok=True)
-    taxonomy = taxonomy or generate_taxonomy(seed=seed)
+    world_seed = seed if world_seed is None else world_seed
+    taxonomy = taxonomy or generate_taxonomy(seed=world_seed)
     taxonomy.to_csv(root / TAXONOMY_FILENAME)
     # the generated bands are the benchmark's (S2 in the model's order, l2a-offset-1000; EnMAP at the nominal
     # centres); unchanged bytes keep the file's time, like the samples'
     write_if_changed(root / CONTRACT_FILE, json.dumps(contract_for(spec).to_dict(), indent=1).encode())
-    generated = SyntheticWorld.create(taxonomy, spec, seed, world)
+    generated = SyntheticWorld.create(taxonomy, spec, world_seed, world)
     if world == "prosail":  # what the classes look like; a drawn world's figure would add to the default's time
         world_quicklook(generated, root / "world.png")
     keys = KEY_STYLES[key_style]
     for i, name in enumerate(tqdm(names, desc="synth", unit="sample", disable=not progress, dynamic_ncols=True)):
-        sample_rng = np.random.default_rng([seed, i])
-        scene = generated.scene(spec.size, spec.size, sample_rng)
-        scene["seed"] = int(sample_rng.integers(2**31))
-        add_clouds(scene, sample_rng, spec.months)
-        s2, enmap = generated.render(scene, slice(None), sample_rng)
-        if label_fraction < 1:  # its own generator: the images stay those of the dense dataset
-            generated.sparsify_labels(scene, label_fraction, np.random.default_rng([seed, i, 1]))
-        arrays = {
-            "s2": s2,
-            "enmap": enmap,
-            "label": generated.label_stack(scene),
-            "prior": generated.label_stack(scene, "prior"),
-        }
+        arrays = draw_sample(generated, spec, [seed, i], label_fraction)
         write_if_changed(h5_dir / f"{name}.h5", h5_bytes({keys[m]: array for m, array in arrays.items()}))
     splits = write_splits(root, names, split_fractions, seed)
     region = None
     if region_size:
         region = synthesize_region(root / "region", generated, size=region_size, seed=seed, progress=progress)
     return SynthResult(root, taxonomy, splits, region, generated)
+
+
+def draw_sample(world: SyntheticWorld, spec: SampleSpec, seed: list[int], label_fraction: float) -> dict:
+    """One sample's ``s2``, ``enmap``, ``label`` and ``prior`` arrays, a deterministic function of ``seed``."""
+    sample_rng = np.random.default_rng(seed)
+    scene = world.scene(spec.size, spec.size, sample_rng)
+    scene["seed"] = int(sample_rng.integers(2**31))
+    add_clouds(scene, sample_rng, spec.months)
+    s2, enmap = world.render(scene, slice(None), sample_rng)
+    if label_fraction < 1:  # its own generator: the images stay those of the dense dataset
+        world.sparsify_labels(scene, label_fraction, np.random.default_rng([*seed, 1]))
+    return {"s2": s2, "enmap": enmap, "label": world.label_stack(scene), "prior": world.label_stack(scene, "prior")}
 
 
 def h5_bytes(arrays: dict[str, np.ndarray]) -> bytes:
