@@ -15,7 +15,7 @@ from h2crop_core.data.schema import H2CROP_SPEC, KEY_STYLES, SampleSpec
 from h2crop_core.data.synth.quicklook import world_quicklook
 from h2crop_core.data.synth.region import synthesize_region
 from h2crop_core.data.synth.tree import generate_taxonomy
-from h2crop_core.data.synth.world import WORLD_KINDS, SyntheticWorld, add_clouds
+from h2crop_core.data.synth.world import SyntheticWorld, add_clouds, check_world_kind
 from h2crop_core.errors import SettingError
 from h2crop_core.files import write_if_changed, write_text_atomic
 from h2crop_core.products.contract import CONTRACT_FILE, contract_for
@@ -75,8 +75,7 @@ def synthesize_dataset(
         raise SettingError(f"key_style must be one of {sorted(KEY_STYLES)}, got {key_style!r}")
     if samples < 1:
         raise SettingError(f"samples must be at least 1, got {samples}")
-    if world not in WORLD_KINDS:
-        raise SettingError(f"world must be one of {', '.join(WORLD_KINDS)}; got {world!r}")
+    check_world_kind(world)
     if not 0 < label_fraction <= 1:
         raise SettingError(f"label_fraction is a fraction in (0, 1]; got {label_fraction}")
     root = Path(out)

@@ -73,10 +73,7 @@ class SyntheticWorld:
         takes the frequencies and rotations the same way and the signatures from
         :func:`~h2crop_core.data.synth.canopy.canopy_world`.
         """
-        if kind not in WORLD_KINDS:
-            raise SettingError(f"world must be one of {', '.join(WORLD_KINDS)}; got {kind!r}")
-        if kind == "prosail":
-            require_prosail()
+        check_world_kind(kind)
         rng = np.random.default_rng(seed + 7919)
         paths = taxonomy.paths  # (n+1, 4)
         # Long tail: Zipf over a random ranking of the leaves.
@@ -209,6 +206,15 @@ class SyntheticWorld:
         weights = rng.dirichlet(np.full(count, DIRICHLET_ALPHA), len(parcel_leaf))
         s2 = np.einsum("pk,pktb->ptb", weights, self.s2_variants[parcel_leaf])
         return s2, np.einsum("pk,pkb->pb", weights, self.enmap_variants[parcel_leaf])
+
+
+def check_world_kind(kind: str) -> None:
+    """Refuse, in one line, a world :meth:`SyntheticWorld.create` cannot make: an unknown kind, or ``prosail``
+    without its package (callers check before they write anything)."""
+    if kind not in WORLD_KINDS:
+        raise SettingError(f"world must be one of {', '.join(WORLD_KINDS)}; got {kind!r}")
+    if kind == "prosail":
+        require_prosail()
 
 
 def add_clouds(scene: dict, rng: np.random.Generator, months: int, probability: float = 0.12) -> None:
