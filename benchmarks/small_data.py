@@ -5,28 +5,34 @@ Protocol (``docs/benchmarks.md``, "Small labelled sets"):
 
 * **Worlds**: ``--worlds`` generated worlds (``h2crop synth --world prosail`` by default: each a taxonomy and
   class spectra from PROSPECT-D + 4SAIL driven by per-class phenology; world ``w`` has seed ``w``).
-* **Seeds**: in each world, ``--seeds`` draws of a survey-like labelled set (``--label-fraction``: about 10%
-  of the parcels labelled, unevenly over ``--tiles`` tiles of 96 px; tiles, parcels, labels and noise
-  differ by seed) and the seed of every model trained on it.
+* **Seeds**: in each world, ``--seeds`` draws of a labelled set and the seed of every model trained on it.
+* **Labels** (``--protocol``): ``survey`` (the default): about ``--label-fraction`` (10%) of the parcels
+  labelled, unevenly over ``--tiles`` tiles of 96 px, and other tiles scored: new fields, as a map meets
+  them. ``scene``: every tile densely labelled, 10% of each tile's labelled pixels for training, 5% for
+  validation and the other 85% scored (the held-out real scene's protocol: the scored pixels lie in the
+  trained fields).
 * **Runs**, each on this machine, on every (world, seed) cell: ``h2crop baseline --model rf`` and
   ``--model svm`` (the window's S2 months + EnMAP per pixel), and ``h2crop train`` with defaults (no
   ``--lr``, no ``--epochs``: the recipe ``auto`` picks), one worker with every core, stopped by
   ``--time-budget-minutes``, per deep variant; the best checkpoint is scored on the test split.
-* **Table**: per run and level, the mean ± standard deviation of test OA and mF1 over the worlds × seeds.
+* **Table**: per run and level, the mean ± standard deviation of test OA and mF1 over the worlds × seeds;
+  per cell, the share of scored level-4 pixels whose class has a training label (no model trained on the
+  set can score above it: with 10% of a few hundred fields, well below 1).
   **Check**: a deep variant beats a baseline at level 4 when its mean exceeds the baseline's by more than
   the larger of the two standard deviations, for OA and for mF1.
 
-Deep variants (``--variants``): ``faithful`` (the preset as published, the defaults), ``pixel``
-(``--set pixel_branch=32``: each pixel's own S2 series and EnMAP spectrum, encoded without spatial mixing,
-concatenated to the fused features), ``pixel-logits`` (that branch with its own per-level classifier whose
-logits are added to the heads') and ``pixel-spectrum`` (that classifier, 64 wide, on the EnMAP spectrum
-alone, with Gaussian input noise and its own loss: ``pixel_inputs=enmap pixel_noise=1 pixel_loss=1``).
+Deep variants (``--variants``): ``faithful`` (``h2crop train`` as a user runs it: the preset as published
+with the recipe's defaults), ``no-spectral`` (the same without the small recipe's spectral augmentation,
+``--spectral-jitter 0``), ``pixel`` (``--set pixel_branch=32``: each pixel's own S2 series and EnMAP
+spectrum, encoded without spatial mixing, concatenated to the fused features), ``pixel-logits`` (that
+branch, 64 wide, with its own per-level classifier whose logits are added to the heads', trained on its own
+loss too) and ``pixel-spectrum`` (that classifier on the EnMAP spectrum alone, with Gaussian input noise).
 
-Every cell's results are written as it finishes (``cells/w{W}-s{S}.json`` under ``--keep``): a rerun with
-the same ``--keep`` goes on where it stopped. JSON to ``benchmarks/results/small_data.json``.
+Every cell's results are written as it finishes (``cells/{protocol}-w{W}-s{S}.json`` under ``--keep``): a
+rerun with the same ``--keep`` goes on where it stopped. JSON to ``benchmarks/results/small_data.json``.
 
-    python benchmarks/small_data.py [--worlds 3] [--seeds 3] [--world-kind prosail] [--tiles 32] \\
-        [--minutes 15] [--label-fraction 0.1] [--variants faithful] [--keep DIR] [--smoke]
+    python benchmarks/small_data.py [--worlds 3] [--seeds 3] [--world-kind prosail] [--protocol survey] \\
+        [--tiles 32] [--minutes 15] [--label-fraction 0.1] [--variants faithful] [--keep DIR] [--smoke]
 
 ``--smoke``: one world, one seed, 8 tiles, a 6-second budget, the last variant asked for, small pixel
 samples (checks that it runs; the numbers mean nothing at that size).
@@ -43,18 +49,15 @@ import time
 from pathlib import Path
 
 PRESET = "tiny_crops_S2_H_jun"
-#: the deep variants: model overrides (--set) on top of the preset
+PIXEL_LOGITS = {"pixel_branch": 64, "pixel_join": "logits", "pixel_loss": 1.0}
+#: the deep variants: model overrides (--set) on top of the preset, and training settings other than the
+#: defaults; ``faithful`` is ``h2crop train`` as a user runs it (the preset as published, the recipe's defaults)
 VARIANTS: dict[str, dict] = {
     "faithful": {},
-    "pixel": {"pixel_branch": 32},
-    "pixel-logits": {"pixel_branch": 32, "pixel_join": "logits"},
-    "pixel-spectrum": {
-        "pixel_branch": 64,
-        "pixel_join": "logits",
-        "pixel_inputs": "enmap",
-        "pixel_noise": 1.0,
-        "pixel_loss": 1.0,
-    },
+    "no-spectral": {"train": {"spectral_jitter": 0.0}},
+    "pixel": {"set": {"pixel_branch": 32}},
+    "pixel-logits": {"set": PIXEL_LOGITS},
+    "pixel-spectrum": {"set": {**PIXEL_LOGITS, "pixel_inputs": "enmap", "pixel_noise": 1.0}},
 }
 BASELINES = ("rf", "svm")
 LEVELS = ("level1", "level2", "level3", "level4")
@@ -97,7 +100,7 @@ def run_deep(root: Path, work: Path, variant: str, seed: int, minutes: float, qu
     settings = TrainSettings(  # the defaults, but for where it runs: one worker with every core, a time budget
         data=str(root),
         preset=PRESET,
-        overrides=dict(VARIANTS[variant]),
+        overrides=dict(VARIANTS[variant].get("set", {})),
         seed=seed,
         workers=1,
         cpus_per_worker=float(os.cpu_count() or 1),
@@ -106,6 +109,7 @@ def run_deep(root: Path, work: Path, variant: str, seed: int, minutes: float, qu
         storage=str(work / "storage"),
         output=str(work / "runs" / variant),
         tracking_uri=f"sqlite:///{work / 'mlruns.db'}",
+        **VARIANTS[variant].get("train", {}),
     )
     outcome = run_training(settings, progress=not quiet)
     trained = time.perf_counter() - started
@@ -141,50 +145,139 @@ def count_parcels(root: Path, split: str) -> dict:
     return {"tiles": len(paths), "parcels": parcels, "pixels": pixels, "leaf_classes": len(classes)}
 
 
-def run_cell(work: Path, world: int, seed: int, args: argparse.Namespace) -> dict:
-    """One (world, seed) cell: its data, the baselines and the deep variants; written to ``cells/`` at the
-    end, and read back instead of run again when it is there."""
+#: the scene protocol's shares of each tile's labelled pixels: train, val (the rest is test)
+SCENE_SHARES = (0.10, 0.05)
+
+
+def scene_split(dense: Path, root: Path, seed: int, shares: tuple[float, float] = SCENE_SHARES) -> None:
+    """The held-out scene's protocol on a densely labelled generated set: every tile is written once per split
+    with its own random share of the labelled pixels (10% train, 5% val, 85% test), so that the test pixels
+    lie in the same parcels as the training ones, as in the classic hyperspectral scenes (10% of the pixels
+    of one scene labelled, the rest scored)."""
+    import h5py
+    import numpy as np
+
+    from h2crop_core.data.index import H5_DIR, LIST_DIRS, SPLITS, DatasetIndex
+    from h2crop_core.data.synth.samples import h5_bytes
+    from h2crop_core.files import write_if_changed, write_text_atomic
+    from h2crop_core.taxonomy import TAXONOMY_FILENAME, UNLABELLED
+
+    index = DatasetIndex(dense)
+    paths = sorted(p for split in SPLITS for p in index.split_paths(split))
+    (root / H5_DIR).mkdir(parents=True, exist_ok=True)
+    for name in (TAXONOMY_FILENAME, "input_contract.json"):
+        write_if_changed(root / name, (dense / name).read_bytes())
+    lists: dict[str, list[str]] = {split: [] for split in SPLITS}
+    for number, path in enumerate(paths):
+        with h5py.File(path, "r") as handle:
+            arrays = {key: handle[key][()] for key in handle}
+        key = next(k for k in arrays if k.lower().startswith("label"))
+        draw = np.random.default_rng([seed, number]).random(arrays[key].shape[-2:])
+        bounds = {"train": (0, shares[0]), "val": (shares[0], sum(shares)), "test": (sum(shares), 1.01)}
+        for split, (lo, hi) in bounds.items():
+            label = arrays[key].copy()
+            label[:, (draw < lo) | (draw >= hi)] = UNLABELLED
+            name = f"{Path(path).stem}-{split}"
+            write_if_changed(root / H5_DIR / f"{name}.h5", h5_bytes({**arrays, key: label}))
+            lists[split].append(name)
+    for split, names in lists.items():
+        write_text_atomic(root / LIST_DIRS[0] / f"{split}.txt", "".join(f"{n}\n" for n in names))
+
+
+def seen_share(root: Path) -> float:
+    """The share of the test split's labelled level-4 pixels whose class has a training label: the highest
+    level-4 OA any model trained on this set can reach (with few labelled parcels, well below 1)."""
+    import numpy as np
+
+    from h2crop_core.data.index import DatasetIndex
+    from h2crop_core.data.reader import infer_dataset_spec, read_sample
+    from h2crop_core.taxonomy import UNLABELLED
+
+    index = DatasetIndex(root)
+
+    def leaf_counts(split: str):
+        paths = index.split_paths(split)
+        spec = infer_dataset_spec(paths)
+        leaves = [read_sample(p, modalities=("label",), spec=spec)["label"][3] for p in paths]
+        values = np.concatenate([leaf[leaf != UNLABELLED].ravel() for leaf in leaves])
+        return np.bincount(values, minlength=256)
+
+    train, test = leaf_counts("train"), leaf_counts("test")
+    return float(test[train > 0].sum() / max(1, test.sum()))
+
+
+def make_cell_data(cell_dir: Path, world: int, seed: int, args: argparse.Namespace) -> Path:
+    """The cell's dataset root under ``--protocol`` (generated once; reused by a rerun)."""
     from h2crop_core.data.schema import SampleSpec
     from h2crop_core.data.synth import synthesize_dataset
+
+    root = cell_dir / "data"
+    if (root / "data_lists").is_dir():
+        return root
+    scene = args.protocol == "scene"
+    target = cell_dir / "dense" if scene else root
+    synthesize_dataset(
+        target,
+        args.tiles,
+        seed=1000 * world + seed,  # the samples: another draw in every cell
+        world_seed=world,
+        world=args.world_kind,
+        spec=SampleSpec(size=96),
+        region_size=None,
+        label_fraction=1.0 if scene else args.label_fraction,
+        progress=False,
+    )
+    if scene:
+        staging = cell_dir / "data.partial"
+        scene_split(target, staging, seed)
+        staging.rename(root)  # whole or not at all: a killed split is redone
+    return root
+
+
+def run_cell(work: Path, world: int, seed: int, args: argparse.Namespace) -> dict:
+    """One (world, seed) cell: its data, the baselines and the deep variants asked for. The cell is written
+    to ``cells/`` after every run, and a rerun runs only what it lacks (a variant added later, or the runs a
+    killed benchmark had not finished)."""
     from h2crop_core.files import write_text_atomic
 
-    done = work / "cells" / f"w{world}-s{seed}.json"
-    if done.is_file():
+    done = work / "cells" / f"{args.protocol}-w{world}-s{seed}.json"
+    cell = json.loads(done.read_text()) if done.is_file() else None
+    wanted = [f"baseline {m}" for m in args.baselines] + [f"deep {v}" for v in args.variants]
+    if cell is not None and all(name in cell["runs"] for name in wanted):
         print(f"world {world} seed {seed}: done before ({done})", flush=True)
-        return json.loads(done.read_text())
-    cell_dir = work / f"w{world}-s{seed}"
-    root = cell_dir / "data"
-    if not (root / "data_lists").is_dir():
-        synthesize_dataset(
-            root,
-            args.tiles,
-            seed=1000 * world + seed,  # the samples: another draw in every cell
-            world_seed=world,
-            world=args.world_kind,
-            spec=SampleSpec(size=96),
-            region_size=None,
-            label_fraction=args.label_fraction,
-            progress=False,
-        )
-    labelled = {split: count_parcels(root, split) for split in ("train", "val", "test")}
-    runs = {}
-    for model in args.baselines:
-        runs[f"baseline {model}"] = run_baseline(root, cell_dir, model, seed, args.max_pixels, args.smoke)
-    for variant in args.variants:
-        runs[f"deep {variant}"] = run_deep(root, cell_dir, variant, seed, args.minutes, args.smoke)
+        return cell
+    cell_dir = work / f"{args.protocol}-w{world}-s{seed}"
+    root = make_cell_data(cell_dir, world, seed, args)
+    if cell is None:
+        labelled = {split: count_parcels(root, split) for split in ("train", "val", "test")}
+        labelled["test_seen_share"] = seen_share(root)
+        cell = {"world": world, "seed": seed, "labelled": labelled, "runs": {}}
+    for name in (name for name in wanted if name not in cell["runs"]):
+        kind, which = name.split(" ", 1)
+        if kind == "baseline":
+            cell["runs"][name] = run_baseline(root, cell_dir, which, seed, args.max_pixels, args.smoke)
+        else:
+            cell["runs"][name] = run_deep(root, cell_dir, which, seed, args.minutes, args.smoke)
+        write_text_atomic(done, json.dumps(cell, indent=1))
     line = ", ".join(
-        f"{name} {r['test']['level4']['oa']:.3f}/{r['test']['level4']['mf1']:.3f}" for name, r in runs.items()
+        f"{name} {cell['runs'][name]['test']['level4']['oa']:.3f}/{cell['runs'][name]['test']['level4']['mf1']:.3f}"
+        for name in wanted
     )
-    print(f"world {world} seed {seed} (L4 OA/mF1): {line}; {labelled['test']['parcels']} test parcels", flush=True)
-    cell = {"world": world, "seed": seed, "labelled": labelled, "runs": runs}
-    write_text_atomic(done, json.dumps(cell, indent=1))
+    labelled = cell["labelled"]
+    scored = f"{labelled['test']['parcels']} test parcels, " if args.protocol == "survey" else ""
+    print(
+        f"world {world} seed {seed} (L4 OA/mF1): {line}; {scored}{labelled['test_seen_share']:.3f} of the test "
+        "pixels of a class with training labels",
+        flush=True,
+    )
     return cell
 
 
-def summarise(cells: list[dict]) -> dict:
-    """Per run and level: mean and standard deviation (0 for a single cell) of test OA and mF1 over the cells."""
+def summarise(cells: list[dict], names: list[str]) -> dict:
+    """Per run of ``names`` and level: mean and standard deviation (0 for a single cell) of test OA and mF1
+    over the cells."""
     summary: dict[str, dict] = {}
-    for name in cells[0]["runs"]:
+    for name in names:
         summary[name] = {}
         for level in LEVELS:
             for metric in ("oa", "mf1"):
@@ -221,7 +314,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="labelled-set draws and model seeds per world")
     parser.add_argument("--world-kind", default="prosail", choices=("prosail", "drawn"), help="h2crop synth --world")
     parser.add_argument("--tiles", type=int, default=32, help="generated 96-px tiles per cell (16-32: a small survey)")
-    parser.add_argument("--label-fraction", type=float, default=0.1, help="about this fraction of parcels labelled")
+    parser.add_argument(
+        "--protocol",
+        default="survey",
+        choices=("survey", "scene"),
+        help="scene: 10%% of every tile's pixels labelled, the other pixels of the same tiles scored (the held-out "
+        "real scene's protocol); survey: about --label-fraction of the parcels labelled, other tiles scored",
+    )
+    parser.add_argument(
+        "--label-fraction", type=float, default=0.1, help="survey: about this fraction of parcels labelled"
+    )
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget of each deep run")
     parser.add_argument("--variants", nargs="+", default=["faithful"], choices=list(VARIANTS))
     parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=list(BASELINES))
@@ -242,8 +344,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         cells = [run_cell(work, w, s, args) for w in range(args.worlds) for s in range(args.seeds)]
-    summary = summarise(cells)
+    summary = summarise(cells, [f"baseline {m}" for m in args.baselines] + [f"deep {v}" for v in args.variants])
     print_table(summary)
+    shares = [cell["labelled"]["test_seen_share"] for cell in cells if "test_seen_share" in cell["labelled"]]
+    ceiling = statistics.fmean(shares) if shares else None
+    if ceiling is not None:
+        print(f"level-4 OA ceiling (test pixels of a class with training labels): {ceiling:.3f} on average")
     checks = {}
     for deep in (name for name in summary if name.startswith("deep")):
         for baseline in (name for name in summary if name.startswith("baseline")):
@@ -257,13 +363,16 @@ def main() -> None:
             "seeds": args.seeds,
             "world_kind": args.world_kind,
             "tiles": args.tiles,
-            "label_fraction": args.label_fraction,
+            "protocol": args.protocol,
+            "label_fraction": args.label_fraction if args.protocol == "survey" else None,
+            "scene_shares": SCENE_SHARES if args.protocol == "scene" else None,
             "minutes": args.minutes,
             "preset": PRESET,
             "cpus": os.cpu_count(),
         },
         "seconds": time.perf_counter() - started,
         "summary": summary,
+        "level4_oa_ceiling": ceiling,
         "checks": checks,
         "cells": cells,
     }

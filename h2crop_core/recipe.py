@@ -35,13 +35,22 @@ class Recipe:
     steps: int | None = None
     epoch_samples: int = 0  #: draws per epoch at least (tiles repeat within an epoch to reach it)
     patience: int = 0  #: epochs without a better validation mF1 before stopping; 0 = never
+    spectral: float = 0.0  #: spectral augmentation strength (:mod:`h2crop_core.data.spectral`); 0 = off
 
 
 #: the research code's recipe, for the benchmark's thousands of samples (H2CROP.md, "Recipe")
 BENCHMARK = Recipe("benchmark", lr=6e-5, warmup_iters=1000, min_lr=6e-6, epochs=100)
 #: for a few to a few hundred tiles: measured in benchmarks/small_data.py
 SMALL = Recipe(
-    "small", lr=2e-3, warmup_iters=50, min_lr=2e-5, epochs=10_000, steps=1500, epoch_samples=128, patience=12
+    "small",
+    lr=2e-3,
+    warmup_iters=50,
+    min_lr=2e-5,
+    epochs=10_000,
+    steps=1500,
+    epoch_samples=128,
+    patience=12,
+    spectral=0.08,
 )
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (BENCHMARK, SMALL)}
 RECIPE_CHOICES: tuple[str, ...] = ("auto", *RECIPES)

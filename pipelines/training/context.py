@@ -12,10 +12,12 @@ from h2crop_core.data.index import DatasetIndex
 from h2crop_core.data.normalise import NormStats
 from h2crop_core.data.reader import SampleReader, infer_dataset_spec
 from h2crop_core.data.schema import SampleSpec
+from h2crop_core.data.spectral import SpectralJitter
 from h2crop_core.data.stats import ensure_norm_stats
 from h2crop_core.errors import SettingError
 from h2crop_core.models.presets import ModelConfig, get_preset
-from h2crop_core.products.contract import InputContract, read_dataset_contract
+from h2crop_core.products.contract import InputContract, contract_for, read_dataset_contract
+from h2crop_core.products.harmonise import S2_CONVENTION
 from h2crop_core.taxonomy import Taxonomy, load_taxonomy
 from pipelines.runtime.progress import ProgressSender
 from pipelines.settings import TrainSettings
@@ -101,6 +103,16 @@ def model_config_for(settings: TrainSettings, taxonomy: Taxonomy, spec: SampleSp
         given = " ".join(f"--set {k}={v}" for k, v in settings.overrides.items()) or "no --set"
         raise SettingError(f"preset {settings.preset} with {given} cannot be built for this data: {error}") from error
     return config
+
+
+def jitter_for(settings: TrainSettings, data: DatasetContext) -> SpectralJitter | None:
+    """The run's spectral augmentation for this dataset's statistics and S2 encoding (None when off)."""
+    if not settings.spectral_jitter:
+        return None
+    convention = (data.contract or contract_for(data.spec)).s2_convention
+    offset = 1000.0 if convention == S2_CONVENTION else 0.0  # the stored value of reflectance 0
+    scale = 1.0 if convention == "reflectance" else 10_000.0
+    return SpectralJitter.for_stats(settings.spectral_jitter, data.stats, offset, scale, data.spec.enmap_factor)
 
 
 def reader_for(config: ModelConfig, data: DatasetContext) -> SampleReader:

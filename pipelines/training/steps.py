@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from h2crop_core.data.augment import batch_cutmix, random_flip_rotate
+from h2crop_core.data.spectral import SpectralJitter
 from h2crop_core.metrics import HierarchicalConfusion
 from h2crop_core.models.heads import decode_argmax, decode_consistent
 from h2crop_core.models.loss import model_loss
@@ -138,13 +139,16 @@ def fit_to_budget(state: TrainState, settings: TrainSettings, device) -> str:
 
 
 # ------------------------------------------------------------------------------------------- the steps
-def augment(batch: dict, generator: torch.Generator, settings: TrainSettings, factor: int) -> dict:
-    """Flips/rotations and batch CutMix, identical on every modality, the labels and the priors."""
+def augment(
+    batch: dict, generator: torch.Generator, settings: TrainSettings, factor: int, jitter: SpectralJitter | None = None
+) -> dict:
+    """Flips/rotations and batch CutMix, identical on every modality, the labels and the priors; then the
+    spectral ``jitter`` (:mod:`h2crop_core.data.spectral`), if any."""
     if settings.flip_rotate:
         batch = random_flip_rotate(batch, generator)
     if settings.cutmix_p > 0:
         batch = batch_cutmix(batch, generator, p=settings.cutmix_p, factor=factor)
-    return batch
+    return jitter(batch, generator) if jitter is not None else batch
 
 
 def optimizer_step(state: TrainState) -> None:
@@ -204,12 +208,14 @@ def train_epoch(
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     started: float | None = None,
     weights: Mapping[str, float] | None = None,
+    jitter: SpectralJitter | None = None,
 ) -> EpochTotals:
     """One pass over this rank's batches. Shards may differ by a few samples: ``Join`` lets ranks that run
     out shadow the others' collectives, then every rank takes the optimizer state of the one that stepped
     most, so replicas stay identical. ``on_step(samples, loss)`` sees each step (the loss stays a tensor:
     reading it is the caller's choice); ``started`` is when the epoch's reading began (default: now);
-    ``weights``: the plan's per-sample loss weights (:func:`~h2crop_core.data.sampling.draw_weights`)."""
+    ``weights``: the plan's per-sample loss weights (:func:`~h2crop_core.data.sampling.draw_weights`);
+    ``jitter``: the spectral augmentation (:func:`~pipelines.training.context.jitter_for`)."""
     from torch.distributed.algorithms.join import Join
 
     state.model.train()
@@ -222,7 +228,7 @@ def train_epoch(
         for totals.steps, batch in enumerate(batches, start=1):
             loss = train_step(
                 state,
-                augment(batch, generator, settings, factor),
+                augment(batch, generator, settings, factor, jitter),
                 levels,
                 step=totals.steps,
                 grad_accum=settings.grad_accum,

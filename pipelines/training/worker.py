@@ -17,7 +17,7 @@ import torch
 from h2crop_core.checkpoint import load_checkpoint, save_checkpoint
 from h2crop_core.report import write_report
 from pipelines.runtime.progress import ProgressSender
-from pipelines.training.context import LoopConfig, reader_for
+from pipelines.training.context import LoopConfig, jitter_for, reader_for
 from pipelines.training.finetune import apply_start
 from pipelines.training.steps import (
     TrainState,
@@ -178,7 +178,8 @@ def train_loop_per_worker(config: dict) -> None:
     if rank == 0:
         open_tracking(loop, state)
     train_data, val_data = shard_readers(loop, device)
-    weights = loop.draw_weights  # None for the benchmark's plan (each tile once)
+    # loss weights per sample (None for the benchmark's plan: each tile once) and the spectral augmentation
+    common = dict(factor=factor, weights=loop.draw_weights, jitter=jitter_for(settings, loop.data))
     try:
         stop, why = should_stop(settings, state, device)
         while not stop:
@@ -186,8 +187,7 @@ def train_loop_per_worker(config: dict) -> None:
             generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + state.epoch * 101 + rank)
             batches = train_data.epoch(shuffle_seed=settings.seed * 7919 + state.epoch * 31 + rank, prefetch_next=more)
             progress.epoch_start(state.epoch + 1, settings.epochs, batches.batches)
-            on_step = progress.step if rank == 0 else None
-            steps = dict(factor=factor, generator=generator, started=started, on_step=on_step, weights=weights)
+            steps = dict(common, generator=generator, started=started, on_step=progress.step if rank == 0 else None)
             totals = train_epoch(state, batches, settings, levels, **steps)
             val_batches = val_data.epoch(prefetch_next=more)
             confusion = validate(state.core, val_batches, loop.data.taxonomy, levels, device, settings.decode)
