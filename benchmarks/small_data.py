@@ -22,8 +22,8 @@ Protocol (``docs/benchmarks.md``, "Small labelled sets"):
   the larger of the two standard deviations, for OA and for mF1.
 
 Deep variants (``--variants``): ``faithful`` (``h2crop train`` as a user runs it: the preset as published
-with the recipe's defaults), ``no-spectral`` (the same without the small recipe's spectral augmentation,
-``--spectral-jitter 0``), ``pixel`` (``--set pixel_branch=32``: each pixel's own S2 series and EnMAP
+with the recipe's defaults), ``spectral`` (the same with spectral augmentation, ``--spectral-jitter 0.08``),
+``pixel`` (``--set pixel_branch=32``: each pixel's own S2 series and EnMAP
 spectrum, encoded without spatial mixing, concatenated to the fused features), ``pixel-logits`` (that
 branch, 64 wide, with its own per-level classifier whose logits are added to the heads', trained on its own
 loss too) and ``pixel-spectrum`` (that classifier on the EnMAP spectrum alone, with Gaussian input noise).
@@ -54,7 +54,7 @@ PIXEL_LOGITS = {"pixel_branch": 64, "pixel_join": "logits", "pixel_loss": 1.0}
 #: defaults; ``faithful`` is ``h2crop train`` as a user runs it (the preset as published, the recipe's defaults)
 VARIANTS: dict[str, dict] = {
     "faithful": {},
-    "no-spectral": {"train": {"spectral_jitter": 0.0}},
+    "spectral": {"train": {"spectral_jitter": 0.08}},
     "pixel": {"set": {"pixel_branch": 32}},
     "pixel-logits": {"set": PIXEL_LOGITS},
     "pixel-spectrum": {"set": {**PIXEL_LOGITS, "pixel_inputs": "enmap", "pixel_noise": 1.0}},

@@ -35,7 +35,6 @@ class Recipe:
     steps: int | None = None
     epoch_samples: int = 0  #: draws per epoch at least (tiles repeat within an epoch to reach it)
     patience: int = 0  #: epochs without a better validation mF1 before stopping; 0 = never
-    spectral: float = 0.0  #: spectral augmentation strength (:mod:`h2crop_core.data.spectral`); 0 = off
 
 
 #: the research code's recipe, for the benchmark's thousands of samples (H2CROP.md, "Recipe")
@@ -50,7 +49,6 @@ SMALL = Recipe(
     steps=1500,
     epoch_samples=128,
     patience=12,
-    spectral=0.08,
 )
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (BENCHMARK, SMALL)}
 RECIPE_CHOICES: tuple[str, ...] = ("auto", *RECIPES)

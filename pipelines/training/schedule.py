@@ -83,5 +83,4 @@ def fill_from_recipe(settings: TrainSettings, recipe: Recipe, patience: int) -> 
         warmup_iters=pick(settings.warmup_iters, recipe.warmup_iters),
         min_lr=pick(settings.min_lr, min(recipe.min_lr, lr)),
         patience=pick(settings.patience, patience),
-        spectral_jitter=pick(settings.spectral_jitter, recipe.spectral),
     )

@@ -88,6 +88,18 @@ def test_the_same_generator_state_gives_the_same_jitter_and_fields_have_unit_spr
     assert field.shape == (64, 1, 48, 48) and 0.8 < float(field.std()) < 1.2
 
 
+def test_the_training_step_applies_it_after_the_joint_augmentations():
+    from pipelines.settings import TrainSettings
+    from pipelines.training.steps import augment
+
+    b = batch()
+    settings = TrainSettings(data="r", preset="p", flip_rotate=False, cutmix_p=0.0)
+    assert augment(b, torch.Generator(), settings, 3) is b  # nothing asked: the same batch
+    out = augment(b, torch.Generator().manual_seed(2), settings, 3, jitter(0.08))
+    assert not torch.equal(out["s2"], b["s2"]) and not torch.equal(out["enmap"], b["enmap"])
+    assert torch.equal(out["label"], b["label"])
+
+
 @pytest.mark.parametrize("convention, zero", [("l2a-offset-1000", 1000.0), ("reflectance-x10000-no-offset", 0.0)])
 def test_the_run_takes_reflectance_zero_from_the_datasets_s2_encoding(convention, zero):
     from h2crop_core.data.schema import SampleSpec
@@ -96,7 +108,7 @@ def test_the_run_takes_reflectance_zero_from_the_datasets_s2_encoding(convention
     from pipelines.training.context import DatasetContext, jitter_for
 
     data = DatasetContext("r", None, SampleSpec(size=96), STATS, (), (), "f", InputContract(s2_convention=convention))
-    assert jitter_for(TrainSettings(data="r", preset="p", spectral_jitter=0.0), data) is None
+    assert jitter_for(TrainSettings(data="r", preset="p"), data) is None  # off by default
     made = jitter_for(TrainSettings(data="r", preset="p", spectral_jitter=0.05), data)
     expected = (zero - torch.as_tensor(STATS.s2_mean, dtype=torch.float32)) / torch.as_tensor(STATS.s2_std)
     assert made.strength == 0.05 and torch.allclose(made.s2_zero, expected.float())

@@ -19,15 +19,13 @@ def test_defaults_on_a_small_sparse_set_take_the_small_recipe_and_labelled_draws
     paths = tuple(str(p) for p in DatasetIndex(tmp_path).split_paths("train"))
     planned = resolve_schedule(TrainSettings(data=str(tmp_path), preset="p", workers=1), paths)
     s = planned.settings
-    assert (s.recipe, s.lr, s.warmup_iters, s.patience, s.steps, s.spectral_jitter) == (
+    assert (s.recipe, s.lr, s.warmup_iters, s.patience, s.steps) == (
         "small",
         SMALL.lr,
         SMALL.warmup_iters,
         SMALL.patience,
         SMALL.steps,
-        SMALL.spectral,
     )
-    assert SMALL.spectral > 0 == BENCHMARK.spectral  # the faithful recipe has no spectral augmentation
     assert len(planned.train_paths) == SMALL.epoch_samples and s.epochs == -(
         -SMALL.steps // (SMALL.epoch_samples // s.batch_size)
     )
@@ -40,9 +38,7 @@ def test_defaults_on_a_small_sparse_set_take_the_small_recipe_and_labelled_draws
         TrainSettings(data=str(tmp_path), preset="p", workers=1, lr=1e-3, epochs=2, sampling="uniform"), paths
     )
     g = given.settings
-    assert (g.recipe, g.lr, g.min_lr, g.epochs, g.spectral_jitter) == ("benchmark", 1e-3, BENCHMARK.min_lr, 2, 0.0)
-    off = resolve_schedule(TrainSettings(data=str(tmp_path), preset="p", workers=1, spectral_jitter=0.0), paths)
-    assert (off.settings.recipe, off.settings.spectral_jitter) == ("small", 0.0)  # a given 0 is kept
+    assert (g.recipe, g.lr, g.min_lr, g.epochs) == ("benchmark", 1e-3, BENCHMARK.min_lr, 2)
     assert given.train_paths == paths and g.steps == 2 * -(-len(paths) // g.batch_size)
     # the benchmark's 1,000 warm-up steps are capped at a tenth of these few steps: what runs is recorded
     assert (
