@@ -41,14 +41,7 @@ class Recipe:
 BENCHMARK = Recipe("benchmark", lr=6e-5, warmup_iters=1000, min_lr=6e-6, epochs=100)
 #: for a few to a few hundred tiles: measured in benchmarks/small_data.py
 SMALL = Recipe(
-    "small",
-    lr=2e-3,
-    warmup_iters=50,
-    min_lr=2e-5,
-    epochs=10_000,
-    steps=1500,
-    epoch_samples=128,
-    patience=12,
+    "small", lr=2e-3, warmup_iters=50, min_lr=2e-5, epochs=10_000, steps=1500, epoch_samples=128, patience=12
 )
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (BENCHMARK, SMALL)}
 RECIPE_CHOICES: tuple[str, ...] = ("auto", *RECIPES)

@@ -17,7 +17,7 @@ from h2crop_core.data.stats import ensure_norm_stats
 from h2crop_core.errors import SettingError
 from h2crop_core.models.presets import ModelConfig, get_preset
 from h2crop_core.products.contract import InputContract, contract_for, read_dataset_contract
-from h2crop_core.products.harmonise import S2_CONVENTION
+from h2crop_core.products.harmonise import OFFSET, S2_CONVENTION, SCALE
 from h2crop_core.taxonomy import Taxonomy, load_taxonomy
 from pipelines.runtime.progress import ProgressSender
 from pipelines.settings import TrainSettings
@@ -110,8 +110,8 @@ def jitter_for(settings: TrainSettings, data: DatasetContext) -> SpectralJitter 
     if not settings.spectral_jitter:
         return None
     convention = (data.contract or contract_for(data.spec)).s2_convention
-    offset = 1000.0 if convention == S2_CONVENTION else 0.0  # the stored value of reflectance 0
-    scale = 1.0 if convention == "reflectance" else 10_000.0
+    offset = OFFSET if convention == S2_CONVENTION else 0.0  # the stored value of reflectance 0
+    scale = 1.0 if convention == "reflectance" else SCALE
     return SpectralJitter.for_stats(settings.spectral_jitter, data.stats, offset, scale, data.spec.enmap_factor)
 
 
