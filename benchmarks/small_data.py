@@ -226,6 +226,7 @@ def make_cell_data(cell_dir: Path, world: int, seed: int, args: argparse.Namespa
         region_size=None,
         label_fraction=1.0 if scene else args.label_fraction,
         progress=False,
+        gaps=args.gaps,
     )
     if scene:
         staging = cell_dir / "data.partial"
@@ -234,19 +235,25 @@ def make_cell_data(cell_dir: Path, world: int, seed: int, args: argparse.Namespa
     return root
 
 
+def cell_name(args: argparse.Namespace, world: int, seed: int) -> str:
+    """A cell's folder and file name: its protocol, bare-soil share (where there is any), world and seed."""
+    gaps = f"-g{args.gaps:g}" if args.gaps else ""
+    return f"{args.protocol}{gaps}-w{world}-s{seed}"
+
+
 def run_cell(work: Path, world: int, seed: int, args: argparse.Namespace) -> dict:
     """One (world, seed) cell: its data, the baselines and the deep variants asked for. The cell is written
     to ``cells/`` after every run, and a rerun runs only what it lacks (a variant added later, or the runs a
     killed benchmark had not finished)."""
     from h2crop_core.files import write_text_atomic
 
-    done = work / "cells" / f"{args.protocol}-w{world}-s{seed}.json"
+    done = work / "cells" / f"{cell_name(args, world, seed)}.json"
     cell = json.loads(done.read_text()) if done.is_file() else None
     wanted = [f"baseline {m}" for m in args.baselines] + [f"deep {v}" for v in args.variants]
     if cell is not None and all(name in cell["runs"] for name in wanted):
         print(f"world {world} seed {seed}: done before ({done})", flush=True)
         return cell
-    cell_dir = work / f"{args.protocol}-w{world}-s{seed}"
+    cell_dir = work / cell_name(args, world, seed)
     root = make_cell_data(cell_dir, world, seed, args)
     if cell is None:
         labelled = {split: count_parcels(root, split) for split in ("train", "val", "test")}
@@ -324,6 +331,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--label-fraction", type=float, default=0.1, help="survey: about this fraction of parcels labelled"
     )
+    parser.add_argument(
+        "--gaps", type=float, default=0.0, help="prosail worlds: mean share of bare soil within fields (h2crop synth)"
+    )
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget of each deep run")
     parser.add_argument("--variants", nargs="+", default=["faithful"], choices=list(VARIANTS))
     parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=list(BASELINES))
@@ -365,6 +375,7 @@ def main() -> None:
             "tiles": args.tiles,
             "protocol": args.protocol,
             "label_fraction": args.label_fraction if args.protocol == "survey" else None,
+            "gaps": args.gaps,
             "scene_shares": SCENE_SHARES if args.protocol == "scene" else None,
             "minutes": args.minutes,
             "preset": PRESET,

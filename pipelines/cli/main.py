@@ -53,6 +53,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         label_fraction=args.label_fraction,
         progress=not args.quiet,
         world=args.world,
+        gaps=args.gaps,
     )
     counts = ", ".join(f"{split} {len(names)}" for split, names in result.splits.items())
     print(f"wrote {args.samples} samples to {result.root / 'h5_data'} ({counts}); taxonomy {result.taxonomy.summary()}")
@@ -238,6 +239,7 @@ def add_data_parsers(add) -> None:
     p.add_argument("--samples", type=int, default=32, help="number of samples (default 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--world", choices=("drawn", "prosail"), default="drawn", help="class spectra (prosail: world.png)")
+    p.add_argument("--gaps", type=float, default=0.0, help="prosail: mean share of bare soil within fields (0-0.9)")
     p.add_argument(
         "--taxonomy", type=Path, help="taxonomy CSV to generate classes from (default: a generated 6/36/82/101 tree)"
     )
@@ -353,9 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars")
-    common.add_argument(
-        "--verbose", action="store_true", help="show Ray's and the libraries' own log lines and warnings"
-    )
+    common.add_argument("--verbose", action="store_true", help="show Ray's and the libraries' log lines and warnings")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add = lambda name, help: sub.add_parser(name, help=help, parents=[common])  # noqa: E731
 

@@ -88,6 +88,8 @@ class Canopy:
         faint_groups: {(level index 2|3, parent id)}: the sibling groups drawn faint.
         family: per level-1 id, its family (index 0: ``background``).
         crop_type: per level-4 id, the archetype its traits started from.
+        soil_s2, soil_enmap: as ``s2`` and ``enmap``, the soil under each class and variant (its bare
+            reflectance: what shows through gaps in the canopy).
     """
 
     s2: np.ndarray
@@ -96,6 +98,8 @@ class Canopy:
     faint_groups: frozenset
     family: tuple[str, ...]
     crop_type: tuple[str, ...]
+    soil_s2: np.ndarray
+    soil_enmap: np.ndarray
 
 
 def require_prosail() -> None:
@@ -130,10 +134,18 @@ def canopy_world(taxonomy: Taxonomy, spec: SampleSpec, seed: int = 0, variants: 
         leaf_traits = archetype("background") if leaf == 0 else traits[NUM_LEVELS - 1][leaf]
         for v, row in enumerate(vary(leaf_traits, spread)):
             inputs[leaf, v] = prosail_inputs(row, t, window * stage[leaf])
-    spectra = reflectance(inputs.reshape(-1, len(PROSAIL_INPUTS))).reshape(n, variants, MONTHS, -1)
-    s2 = spectra[:, :, : spec.months] @ responses[0].T  # (classes, variants, months, bands)
-    enmap = spectra[:, :, ENMAP_MONTH] @ responses[1].T
-    return Canopy(s2, enmap, inputs, frozenset(faint_groups), family, crop_type)
+    bare = inputs.copy()
+    bare[..., P["lai"]] = 0.0  # PROSAIL's soil alone: cheap (no leaves to model)
+    s2, enmap = _bands(reflectance(inputs.reshape(-1, len(PROSAIL_INPUTS))), n, variants, spec, responses)
+    soil_s2, soil_enmap = _bands(reflectance(bare.reshape(-1, len(PROSAIL_INPUTS))), n, variants, spec, responses)
+    return Canopy(s2, enmap, inputs, frozenset(faint_groups), family, crop_type, soil_s2, soil_enmap)
+
+
+def _bands(spectra: np.ndarray, n: int, variants: int, spec: SampleSpec, responses: tuple) -> tuple:
+    """S2 (n, variants, months, bands) over the sample's months and EnMAP (n, variants, bands) at the
+    acquisition, of PROSAIL spectra (n * variants * MONTHS, 2101)."""
+    spectra = spectra.reshape(n, variants, MONTHS, -1)
+    return spectra[:, :, : spec.months] @ responses[0].T, spectra[:, :, ENMAP_MONTH] @ responses[1].T
 
 
 def reflectance(inputs: np.ndarray) -> np.ndarray:

@@ -12,9 +12,10 @@ from affine import Affine
 from rasterio.windows import Window
 
 from h2crop_core.data.schema import SampleSpec
+from h2crop_core.data.synth.layout import add_clouds
 from h2crop_core.data.synth.register import CROSSWALK_FILE, PRIOR_PARCELS_FILE, write_registers
 from h2crop_core.data.synth.user_files import PARCELS_FILE
-from h2crop_core.data.synth.world import SyntheticWorld, add_clouds
+from h2crop_core.data.synth.world import SyntheticWorld
 from h2crop_core.errors import SettingError
 from h2crop_core.files import PARTIAL, write_text_atomic
 from h2crop_core.mapping.region import MANIFEST, REGION_FILES

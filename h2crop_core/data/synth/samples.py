@@ -12,10 +12,11 @@ import numpy as np
 
 from h2crop_core.data.index import H5_DIR, LIST_DIRS, SPLITS, DatasetError
 from h2crop_core.data.schema import H2CROP_SPEC, KEY_STYLES, SampleSpec
+from h2crop_core.data.synth.layout import MAX_GAP, add_clouds
 from h2crop_core.data.synth.quicklook import world_quicklook
 from h2crop_core.data.synth.region import synthesize_region
 from h2crop_core.data.synth.tree import generate_taxonomy
-from h2crop_core.data.synth.world import SyntheticWorld, add_clouds, check_world_kind
+from h2crop_core.data.synth.world import SyntheticWorld, check_world_kind
 from h2crop_core.errors import SettingError
 from h2crop_core.files import write_if_changed, write_text_atomic
 from h2crop_core.products.contract import CONTRACT_FILE, contract_for
@@ -49,6 +50,7 @@ def synthesize_dataset(
     progress: bool = True,
     world: str = "drawn",
     world_seed: int | None = None,
+    gaps: float = 0.0,
 ) -> SynthResult:
     """Write a synthetic dataset root: ``h5_data/``, ``data_lists/``, ``cascade_labels.csv``,
     ``input_contract.json`` (what the bands are: the benchmark's, as generated) and, unless ``region_size``
@@ -68,6 +70,8 @@ def synthesize_dataset(
             are the same as with dense labels.
         world: ``drawn`` signatures, or ``prosail`` ones from a canopy radiative-transfer model, which also
             writes ``world.png`` (:func:`~h2crop_core.data.synth.quicklook.world_quicklook`).
+        gaps: a prosail world's mean share of bare soil within fields, in [0, 0.9)
+            (:func:`~h2crop_core.data.synth.layout.gap_field`); 0, the default: closed canopies.
     """
     from tqdm.auto import tqdm
 
@@ -76,6 +80,8 @@ def synthesize_dataset(
     if samples < 1:
         raise SettingError(f"samples must be at least 1, got {samples}")
     check_world_kind(world)
+    if not 0 <= gaps < MAX_GAP or (gaps and world != "prosail"):
+        raise SettingError(f"gaps is a prosail world's mean share of bare soil in [0, {MAX_GAP}); got {gaps} ({world})")
     if not 0 < label_fraction <= 1:
         raise SettingError(f"label_fraction is a fraction in (0, 1]; got {label_fraction}")
     root = Path(out)
@@ -95,6 +101,7 @@ def synthesize_dataset(
     # centres); unchanged bytes keep the file's time, like the samples'
     write_if_changed(root / CONTRACT_FILE, json.dumps(contract_for(spec).to_dict(), indent=1).encode())
     generated = SyntheticWorld.create(taxonomy, spec, world_seed, world)
+    generated.gaps = gaps
     if world == "prosail":  # what the classes look like; a drawn world's figure would add to the default's time
         world_quicklook(generated, root / "world.png")
     keys = KEY_STYLES[key_style]

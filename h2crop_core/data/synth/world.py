@@ -15,6 +15,7 @@ import numpy as np
 
 from h2crop_core.data.schema import H2CROP_SPEC, SampleSpec
 from h2crop_core.data.synth.canopy import Canopy, canopy_world, require_prosail
+from h2crop_core.data.synth.layout import gap_field, voronoi_parcels
 from h2crop_core.errors import SettingError
 from h2crop_core.taxonomy import NUM_LEVELS, UNLABELLED, Taxonomy
 
@@ -51,6 +52,7 @@ class SyntheticWorld:
     faint_groups: frozenset  # {(level index 2|3, parent id)}: sibling groups that look alike in S2
     kind: str = "drawn"  # one of WORLD_KINDS
     canopy: Canopy | None = None  # a prosail world's Canopy (its PROSAIL inputs, families, crop types); else None
+    gaps: float = 0.0  # a prosail world's mean share of bare soil within fields (layout.gap_field); 0: none
 
     @property
     def s2_signature(self) -> np.ndarray:
@@ -179,8 +181,10 @@ class SyntheticWorld:
         brightness = parcel_rng.normal(1.0, 0.04, num_parcels)
         s2_spectra, enmap_spectra = self._parcel_spectra(scene["parcel_leaf"], parcel_rng)
 
-        s2 = s2_spectra[parcel][..., :months, :]  # (h, W, T, bands)
-        s2 = np.moveaxis(s2, (2, 3), (0, 1)) * brightness[parcel] + np.moveaxis(s2_parcel[parcel], -1, 0)[None]
+        s2_spectra, enmap_spectra = s2_spectra[parcel][..., :months, :], enmap_spectra[parcel]  # (h, W, [T,] bands)
+        if self.gaps > 0 and self.canopy is not None:
+            s2_spectra, enmap_spectra = self._with_soil(scene, rows, s2_spectra, enmap_spectra)
+        s2 = np.moveaxis(s2_spectra, (2, 3), (0, 1)) * brightness[parcel] + np.moveaxis(s2_parcel[parcel], -1, 0)[None]
         s2 = s2 + rng.normal(0, 0.008, s2.shape)
         clouds = scene.get("clouds")
         if clouds is not None:
@@ -188,13 +192,24 @@ class SyntheticWorld:
         s2_int = np.clip(S2_OFFSET + REFLECTANCE_SCALE * s2, -32768, 32767).astype(np.int16)
 
         f = spec.enmap_factor
-        spectra = enmap_spectra[parcel] * brightness[parcel][..., None]  # (h, W, bands)
+        spectra = enmap_spectra * brightness[parcel][..., None]  # (h, W, bands)
         spectra = spectra.reshape(h // f, f, w // f, f, -1).mean(axis=(1, 3))  # mixed 30 m pixels
         spectra = spectra * self.transmission
         noise_scale = 0.004 / np.maximum(self.transmission, 0.15)  # water-vapour bands are noisy
         spectra = spectra + rng.normal(0, 1, spectra.shape) * noise_scale
         enmap_int = np.clip(REFLECTANCE_SCALE * np.moveaxis(spectra, -1, 0), -32768, 32767).astype(np.int16)
         return s2_int, enmap_int
+
+    def _with_soil(self, scene: dict, rows: slice, s2: np.ndarray, enmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pixels' S2 (h, W, T, bands) and EnMAP (h, W, bands) spectra with their share of bare soil
+        (the scene's gap field, drawn once for the whole scene so that its strips agree) mixed in."""
+        if "gaps" not in scene:
+            scene["gaps"] = gap_field(scene["parcel"], scene.get("seed", 0), self.gaps)
+        gaps, parcel = scene["gaps"][rows], scene["parcel"][rows]
+        leaf = scene["parcel_leaf"][parcel]
+        soil_s2 = self.canopy.soil_s2.mean(axis=1)[leaf][..., : s2.shape[2], :]
+        soil_enmap = self.canopy.soil_enmap.mean(axis=1)[leaf]
+        return s2 + gaps[..., None, None] * (soil_s2 - s2), enmap + gaps[..., None] * (soil_enmap - enmap)
 
     def _parcel_spectra(self, parcel_leaf: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Each parcel's S2 (parcels, 12, bands) and EnMAP (parcels, bands) reflectance: its class's variants
@@ -215,60 +230,6 @@ def check_world_kind(kind: str) -> None:
         raise SettingError(f"world must be one of {', '.join(WORLD_KINDS)}; got {kind!r}")
     if kind == "prosail":
         require_prosail()
-
-
-def add_clouds(scene: dict, rng: np.random.Generator, months: int, probability: float = 0.12) -> None:
-    """Give some months a cloud: a soft blob covering part of the scene (S2 only; EnMAP is cloud-free)."""
-    h, w = scene["parcel"].shape
-    clouds = np.zeros((months, h, w), dtype=np.float32)
-    yy, xx = np.mgrid[0:h, 0:w]
-    for m in range(months):
-        if rng.random() < probability:
-            cy, cx, radius = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.15, 0.4) * max(h, w)
-            clouds[m] = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))).astype(np.float32)
-    scene["clouds"] = clouds
-
-
-def voronoi_parcels(
-    height: int, width: int, rng: np.random.Generator, spacing: float = 22.0, border: float = 1.2
-) -> tuple[np.ndarray, int]:
-    """Convex polygonal parcels: an anisotropic Voronoi tessellation with a background margin between cells.
-
-    Seeds sit on a jittered grid in a randomly rotated and stretched coordinate frame, so each pixel only
-    compares the seeds of its 3×3 neighbouring grid cells: linear in the number of pixels, any raster size.
-
-    Returns:
-        (parcel map (H, W) int32 with 0 on borders and parcels numbered from 1, number of parcels).
-    """
-    angle = rng.uniform(0, np.pi)
-    stretch = rng.uniform(1.0, 2.2)
-    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    transform = np.diag([1.0 / stretch, 1.0]) @ rotation
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    q = np.einsum("ij,jhw->ihw", transform, np.stack([yy, xx]))
-    origin = q.reshape(2, -1).min(axis=1) - spacing
-    cell = np.floor((q - origin[:, None, None]) / spacing).astype(np.int64)
-    grid_shape = cell.reshape(2, -1).max(axis=1) + 3
-    jitter = rng.uniform(0.1, 0.9, (grid_shape[0], grid_shape[1], 2))
-    best = np.full((height, width), np.inf)
-    second = np.full((height, width), np.inf)
-    owner = np.zeros((height, width), dtype=np.int64)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            cy, cx = np.clip(cell[0] + dy, 0, grid_shape[0] - 1), np.clip(cell[1] + dx, 0, grid_shape[1] - 1)
-            seed_y = origin[0] + (cy + jitter[cy, cx, 0]) * spacing
-            seed_x = origin[1] + (cx + jitter[cy, cx, 1]) * spacing
-            dist = np.hypot(q[0] - seed_y, q[1] - seed_x)
-            cell_id = cy * grid_shape[1] + cx
-            closer = dist < best
-            same = cell_id == owner
-            second = np.where(closer & ~same, best, np.where(~closer & ~same, np.minimum(second, dist), second))
-            owner = np.where(closer, cell_id, owner)
-            best = np.where(closer, dist, best)
-    _, parcel = np.unique(owner, return_inverse=True)
-    parcel = parcel.reshape(height, width).astype(np.int32) + 1
-    parcel[(second - best) < border] = 0
-    return parcel, int(parcel.max())
 
 
 # ------------------------------------------------------------------------------------------ signatures
