@@ -25,7 +25,7 @@ demo: install
 test: install
 	$(BIN)/ruff check --quiet .
 	$(BIN)/ruff format --check --quiet .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # the linter alone (make test runs it first); `ruff format .` fixes the formatting
 lint: install

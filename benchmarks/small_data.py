@@ -10,7 +10,8 @@ Protocol (``docs/benchmarks.md``, "Small labelled sets"):
   labelled, unevenly over ``--tiles`` tiles of 96 px, and other tiles scored: new fields, as a map meets
   them. ``scene``: every tile densely labelled, 10% of each tile's labelled pixels for training, 5% for
   validation and the other 85% scored (the held-out real scene's protocol: the scored pixels lie in the
-  trained fields).
+  trained fields). ``--gaps G``: bare soil shows through the canopy within fields (``h2crop synth --gaps``),
+  as in the real scenes whose early-season stands cover part of the ground.
 * **Runs**, each on this machine, on every (world, seed) cell: ``h2crop baseline --model rf`` and
   ``--model svm`` (the window's S2 months + EnMAP per pixel), and ``h2crop train`` with defaults (no
   ``--lr``, no ``--epochs``: the recipe ``auto`` picks), one worker with every core, stopped by
@@ -22,17 +23,19 @@ Protocol (``docs/benchmarks.md``, "Small labelled sets"):
   the larger of the two standard deviations, for OA and for mF1.
 
 Deep variants (``--variants``): ``faithful`` (``h2crop train`` as a user runs it: the preset as published
-with the recipe's defaults), ``spectral`` (the same with spectral augmentation, ``--spectral-jitter 0.08``),
-``pixel`` (``--set pixel_branch=32``: each pixel's own S2 series and EnMAP
-spectrum, encoded without spatial mixing, concatenated to the fused features), ``pixel-logits`` (that
-branch, 64 wide, with its own per-level classifier whose logits are added to the heads', trained on its own
-loss too) and ``pixel-spectrum`` (that classifier on the EnMAP spectrum alone, with Gaussian input noise).
+with the recipe's defaults; the small recipe adds its per-pixel classifier, as ``pixel-logits``),
+``no-pixel`` (the preset alone under the small recipe, ``--set pixel_branch=0``: the defaults before
+2026-12-06), ``spectral`` (the defaults with spectral augmentation, ``--spectral-jitter 0.08``), ``pixel``
+(``--set pixel_branch=32``: each pixel's own S2 series and EnMAP spectrum, encoded without spatial mixing,
+concatenated to the fused features), ``pixel-logits`` (that branch, 64 wide, with its own per-level
+classifier whose logits are added to the heads', trained on its own loss too) and ``pixel-spectrum`` (that
+classifier on the EnMAP spectrum alone, with Gaussian input noise).
 
 Every cell's results are written as it finishes (``cells/{protocol}-w{W}-s{S}.json`` under ``--keep``): a
 rerun with the same ``--keep`` goes on where it stopped. JSON to ``benchmarks/results/small_data.json``.
 
     python benchmarks/small_data.py [--worlds 3] [--seeds 3] [--world-kind prosail] [--protocol survey] \\
-        [--tiles 32] [--minutes 15] [--label-fraction 0.1] [--variants faithful] [--keep DIR] [--smoke]
+        [--tiles 32] [--minutes 15] [--label-fraction 0.1] [--gaps 0] [--variants faithful] [--keep DIR] [--smoke]
 
 ``--smoke``: one world, one seed, 8 tiles, a 6-second budget, the last variant asked for, small pixel
 samples (checks that it runs; the numbers mean nothing at that size).
@@ -54,6 +57,7 @@ PIXEL_LOGITS = {"pixel_branch": 64, "pixel_join": "logits", "pixel_loss": 1.0}
 #: defaults; ``faithful`` is ``h2crop train`` as a user runs it (the preset as published, the recipe's defaults)
 VARIANTS: dict[str, dict] = {
     "faithful": {},
+    "no-pixel": {"set": {"pixel_branch": 0}},
     "spectral": {"train": {"spectral_jitter": 0.08}},
     "pixel": {"set": {"pixel_branch": 32}},
     "pixel-logits": {"set": PIXEL_LOGITS},

@@ -126,7 +126,8 @@ def untrained(data: Path, work: Path) -> tuple[Path, int, float]:
     from pipelines.training.context import model_config_for, prepare_dataset
 
     context = prepare_dataset(data, progress=False)
-    config = model_config_for(train_settings(data, work, "region-a", 0), context.taxonomy, context.spec)
+    settings = train_settings(data, work, "region-a", 0)
+    config = model_config_for(settings, context.taxonomy, context.spec, len(context.train_paths))
     path = work / "runs" / "region-a" / "best.ckpt"
     save_checkpoint(path, DualStreamModel(config), config, context.taxonomy, context.stats, spec=context.spec)
     return path, 0, 0.0

@@ -35,13 +35,28 @@ class Recipe:
     steps: int | None = None
     epoch_samples: int = 0  #: draws per epoch at least (tiles repeat within an epoch to reach it)
     patience: int = 0  #: epochs without a better validation mF1 before stopping; 0 = never
+    #: model settings the recipe adds to the preset, as (key, value) pairs; none of them when the user sets
+    #: any (``--set``), so that a user's choice is never half-mixed with the recipe's
+    model: tuple[tuple[str, object], ...] = ()
 
 
 #: the research code's recipe, for the benchmark's thousands of samples (H2CROP.md, "Recipe")
 BENCHMARK = Recipe("benchmark", lr=6e-5, warmup_iters=1000, min_lr=6e-6, epochs=100)
+#: the small recipe's model additions: a per-pixel classifier beside the spatial heads, its logits added to
+#: theirs and trained on its own loss too. Within a 15-minute budget it learns the labelled pixels' spectra
+#: that the spatial model alone has not yet fitted (benchmarks/small_data.py; docs/benchmarks.md, 2026-12-06)
+SMALL_MODEL = (("pixel_branch", 64), ("pixel_join", "logits"), ("pixel_loss", 1.0))
 #: for a few to a few hundred tiles: measured in benchmarks/small_data.py
 SMALL = Recipe(
-    "small", lr=2e-3, warmup_iters=50, min_lr=2e-5, epochs=10_000, steps=1500, epoch_samples=128, patience=12
+    "small",
+    lr=2e-3,
+    warmup_iters=50,
+    min_lr=2e-5,
+    epochs=10_000,
+    steps=1500,
+    epoch_samples=128,
+    patience=12,
+    model=SMALL_MODEL,
 )
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (BENCHMARK, SMALL)}
 RECIPE_CHOICES: tuple[str, ...] = ("auto", *RECIPES)
@@ -78,7 +93,8 @@ def choose_recipe(requested: str, train_samples: int, *, lr_given: bool = False)
         why = (
             f"recipe small: {train_samples} training samples (< {SMALL_SET_SAMPLES}): lr {SMALL.lr:g}, {SMALL.warmup_iters} warm-up steps, "
             f"{SMALL.steps} optimizer steps, early stopping after {SMALL.patience} epochs without a better val "
-            "mF1 (--recipe benchmark for the paper's)"
+            "mF1, a per-pixel classifier beside the heads (--set pixel_branch=0: the preset alone; --recipe benchmark "
+            "for the paper's)"
         )
         return SMALL, SMALL.patience, why
     why = (
@@ -86,6 +102,13 @@ def choose_recipe(requested: str, train_samples: int, *, lr_given: bool = False)
         f"{BENCHMARK.epochs} epochs, early stopping after {AUTO_PATIENCE} epochs without a better val mF1 (--recipe benchmark: no early stopping)"
     )
     return BENCHMARK, AUTO_PATIENCE, why
+
+
+def recipe_model(recipe: Recipe, overrides: dict) -> dict:
+    """The model settings ``recipe`` adds under the user's ``overrides``: all of its own, or none when the
+    user sets any of them."""
+    added = dict(recipe.model)
+    return {} if added.keys() & overrides.keys() else added
 
 
 def schedule(recipe_steps: int | None, epochs: int, steps_per_epoch: int) -> tuple[int, int]:

@@ -222,7 +222,7 @@ def check_for_data(space: SearchSpace, base: TrainSettings, data: DatasetContext
     source = read_start(base)  # --init / --pretrained-s2, read once
     for combination in space.combinations():
         settings = trial_settings(base, combination, source=space.path)
-        config = model_config_for(settings, data.taxonomy, data.spec)
+        config = model_config_for(settings, data.taxonomy, data.spec, len(data.train_paths))
         plan_start(settings, config, data, source)  # the start weights fit, the streams to freeze exist
         if level.startswith("level") and int(level.removeprefix("level")) not in config.levels:
             raise SpaceError(

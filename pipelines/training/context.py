@@ -18,6 +18,7 @@ from h2crop_core.errors import SettingError
 from h2crop_core.models.presets import ModelConfig, get_preset
 from h2crop_core.products.contract import InputContract, contract_for, read_dataset_contract
 from h2crop_core.products.harmonise import OFFSET, S2_CONVENTION, SCALE
+from h2crop_core.recipe import choose_recipe, recipe_model
 from h2crop_core.taxonomy import Taxonomy, load_taxonomy
 from pipelines.runtime.progress import ProgressSender
 from pipelines.settings import TrainSettings
@@ -76,12 +77,19 @@ class LoopConfig:
     start_params: dict = field(default_factory=dict)
 
 
-def model_config_for(settings: TrainSettings, taxonomy: Taxonomy, spec: SampleSpec) -> ModelConfig:
-    """Preset + overrides, with class counts from the taxonomy and band counts from the data; the model is
-    built once on the meta device, so overrides it cannot be built with fail here, not in every worker."""
+def model_config_for(
+    settings: TrainSettings, taxonomy: Taxonomy, spec: SampleSpec, train_samples: int | None = None
+) -> ModelConfig:
+    """Preset + the recipe's model settings (for ``train_samples`` training samples; None: none) + overrides,
+    with class counts from the taxonomy and band counts from the data; the model is built once on the meta
+    device, so overrides it cannot be built with fail here, not in every worker."""
     from h2crop_core.models.summary import build_meta
 
-    overrides = {"precision": settings.precision, **settings.overrides}
+    added = {}
+    if train_samples is not None:
+        recipe = choose_recipe(settings.recipe, train_samples, lr_given=settings.lr is not None)[0]
+        added = recipe_model(recipe, settings.overrides)
+    overrides = {"precision": settings.precision, **added, **settings.overrides}
     config = get_preset(settings.preset, **overrides)
     config = config.replace(
         num_classes=taxonomy.num_classes,

@@ -86,8 +86,9 @@ def prepare_run(
 
     data = data or prepare_dataset(settings.data, settings.taxonomy or None)
     planned = resolve_schedule(settings, data.train_paths)
+    samples = len(data.train_paths)  # the recipe's choice is by the training set, before the plan's repeats
     settings, data = planned.settings, replace(data, train_paths=planned.train_paths)
-    config = model_config_for(settings, data.taxonomy, data.spec)
+    config = model_config_for(settings, data.taxonomy, data.spec, samples)
     start = start if start is not None else plan_start(settings, config, data)
     # validation decodes as evaluate and map do by default, so a checkpoint has one set of numbers
     settings = replace(settings, decode=resolve_decode(settings.decode, config.levels))
@@ -169,7 +170,8 @@ def run_training(settings: TrainSettings, *, progress: bool = True) -> TrainOutc
         settings.preset, **{"precision": settings.precision, **settings.overrides}
     )  # a bad preset fails before any work
     data = prepare_dataset(settings.data, settings.taxonomy or None, progress=progress)
-    start = plan_start(settings, model_config_for(settings, data.taxonomy, data.spec), data)  # before Ray: fails fast
+    config = model_config_for(settings, data.taxonomy, data.spec, len(data.train_paths))
+    start = plan_start(settings, config, data)  # before Ray: fails fast
     connect_ray()
     quiet_data_context()
     per_worker = {"CPU": settings.cpus_per_worker, "GPU": 1 if settings.use_gpu else 0}

@@ -31,3 +31,12 @@ def test_schedule_is_steps_bounded_by_epochs():
     assert schedule(1500, 10_000, 32) == (47, 1500)  # 47 epochs of 32 steps cover 1,500
     assert schedule(1500, 5, 32) == (5, 160)  # --epochs bounds it
     assert schedule(None, 100, 3004) == (100, 300_400)  # the benchmark's: epochs x steps per epoch
+
+
+def test_a_recipes_model_settings_are_added_whole_or_not_at_all():
+    from h2crop_core.recipe import BENCHMARK, SMALL, recipe_model
+
+    assert recipe_model(SMALL, {}) == dict(SMALL.model) and SMALL.model
+    assert recipe_model(SMALL, {"fusion": "gated"}) == dict(SMALL.model)  # other settings do not touch it
+    assert recipe_model(SMALL, {"pixel_loss": 0.5}) == {}
+    assert recipe_model(BENCHMARK, {}) == {}

@@ -44,3 +44,26 @@ def test_defaults_on_a_small_sparse_set_take_the_small_recipe_and_labelled_draws
     assert (
         g.warmup_iters == g.steps // 10 < BENCHMARK.warmup_iters and f"({g.warmup_iters} warm-up steps" in given.summary
     )
+
+
+def test_the_small_recipe_adds_its_per_pixel_classifier_unless_the_user_sets_the_branch():
+    from h2crop_core.data.synth import generate_taxonomy
+    from pipelines.training.context import model_config_for
+
+    taxonomy, spec = generate_taxonomy((2, 3, 4, 5), seed=1), SampleSpec(size=96)
+
+    def config(samples, **settings):
+        return model_config_for(
+            TrainSettings(data="d", preset="tiny_crops_S2_H_jun", **settings), taxonomy, spec, samples
+        )
+
+    small = config(40)
+    assert (small.pixel_branch, small.pixel_join, small.pixel_loss) == tuple(value for _, value in SMALL.model)
+    assert config(40, recipe="benchmark").pixel_branch == 0  # the paper's recipe: the preset as published
+    assert config(5000).pixel_branch == 0 and config(40, lr=1e-3).pixel_branch == 0  # auto: benchmark
+    assert config(None).pixel_branch == 0  # no training set: no recipe
+    # a user's branch setting is theirs whole: none of the recipe's is mixed in
+    alone = config(40, overrides={"pixel_branch": 0})
+    assert (alone.pixel_branch, alone.pixel_join, alone.pixel_loss) == (0, "concat", 0.0)
+    concat = config(40, overrides={"pixel_branch": 32})
+    assert (concat.pixel_branch, concat.pixel_join, concat.pixel_loss) == (32, "concat", 0.0)
