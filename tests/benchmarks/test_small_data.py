@@ -32,7 +32,7 @@ def arrays(root: Path, split: str) -> dict[str, dict]:
 
 
 def test_the_scene_protocol_splits_every_tiles_labelled_pixels_and_keeps_its_images(small_data, tmp_path):
-    args = argparse.Namespace(protocol="scene", tiles=4, world_kind="drawn", label_fraction=0.1)
+    args = argparse.Namespace(protocol="scene", tiles=4, world_kind="drawn", label_fraction=0.1, gaps=0.0)
     root = small_data.make_cell_data(tmp_path / "cell", world=0, seed=1, args=args)
     dense = arrays(tmp_path / "cell" / "dense", "train") | arrays(tmp_path / "cell" / "dense", "val")
     dense |= arrays(tmp_path / "cell" / "dense", "test")
@@ -54,10 +54,13 @@ def test_the_scene_protocol_splits_every_tiles_labelled_pixels_and_keeps_its_ima
     np.testing.assert_allclose(shares, [0.10, 0.05, 0.85], atol=0.01)
     assert small_data.seen_share(root) > 0.99  # scored classes have training pixels in the same tiles
     assert small_data.make_cell_data(tmp_path / "cell", world=0, seed=1, args=args) == root  # made once
+    # cells of another bare-soil share are other cells; without gaps the names stay as they were
+    assert small_data.cell_name(args, 1, 2) == "scene-w1-s2"
+    assert small_data.cell_name(argparse.Namespace(protocol="scene", gaps=0.3), 1, 2) == "scene-g0.3-w1-s2"
 
 
 def test_the_ceiling_counts_the_scored_pixels_of_classes_never_trained_on(small_data, tmp_path):
-    args = argparse.Namespace(protocol="survey", tiles=10, world_kind="drawn", label_fraction=0.3)
+    args = argparse.Namespace(protocol="survey", tiles=10, world_kind="drawn", label_fraction=0.3, gaps=0.0)
     root = small_data.make_cell_data(tmp_path / "cell", world=0, seed=0, args=args)
     train = {int(v) for s in arrays(root, "train").values() for v in np.unique(s["label"][3])} - {UNLABELLED}
     test = np.concatenate([s["label"][3].ravel() for s in arrays(root, "test").values()])
