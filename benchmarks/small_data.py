@@ -31,8 +31,10 @@ concatenated to the fused features), ``pixel-logits`` (that branch, 64 wide, wit
 classifier whose logits are added to the heads', trained on its own loss too) and ``pixel-spectrum`` (that
 classifier on the EnMAP spectrum alone, with Gaussian input noise).
 
-Every cell's results are written as it finishes (``cells/{protocol}-w{W}-s{S}.json`` under ``--keep``): a
-rerun with the same ``--keep`` goes on where it stopped. JSON to ``benchmarks/results/small_data.json``.
+Every cell's results are written as it finishes (``cells/{protocol}[-g{G}]-w{W}-s{S}.json`` under ``--keep``):
+a rerun with the same ``--keep`` goes on where it stopped. Each deep run records the model settings it added
+to the preset (``model``); cells written before 2026-12-06 lack them, and their ``faithful`` is the preset
+alone. JSON to ``benchmarks/results/small_data.json``.
 
     python benchmarks/small_data.py [--worlds 3] [--seeds 3] [--world-kind prosail] [--protocol survey] \\
         [--tiles 32] [--minutes 15] [--label-fraction 0.1] [--gaps 0] [--variants faithful] [--keep DIR] [--smoke]
@@ -94,22 +96,26 @@ def run_baseline(root: Path, work: Path, model: str, seed: int, max_pixels: int 
     }
 
 
-#: --smoke trains one pass over the few tiles (the benchmark recipe around a given lr) instead of the small
-#: recipe's 32-step epoch: the smoke checks the script, and the epoch was most of its time
+#: --smoke trains one pass over the few tiles (the benchmark recipe around a given lr, with the small recipe's
+#: model) instead of the small recipe's 32-step epoch: the smoke checks the script, and the epoch was most of
+#: its time
 SMOKE_TRAIN = {"recipe": "benchmark", "lr": 2e-3, "epochs": 1}
 
 
 def run_deep(root: Path, work: Path, variant: str, seed: int, minutes: float, smoke: bool) -> dict:
     from h2crop_core.evaluation import evaluate_checkpoint
+    from h2crop_core.recipe import SMALL, recipe_model
     from h2crop_core.report import build_metrics
     from pipelines.settings import TrainSettings
     from pipelines.training.train import run_training
 
     started = time.perf_counter()
+    overrides = dict(VARIANTS[variant].get("set", {}))
+    model = {**recipe_model(SMALL, overrides), **overrides}  # what the small recipe trains (sets of < 2,000 tiles)
     settings = TrainSettings(  # the defaults, but for where it runs: one worker with every core, a time budget
         data=str(root),
         preset=PRESET,
-        overrides=dict(VARIANTS[variant].get("set", {})),
+        overrides=model if smoke else overrides,  # --smoke: the benchmark recipe, with the small recipe's model
         seed=seed,
         workers=1,
         cpus_per_worker=float(os.cpu_count() or 1),
@@ -126,6 +132,7 @@ def run_deep(root: Path, work: Path, variant: str, seed: int, minutes: float, sm
     evaluation = evaluate_checkpoint(outcome.best_checkpoint, root, "test", progress=False, loader_workers=0)
     return {
         "seconds": trained,
+        "model": model,
         "epochs": outcome.epochs_done,
         "best_epoch": outcome.best_metrics.get("epoch"),
         "best_val_mf1": outcome.best_metrics.get("val_mf1"),

@@ -89,11 +89,15 @@ def make_data(work: Path, args: argparse.Namespace) -> tuple[Path, Path, dict]:
 
 
 def train_settings(data: Path, work: Path, name: str, minutes: float, init: str = ""):
+    from h2crop_core.recipe import SMALL
     from pipelines.settings import TrainSettings
 
     return TrainSettings(
         data=str(data),
         preset=PRESET,
+        # the small recipe's model in every run, given: a fine-tuned run keeps its checkpoint's model (the recipe
+        # adds nothing to --init), and scratch against fine-tuned compares one model
+        overrides=dict(SMALL.model),
         workers=1,
         cpus_per_worker=float(os.cpu_count() or 1),
         epochs=None if minutes else 1,  # --smoke: one epoch, a pass over B's few tiles (not the small recipe's
@@ -126,8 +130,7 @@ def untrained(data: Path, work: Path) -> tuple[Path, int, float]:
     from pipelines.training.context import model_config_for, prepare_dataset
 
     context = prepare_dataset(data, progress=False)
-    settings = train_settings(data, work, "region-a", 0)
-    config = model_config_for(settings, context.taxonomy, context.spec, len(context.train_paths))
+    config = model_config_for(train_settings(data, work, "region-a", 0), context.taxonomy, context.spec)
     path = work / "runs" / "region-a" / "best.ckpt"
     save_checkpoint(path, DualStreamModel(config), config, context.taxonomy, context.stats, spec=context.spec)
     return path, 0, 0.0

@@ -93,8 +93,7 @@ def choose_recipe(requested: str, train_samples: int, *, lr_given: bool = False)
         why = (
             f"recipe small: {train_samples} training samples (< {SMALL_SET_SAMPLES}): lr {SMALL.lr:g}, {SMALL.warmup_iters} warm-up steps, "
             f"{SMALL.steps} optimizer steps, early stopping after {SMALL.patience} epochs without a better val "
-            "mF1, a per-pixel classifier beside the heads (--set pixel_branch=0: the preset alone; --recipe benchmark "
-            "for the paper's)"
+            "mF1 (--recipe benchmark for the paper's)"
         )
         return SMALL, SMALL.patience, why
     why = (
@@ -104,11 +103,23 @@ def choose_recipe(requested: str, train_samples: int, *, lr_given: bool = False)
     return BENCHMARK, AUTO_PATIENCE, why
 
 
-def recipe_model(recipe: Recipe, overrides: dict) -> dict:
+def recipe_model(recipe: Recipe, overrides: dict, *, init: bool = False) -> dict:
     """The model settings ``recipe`` adds under the user's ``overrides``: all of its own, or none when the
-    user sets any of them."""
+    user sets any of them, or when the run starts from a checkpoint (``init``: fine-tuning keeps the model the
+    checkpoint was trained as, the preset with the user's settings)."""
     added = dict(recipe.model)
-    return {} if added.keys() & overrides.keys() else added
+    return {} if init or added.keys() & overrides.keys() else added
+
+
+def model_line(recipe: Recipe, overrides: dict, *, init: bool = False) -> str:
+    """What the recipe does to the model, for the console's recipe line ("" when it has nothing to add)."""
+    if not recipe.model:
+        return ""
+    settings = " ".join(f"{key}={value}" for key, value in recipe.model)
+    if recipe_model(recipe, overrides, init=init):
+        return f"; adds a per-pixel classifier beside the heads ({settings}; --set pixel_branch=0: the preset alone)"
+    why = "--init: the checkpoint's model" if init else "your --set"
+    return f"; its per-pixel classifier ({settings}) left out ({why})"
 
 
 def schedule(recipe_steps: int | None, epochs: int, steps_per_epoch: int) -> tuple[int, int]:

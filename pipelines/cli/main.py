@@ -239,7 +239,7 @@ def add_data_parsers(add) -> None:
     p.add_argument("--samples", type=int, default=32, help="number of samples (default 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--world", choices=("drawn", "prosail"), default="drawn", help="class spectra (prosail: world.png)")
-    p.add_argument("--gaps", type=float, default=0.0, help="prosail: mean share of bare soil within fields (0-0.9)")
+    p.add_argument("--gaps", type=float, default=0.0, help="prosail: share of bare soil within fields, [0, 0.9)")
     p.add_argument(
         "--taxonomy", type=Path, help="taxonomy CSV to generate classes from (default: a generated 6/36/82/101 tree)"
     )

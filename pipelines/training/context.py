@@ -88,7 +88,7 @@ def model_config_for(
     added = {}
     if train_samples is not None:
         recipe = choose_recipe(settings.recipe, train_samples, lr_given=settings.lr is not None)[0]
-        added = recipe_model(recipe, settings.overrides)
+        added = recipe_model(recipe, settings.overrides, init=bool(settings.init))
     overrides = {"precision": settings.precision, **added, **settings.overrides}
     config = get_preset(settings.preset, **overrides)
     config = config.replace(

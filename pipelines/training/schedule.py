@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from h2crop_core.data.reader import sample_name
 from h2crop_core.data.sampling import count_labelled, describe_plan, draw_weights, epoch_plan, is_sparse, probe_paths
-from h2crop_core.recipe import Recipe, capped_warmup, choose_recipe, schedule
+from h2crop_core.recipe import Recipe, capped_warmup, choose_recipe, model_line, schedule
 from pipelines.settings import TrainSettings
 from pipelines.training.steps import steps_per_epoch
 
@@ -58,6 +58,7 @@ def sampling_counts(settings: TrainSettings, paths: tuple[str, ...], *, progress
 def resolve_schedule(settings: TrainSettings, train_paths: tuple[str, ...], *, progress: bool = False) -> Schedule:
     """The recipe for this training set, the epoch's draws, and the epochs and steps that follow."""
     recipe, patience, recipe_line = choose_recipe(settings.recipe, len(train_paths), lr_given=settings.lr is not None)
+    recipe_line += model_line(recipe, settings.overrides, init=bool(settings.init))
     counts = sampling_counts(settings, train_paths, progress=progress)
     plan = tuple(epoch_plan(list(train_paths), recipe.epoch_samples, counts))
     resolved = fill_from_recipe(settings, recipe, patience)

@@ -40,3 +40,4 @@ def test_a_recipes_model_settings_are_added_whole_or_not_at_all():
     assert recipe_model(SMALL, {"fusion": "gated"}) == dict(SMALL.model)  # other settings do not touch it
     assert recipe_model(SMALL, {"pixel_loss": 0.5}) == {}
     assert recipe_model(BENCHMARK, {}) == {}
+    assert recipe_model(SMALL, {}, init=True) == {}  # fine-tuning: the checkpoint's model

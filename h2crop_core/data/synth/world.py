@@ -203,9 +203,10 @@ class SyntheticWorld:
     def _with_soil(self, scene: dict, rows: slice, s2: np.ndarray, enmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The pixels' S2 (h, W, T, bands) and EnMAP (h, W, bands) spectra with their share of bare soil
         (the scene's gap field, drawn once for the whole scene so that its strips agree) mixed in."""
-        if "gaps" not in scene:
-            scene["gaps"] = gap_field(scene["parcel"], scene.get("seed", 0), self.gaps)
-        gaps, parcel = scene["gaps"][rows], scene["parcel"][rows]
+        key = f"gaps={self.gaps:g}"  # by share: a scene rendered again with another one draws its own
+        if key not in scene:
+            scene[key] = gap_field(scene["parcel"], scene.get("seed", 0), self.gaps)
+        gaps, parcel = scene[key][rows], scene["parcel"][rows]
         leaf = scene["parcel_leaf"][parcel]
         soil_s2 = self.canopy.soil_s2.mean(axis=1)[leaf][..., : s2.shape[2], :]
         soil_enmap = self.canopy.soil_enmap.mean(axis=1)[leaf]

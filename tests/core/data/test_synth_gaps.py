@@ -34,7 +34,7 @@ def test_a_prosail_world_mixes_each_pixel_with_its_soil_by_its_share():
     closed = world.render(dict(scene), slice(None), np.random.default_rng(5))
     world.gaps = 0.3
     open_ = world.render(scene, slice(None), np.random.default_rng(5))
-    gaps = scene["gaps"]
+    gaps = scene["gaps=0.3"]
     s2_change = np.abs(open_[0].astype(float) - closed[0]).mean(axis=(0, 1))  # per pixel
     assert s2_change[gaps == 0].max() <= 1  # int16 rounding only
     # the change is the share times the parcel's own canopy-to-soil difference: one ratio per parcel

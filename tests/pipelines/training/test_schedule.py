@@ -30,6 +30,13 @@ def test_defaults_on_a_small_sparse_set_take_the_small_recipe_and_labelled_draws
         -SMALL.steps // (SMALL.epoch_samples // s.batch_size)
     )
     assert "recipe small" in planned.recipe_line and "sampling labelled" in planned.sampling_line
+    assert "adds a per-pixel classifier beside the heads (pixel_branch=64" in planned.recipe_line
+    mine = resolve_schedule(
+        TrainSettings(data=str(tmp_path), preset="p", workers=1, overrides={"pixel_loss": 0}), paths
+    )
+    assert "its per-pixel classifier (pixel_branch=64 pixel_join=logits pixel_loss=1.0) left out (your --set)" in (
+        mine.recipe_line
+    )
     assert (
         len(Counter(planned.train_paths)) < len(paths) or len(set(Counter(planned.train_paths).values())) > 1
     )  # not uniform
@@ -67,3 +74,4 @@ def test_the_small_recipe_adds_its_per_pixel_classifier_unless_the_user_sets_the
     assert (alone.pixel_branch, alone.pixel_join, alone.pixel_loss) == (0, "concat", 0.0)
     concat = config(40, overrides={"pixel_branch": 32})
     assert (concat.pixel_branch, concat.pixel_join, concat.pixel_loss) == (32, "concat", 0.0)
+    assert config(40, init="region-a/best.ckpt").pixel_branch == 0  # fine-tuning keeps the checkpoint's model
