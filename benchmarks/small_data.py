@@ -53,8 +53,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from h2crop_core.recipe import SMALL_MODEL
+
 PRESET = "tiny_crops_S2_H_jun"
-PIXEL_LOGITS = {"pixel_branch": 64, "pixel_join": "logits", "pixel_loss": 1.0}
+#: the small recipe's per-pixel classifier, set explicitly (the variants that compare it name it)
+PIXEL_LOGITS = dict(SMALL_MODEL)
 #: the deep variants: model overrides (--set) on top of the preset, and training settings other than the
 #: defaults; ``faithful`` is ``h2crop train`` as a user runs it (the preset as published, the recipe's defaults)
 VARIANTS: dict[str, dict] = {
